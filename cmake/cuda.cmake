@@ -1,0 +1,33 @@
+# Optional CUDA + NCCL. Result: GPURUN_HAS_CUDA / GPURUN_HAS_NCCL (CMake booleans) and, when
+# found, the imported targets CUDA::cudart, CUDA::cublas and gpurun::nccl.
+set(GPURUN_HAS_CUDA OFF)
+set(GPURUN_HAS_NCCL OFF)
+if(NOT GPURUN_WITH_CUDA STREQUAL "OFF")
+  if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  find_package(CUDAToolkit QUIET)
+  if(CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      # Hopper (H100/H200) natively, plus PTX for anything newer.
+      set(CMAKE_CUDA_ARCHITECTURES 90)
+    endif()
+    enable_language(CUDA)
+    set(GPURUN_HAS_CUDA ON)
+    find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include)
+    find_library(NCCL_LIBRARY NAMES nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib64)
+    if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+      add_library(gpurun::nccl UNKNOWN IMPORTED)
+      set_target_properties(gpurun::nccl PROPERTIES IMPORTED_LOCATION ${NCCL_LIBRARY}
+                            INTERFACE_INCLUDE_DIRECTORIES ${NCCL_INCLUDE_DIR})
+      set(GPURUN_HAS_NCCL ON)
+    endif()
+  endif()
+  if(GPURUN_WITH_CUDA STREQUAL "ON" AND NOT (GPURUN_HAS_CUDA AND GPURUN_HAS_NCCL))
+    message(FATAL_ERROR "GPURUN_WITH_CUDA=ON but the CUDA toolkit or NCCL was not found; "
+                        "install them under /usr/local/cuda or configure with -DGPURUN_WITH_CUDA=AUTO")
+  endif()
+endif()
+message(STATUS "gpurun: CUDA ${GPURUN_HAS_CUDA}, NCCL ${GPURUN_HAS_NCCL}")

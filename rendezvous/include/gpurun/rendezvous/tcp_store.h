@@ -1,0 +1,65 @@
+// Client of a TCPStore-protocol server: gpurun's StoreServer or PyTorch's own TCPStore server.
+// One TCP connection, requests strictly sequential under a mutex (like c10d's client), blocking
+// I/O with poll() deadlines. Connecting retries with exponential backoff until connect_timeout, so
+// the server may come up later. Every timeout names the address, the operation and the keys.
+#pragma once
+
+#include <memory>
+#include <optional>
+
+#include "gpurun/rendezvous/store.h"
+
+namespace gpurun::rendezvous {
+
+// Which wire dialect to speak (see docs/tcpstore-protocol.md in ../shared/docs).
+enum class Dialect {
+  kV2,    // PyTorch 2.x: VALIDATE magic + PING on connect, 2.x opcode numbers. gpurun's default.
+  kV113,  // PyTorch 1.13: no handshake, 1.13 opcode numbers (needed to talk to a torch 1.13 server).
+};
+
+struct TcpStoreOptions {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 29500;
+  std::chrono::milliseconds timeout = Store::kDefaultTimeout;          // per blocking operation
+  std::chrono::milliseconds connect_timeout = Store::kDefaultTimeout;  // total connect retry budget
+  Dialect dialect = Dialect::kV2;
+  // Prepend "/" to every key as PyTorch's TCPStore client does, so keys line up with Python peers.
+  bool torch_key_prefix = false;
+  // When set, the constructor does ADD "init/" 1 like a PyTorch client given world_size.
+  std::optional<int> world_size;
+};
+
+class TcpStore final : public Store {
+ public:
+  // Connects (with retry). Throws NetworkError if the server is unreachable by connect_timeout;
+  // the message names the address and how long it tried.
+  explicit TcpStore(TcpStoreOptions options);
+  ~TcpStore() override;
+
+  void set(const std::string& key, const Bytes& value) override;
+  using Store::set;
+  Bytes get(const std::string& key) override;
+  std::int64_t add(const std::string& key, std::int64_t delta) override;
+  Bytes compare_set(const std::string& key, const Bytes& expected, const Bytes& desired) override;
+  bool check(const std::vector<std::string>& keys) override;
+  void wait(const std::vector<std::string>& keys, std::chrono::milliseconds timeout) override;
+  using Store::wait;
+  bool delete_key(const std::string& key) override;
+  std::int64_t num_keys() override;
+  std::vector<Bytes> multi_get(const std::vector<std::string>& keys) override;
+  void multi_set(const std::vector<std::string>& keys, const std::vector<Bytes>& values) override;
+  void append(const std::string& key, const Bytes& value) override;
+  std::string describe() const override;  // "store 127.0.0.1:29500"
+
+  // 2.x dialect only: round-trips a PING; returns false if the server did not echo it.
+  bool ping();
+
+  const TcpStoreOptions& options() const { return options_; }
+
+ private:
+  struct Impl;
+  TcpStoreOptions options_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gpurun::rendezvous

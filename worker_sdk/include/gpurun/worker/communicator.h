@@ -1,0 +1,89 @@
+// Collectives over the ranks of one job. Implementations: GlooCommunicator (CPU, always built;
+// also serves GPU ranks in hybrid jobs by staging through host memory) and NcclCommunicator
+// (built only with NCCL). Buffers live on the Context's device: host memory for a CPU rank,
+// device memory for a CUDA rank. Every call blocks until complete or until the communicator's
+// timeout, which throws CommError naming the collective and the ranks that did not arrive.
+// Not thread-safe: call collectives from one thread per rank, in the same order on every rank.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace gpurun::worker {
+
+enum class Backend { kAuto, kGloo, kNccl };
+enum class DataType { kFloat32, kFloat64, kInt32, kInt64, kUInt8, kFloat16, kBFloat16 };
+enum class ReduceOp { kSum, kMax, kMin, kAvg };
+
+std::string to_string(Backend b);  // "auto" | "gloo" | "nccl"
+std::string to_string(DataType t);
+std::string to_string(ReduceOp op);
+std::size_t size_of(DataType t);
+
+template <typename T>
+constexpr DataType data_type_of() {
+  if constexpr (std::is_same_v<T, float>) return DataType::kFloat32;
+  else if constexpr (std::is_same_v<T, double>) return DataType::kFloat64;
+  else if constexpr (std::is_same_v<T, std::int32_t>) return DataType::kInt32;
+  else if constexpr (std::is_same_v<T, std::int64_t>) return DataType::kInt64;
+  else if constexpr (std::is_same_v<T, std::uint8_t>) return DataType::kUInt8;
+  else static_assert(sizeof(T) == 0, "unsupported element type");
+}
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual Backend backend() const = 0;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // ---- raw, type-erased interface (what backends implement) ----
+  // In place on `count` elements.
+  virtual void all_reduce(void* buf, std::size_t count, DataType type, ReduceOp op) = 0;
+  virtual void broadcast(void* buf, std::size_t count, DataType type, int root) = 0;
+  // recv holds size() * count elements, rank r's block at offset r * count.
+  virtual void all_gather(const void* send, void* recv, std::size_t count, DataType type) = 0;
+  // Variable-size gather to `root`: rank r sends counts[r] elements; on root, recv holds
+  // sum(counts) elements laid out by rank. `counts` must be identical on every rank.
+  virtual void gather(const void* send, void* recv, const std::vector<std::size_t>& counts,
+                      DataType type, int root) = 0;
+  // send holds size() * count elements; rank r receives the reduction of block r into recv.
+  virtual void reduce_scatter(const void* send, void* recv, std::size_t count, DataType type,
+                              ReduceOp op) = 0;
+  virtual void barrier() = 0;
+
+  // ---- typed helpers ----
+  template <typename T>
+  void all_reduce(std::span<T> data, ReduceOp op = ReduceOp::kSum) {
+    all_reduce(data.data(), data.size(), data_type_of<T>(), op);
+  }
+  template <typename T>
+  T all_reduce_value(T value, ReduceOp op = ReduceOp::kSum) {
+    all_reduce(&value, 1, data_type_of<T>(), op);
+    return value;
+  }
+  template <typename T>
+  void broadcast(std::span<T> data, int root = 0) {
+    broadcast(data.data(), data.size(), data_type_of<T>(), root);
+  }
+  template <typename T>
+  std::vector<T> all_gather(std::span<const T> data) {
+    std::vector<T> out(data.size() * static_cast<std::size_t>(size()));
+    all_gather(data.data(), out.data(), data.size(), data_type_of<T>());
+    return out;
+  }
+  // Gathers host-memory spans of any length to `root` (lengths exchanged first). Returns one
+  // vector per rank on root, an empty vector elsewhere.
+  template <typename T>
+  std::vector<std::vector<T>> gather_host(std::span<const T> data, int root = 0);
+};
+
+}  // namespace gpurun::worker
+
+#include "gpurun/worker/detail/communicator_inl.h"
