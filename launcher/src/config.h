@@ -1,0 +1,175 @@
+// The launcher's internal contract. LaunchConfig is the one struct every launcher component
+// reads; resolve_config() (cli.cc) builds it from argv + environment as a pure function.
+// plan_workers() (worker_env.cc) turns config + GPUs + attempt facts into per-worker specs,
+// also a pure function. The supervisor (supervisor.cc) and run() (run.cc) only consume these.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "gpurun/common/env.h"
+
+namespace gpurun::launcher {
+
+enum class Action {
+  kRun,         // launch workers
+  kHelp,        // --help: print help_text() to stdout, exit 0
+  kVersion,     // --version
+  kInfo,        // --info / `gpurun info`: GPUs, versions, interfaces, port, env
+  kDryRun,      // --dry-run: print the plan and exit 0
+  kDumpConfig,  // --dump-config: print the resolved config as JSON and exit 0
+  kStore,       // `gpurun store ...`: run a standalone store server (rendezvous::store_main)
+};
+
+// torchrun's Std flags: bit 1 = stdout, bit 2 = stderr.
+enum StdMask : int { kStdNone = 0, kStdOut = 1, kStdErr = 2, kStdAll = 3 };
+
+// -r/--redirects and -t/--tee: one value for every local rank, or a per-local-rank map.
+struct StdSpec {
+  int all = kStdNone;
+  std::map<int, int> per_rank;  // local_rank -> mask; overrides `all`
+  int for_rank(int local_rank) const;
+};
+
+enum class NprocKind { kNumber, kGpu, kCpu, kAuto };
+
+enum class ColorMode { kAuto, kAlways, kNever };
+
+struct LaunchConfig {
+  Action action = Action::kRun;
+  std::vector<std::string> store_args;  // args after `gpurun store` (Action::kStore)
+
+  // ---- torchrun flags ----
+  int nnodes_min = 1;
+  int nnodes_max = 1;
+  int node_rank = 0;
+  NprocKind nproc_kind = NprocKind::kNumber;
+  int nproc_per_node = 1;  // for kNumber; resolved for the others by plan_workers/run
+  std::string rdzv_backend = "static";
+  std::string rdzv_endpoint;
+  std::string rdzv_id = "none";
+  std::map<std::string, std::string> rdzv_conf;
+  bool standalone = false;
+  int max_restarts = 0;
+  std::chrono::milliseconds monitor_interval{100};  // accepted for compatibility; we are event driven
+  std::string start_method = "spawn";
+  std::string role = "default";
+  bool module = false;     // -m: python -u -m PROGRAM
+  bool no_python = false;  // run PROGRAM directly
+  bool run_path = false;
+  std::optional<std::string> log_dir;
+  StdSpec redirects;
+  StdSpec tee;
+  std::optional<std::set<int>> local_ranks_filter;  // console filter (local ranks)
+  std::string master_addr = "127.0.0.1";
+  std::optional<int> master_port;  // unset or 0 = pick a free port atomically (bound, never probed)
+  std::optional<std::string> local_addr;
+  std::vector<int> signals_to_handle;  // default SIGTERM,SIGINT,SIGHUP,SIGQUIT (+SIGUSR1/2 forwarded)
+  std::chrono::milliseconds shutdown_timeout{5000};  // grace between forwarded signal and SIGKILL
+  bool virtual_local_rank = false;
+
+  // ---- gpurun extras ----
+  bool narrow_visible_devices = false;  // --per-worker-visible-devices: CUDA_VISIBLE_DEVICES=<its GPU>
+  std::optional<std::chrono::milliseconds> run_timeout;    // --timeout: whole run
+  std::chrono::milliseconds rdzv_timeout{std::chrono::minutes(15)};  // --rdzv-timeout
+  std::optional<std::string> summary_json;                  // --summary-json PATH
+  ColorMode color = ColorMode::kAuto;                       // --color auto|always|never
+  bool tag_output = true;  // prefix console lines with [rank N] when output goes through gpurun
+  std::string python = "python3";  // $PYTHON_EXEC, else $PYTHON, else python3
+
+  // ---- the program ----
+  std::string program;
+  std::vector<std::string> program_args;
+
+  std::vector<std::string> notes;  // warnings found while resolving (printed once by run())
+};
+
+// Parses gpurun's command line (argv without argv[0]) with torchrun's rules: both spellings,
+// --flag=value and --flag value, unique-prefix abbreviations, PET_* fallbacks, everything after
+// the program passed through. Throws ConfigError with "did you mean" on unknown flags.
+LaunchConfig resolve_config(const std::vector<std::string>& args, const EnvMap& env);
+
+std::string help_text();
+std::string version_text();
+
+// ---- GPUs ----
+struct GpuInfo {
+  int index = 0;          // index in the numbering the worker will see (after *_VISIBLE_DEVICES)
+  std::string id;         // what to put in CUDA_VISIBLE_DEVICES for this GPU (index, UUID or MIG id)
+  std::string name;       // "NVIDIA H100 80GB HBM3" when known
+  std::string vendor;     // "nvidia" | "amd" | "fake"
+  std::string uuid;
+};
+
+struct GpuInventory {
+  std::vector<GpuInfo> gpus;
+  std::string source;  // how they were found: "nvml", "CUDA_VISIBLE_DEVICES", "kfd", "fake", "none"
+  std::string driver_version;  // when known
+  std::vector<std::string> notes;  // e.g. "NVML not loadable: libnvidia-ml.so.1 not found"
+};
+
+// Seam for tests: NvmlGpuProbe (dlopen), AmdGpuProbe (kfd / ROCR_VISIBLE_DEVICES), FakeGpuProbe.
+class GpuProbe {
+ public:
+  virtual ~GpuProbe() = default;
+  virtual GpuInventory probe(const EnvMap& env) = 0;
+};
+// The real probe chain: NVIDIA (NVML honouring CUDA_VISIBLE_DEVICES), then AMD. Never throws for a
+// missing driver (= 0 GPUs). GPURUN_FAKE_GPUS=N (tests only) returns N fake GPUs.
+std::unique_ptr<GpuProbe> make_default_gpu_probe();
+
+// ---- workers ----
+struct AttemptFacts {
+  int restart_count = 0;
+  std::string run_id;           // TORCHELASTIC_RUN_ID
+  std::string master_addr;      // what workers connect to
+  int master_port = 0;          // the store gpurun bound
+  std::string attempt_log_dir;  // "" when logs are off (/dev/null or no files needed)
+  int group_rank = 0;           // node rank
+  int group_world_size = 1;     // nodes
+  int base_global_rank = 0;     // first global rank on this node
+  int world_size = 0;           // total workers in the job
+};
+
+struct WorkerSpec {
+  int local_rank = 0;
+  int rank = 0;
+  std::vector<std::string> argv;  // argv[0] is the executable (resolved via PATH by the runner)
+  EnvMap env;                     // the complete environment for the worker
+  std::optional<int> gpu;         // GPU index assigned (LOCAL_RANK mapping), if any
+  std::string stdout_path;        // "" = not redirected to a file
+  std::string stderr_path;
+  bool console_stdout = true;     // after --local-ranks-filter
+  bool console_stderr = true;
+};
+
+// Resolves nproc (gpu/cpu/auto) against the inventory; throws ConfigError(kNoGpu message) for
+// "gpu" with no GPU visible.
+int resolve_nproc(const LaunchConfig& cfg, const GpuInventory& gpus, int cpu_count);
+
+// The full torchrun worker environment on top of `base_env` (the launcher's own environment).
+// Pure. Warnings (e.g. "ranks 2,3 have no GPU") go to `notes` if non-null.
+std::vector<WorkerSpec> plan_workers(const LaunchConfig& cfg, int nproc, const GpuInventory& gpus,
+                                     const AttemptFacts& facts, const EnvMap& base_env,
+                                     std::vector<std::string>* notes = nullptr);
+
+// ---- diagnostics ----
+// "pid 4711 (python3 train.py --foo)" for the process listening on TCP `port`, from /proc; empty
+// when unknown (other user, no /proc).
+std::string describe_port_holder(int port);
+
+// `gpurun --info`: prints GPUs seen and how, driver/CUDA/NCCL versions when present, network
+// interfaces, whether the chosen port is free, relevant env. Returns an exit code.
+int print_info(const LaunchConfig& cfg, const EnvMap& env, GpuProbe& probe);
+
+// ---- orchestration (run.cc) ----
+// Runs the job described by cfg; returns the process exit code (worker's code, 128+signal, ...).
+int run(const LaunchConfig& cfg, const EnvMap& env);
+
+}  // namespace gpurun::launcher
