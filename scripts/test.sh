@@ -43,9 +43,11 @@ fi
 if [ "${GPURUN_SKIP_FUZZ:-0}" != "1" ] && command -v clang++-16 >/dev/null; then
   stage "fuzz build (build-fuzz/, clang-16 libFuzzer)"
   if [ -f tests/fuzz/CMakeLists.txt ]; then
-    BUILD_DIR=build-fuzz BUILD_TYPE=Debug bash scripts/build.sh -DCMAKE_CXX_COMPILER=clang++-16 \
+    # Only the fuzz targets are built here (the rest of the tree is covered by the builds above).
+    cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_COMPILER=clang++-16 \
       -DCMAKE_C_COMPILER=clang-16 -DGPURUN_FUZZ=ON -DGPURUN_WITH_CUDA=OFF \
-      -DGPURUN_BUILD_EXAMPLES=OFF -DGPURUN_BUILD_BENCH=OFF -DGPURUN_BUILD_TESTS=ON
+      -DGPURUN_BUILD_EXAMPLES=OFF -DGPURUN_BUILD_BENCH=OFF -DGPURUN_BUILD_TESTS=ON >/dev/null
+    cmake --build build-fuzz -j "$(nproc)" --target gpurun_fuzz_targets
     stage "fuzz run (bounded)"
     ctest --test-dir build-fuzz --output-on-failure -L fuzz
   fi
