@@ -360,5 +360,6 @@ TEST_CASE("help lists every group, exit codes and env; version names gpurun", "[
                         "-r, --redirects", "--local-ranks-filter", "PET_", "GPURUN_FAKE_GPUS"}) {
     CHECK_THAT(h, Catch::Contains(s));
   }
+  for (const auto& line : split(h, '\n')) CHECK(line.size() <= 100);
   CHECK_THAT(version_text(), Catch::StartsWith("gpurun "));
 }

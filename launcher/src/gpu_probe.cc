@@ -273,7 +273,7 @@ GpuInventory FakeGpuProbe::probe(const EnvMap& env) {
   std::vector<NvmlDevice> devices;
   for (int i = 0; i < count_; ++i) {
     devices.push_back({fmt::format("GPU-fa4e0000-0000-4000-8000-{:012d}", i),
-                       fmt::format("Fake GPU {}", i), {}});
+                       "Fake GPU", {}});
   }
   GpuInventory inv = NvmlGpuProbe(make_fake_nvml(std::move(devices), "fake"), "fake", "fake")
                          .probe(env);

@@ -166,7 +166,9 @@ TEST_CASE("FakeGpuProbe and GPURUN_FAKE_GPUS", "[gpu_probe]") {
   auto inv = FakeGpuProbe(3).probe({});
   CHECK(inv.gpus.size() == 3);
   CHECK(inv.source == "fake");
-  CHECK(inv.gpus[1].name == "Fake GPU 1");
+  CHECK(inv.gpus[1].name == "Fake GPU");
+  CHECK(inv.gpus[1].uuid != inv.gpus[0].uuid);
+  CHECK(inv.notes.size() == 1);  // only the "tests only" note: fakes are one model
   CHECK(inv.gpus[1].vendor == "fake");
   inv = FakeGpuProbe(4).probe({{"CUDA_VISIBLE_DEVICES", "2,3"}});
   REQUIRE(inv.gpus.size() == 2);
