@@ -6,31 +6,18 @@
 #include <map>
 
 #include "gpurun/common/error.h"
+#include "worker_env.h"
 
 namespace gpurun::launcher {
 
 namespace {
 bool contains(const std::vector<int>& v, int x) { return std::find(v.begin(), v.end(), x) != v.end(); }
-}  // namespace
-
-std::string format_rank_list(std::vector<int> ranks) {
+std::string sorted_rank_list(std::vector<int> ranks) {
   std::sort(ranks.begin(), ranks.end());
   ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
-  std::string out;
-  for (std::size_t i = 0; i < ranks.size();) {
-    std::size_t j = i;
-    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
-    if (!out.empty()) out += ",";
-    out += std::to_string(ranks[i]);
-    if (j >= i + 2) {
-      out += "-" + std::to_string(ranks[j]);
-    } else if (j == i + 1) {
-      out += "," + std::to_string(ranks[j]);
-    }
-    i = j + 1;
-  }
-  return out;
+  return format_rank_list(ranks);
 }
+}  // namespace
 
 struct Supervisor::Attempt {
   std::vector<WorkerRecord> workers;
@@ -246,7 +233,7 @@ void Supervisor::run_attempt(int restart_count, const std::vector<PlannedWorker>
       std::vector<int> ranks;
       for (auto& [pid, idx] : a.running) ranks.push_back(a.workers[idx].rank);
       say(fmt::format("gpurun: rank{} {} still running {} after {}; sending SIGKILL",
-                      ranks.size() == 1 ? "" : "s", format_rank_list(ranks),
+                      ranks.size() == 1 ? "" : "s", sorted_rank_list(ranks),
                       format_duration(options_.shutdown_timeout), signal_name(a.stop_signal)));
       kill_all(a);
     }
@@ -254,7 +241,7 @@ void Supervisor::run_attempt(int restart_count, const std::vector<PlannedWorker>
       for (auto& [pid, idx] : a.running) result.not_reaped.push_back(a.workers[idx].rank);
       say(fmt::format("gpurun: ranks {} did not exit {} after SIGKILL (uninterruptible sleep?); "
                       "giving up on them",
-                      format_rank_list(result.not_reaped), format_duration(options_.kill_wait)));
+                      sorted_rank_list(result.not_reaped), format_duration(options_.kill_wait)));
       a.running.clear();
     }
   }

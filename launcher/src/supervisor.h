@@ -106,7 +106,4 @@ class Supervisor {
   bool timed_out_ = false;
 };
 
-// "1,3,5-7" for a list of ranks (sorted, runs collapsed).
-std::string format_rank_list(std::vector<int> ranks);
-
 }  // namespace gpurun::launcher

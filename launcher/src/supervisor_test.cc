@@ -230,7 +230,7 @@ TEST_CASE("exec failure is not restarted", "[supervisor]") {
   CHECK(r.first_failure->exec_error == "No such file or directory");
 }
 
-TEST_CASE("--timeout stops the run and names the ranks still running", "[supervisor]") {
+TEST_CASE("run timeout stops the run and names the ranks still running", "[supervisor]") {
   Harness h;
   h.opts.run_timeout = 1s;
   h.fake.script = [](int id, int) {
@@ -306,10 +306,4 @@ TEST_CASE("output reaches the sink before the exit", "[supervisor]") {
   auto r = sup.run(plan_n(1));
   CHECK(r.exit_code == 0);
   CHECK(sink.log == std::vector<std::string>{"0O:hi\n", "0E:boom", "0 exit"});
-}
-
-TEST_CASE("format_rank_list collapses runs", "[supervisor]") {
-  CHECK(format_rank_list({3, 1, 2, 7, 5}) == "1-3,5,7");
-  CHECK(format_rank_list({0, 1}) == "0,1");
-  CHECK(format_rank_list({}) == "");
 }
