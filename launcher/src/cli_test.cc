@@ -153,7 +153,7 @@ TEST_CASE("program arguments pass through untouched", "[cli]") {
   CHECK_FALSE(c.module);
 }
 
-TEST_CASE("-- separates launcher options from the program", "[cli]") {
+TEST_CASE("a bare -- separates launcher options from the program", "[cli]") {
   auto c = parse({"--nproc-per-node", "2", "--", "-weird-name", "--help"});
   CHECK(c.program == "-weird-name");
   CHECK(c.program_args == Args{"--help"});
