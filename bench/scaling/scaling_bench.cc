@@ -7,6 +7,7 @@
 // one core, as a 1-GPU baseline uses one GPU. GPU mode (--gpu): the examples pick their CUDA
 // paths; the report adds samples/s. Output: a table, then one JSON line (also --json FILE).
 #include <fmt/format.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -44,13 +45,29 @@ struct Config {
 struct RunResult {
   int exit_code = 0;
   double seconds = 0.0;
+  double cpu_seconds = 0.0;  // user + system of the whole tree (gpurun and its workers)
   std::string output;
 };
+
+double children_cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_CHILDREN, &ru);
+  auto sec = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return sec(ru.ru_utime) + sec(ru.ru_stime);
+}
+
+double load_average() {
+  std::ifstream f("/proc/loadavg");
+  double l = 0.0;
+  f >> l;
+  return l;
+}
 
 // fork + exec with stdout and stderr captured; wall time from fork to reap.
 RunResult run_command(const std::vector<std::string>& argv) {
   int fds[2];
   if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
+  const double cpu0 = children_cpu_seconds();
   const auto t0 = std::chrono::steady_clock::now();
   const pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("fork failed");
@@ -78,6 +95,7 @@ RunResult run_command(const std::vector<std::string>& argv) {
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.cpu_seconds = children_cpu_seconds() - cpu0;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
 }
@@ -101,7 +119,7 @@ std::vector<Example> examples(const Config& c) {
   Example wi;
   wi.name = "windowed_image";
   wi.unit = "windows";
-  const int passes = c.gpu ? 64 : (c.quick ? 6 : 24);
+  const int passes = c.gpu ? 64 : (c.quick ? 6 : 60);
   const std::string size = c.gpu ? "4096x4096" : "2048x1536";
   wi.work_units = c.gpu ? 31.0 * 31.0 : 192.0;
   wi.args = {c.windowed_image, "--image-size", size, "--blur-passes", std::to_string(passes),
@@ -112,8 +130,8 @@ std::vector<Example> examples(const Config& c) {
   Example tr;
   tr.name = "train";
   tr.unit = "samples";
-  const int samples = c.gpu ? 400000 : (c.quick ? 4000 : 16000);
-  const int epochs = c.gpu ? 5 : 4;
+  const int samples = c.gpu ? 400000 : (c.quick ? 4000 : 32000);
+  const int epochs = c.gpu ? 5 : (c.quick ? 2 : 8);
   tr.work_units = static_cast<double>(samples) * epochs;
   tr.args = {c.train, "--samples", std::to_string(samples), "--test-samples", "2000",
              "--hidden", c.gpu ? "2048,2048" : "256,256", "--epochs", std::to_string(epochs),
@@ -241,6 +259,7 @@ int main(int argc, char** argv) {
     std::string example;
     int ranks;
     double seconds;
+    double cpu_seconds;
     double speedup;
     double efficiency;
     double throughput;
@@ -249,6 +268,7 @@ int main(int argc, char** argv) {
   };
   std::vector<Row> rows;
   bool failed = false;
+  const double load_before = load_average();
   fmt::print("scaling_bench: {} mode, {} CPU cores{}, {} run(s) per point (median), fixed total work\n",
              c.gpu ? "GPU" : "CPU", cores, c.gpu ? fmt::format(", {} GPUs", gpus) : "", c.repeat);
   for (const Example& ex : examples(c)) {
@@ -256,7 +276,7 @@ int main(int argc, char** argv) {
     double base = 0.0;
     std::optional<std::string> first_png;
     for (int n : c.ranks) {
-      std::vector<double> times;
+      std::vector<std::pair<double, double>> times;  // (wall, cpu)
       std::string note;
       for (int k = 0; k < c.repeat; ++k) {
         std::vector<std::string> cmd = {c.gpurun, fmt::format("--nproc_per_node={}", n)};
@@ -274,7 +294,7 @@ int main(int argc, char** argv) {
           failed = true;
           break;
         }
-        times.push_back(r.seconds);
+        times.emplace_back(r.seconds, r.cpu_seconds);
         if (!png.empty()) {
           std::ifstream f(png, std::ios::binary);
           std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
@@ -284,9 +304,10 @@ int main(int argc, char** argv) {
       }
       if (times.empty()) continue;
       std::sort(times.begin(), times.end());
-      const double t = times[times.size() / 2];
+      const double t = times[times.size() / 2].first;
+      const double cpu = times[times.size() / 2].second;
       if (n == c.ranks.front()) base = t * n;  // normalise to 1 rank if the list starts above 1
-      Row row{ex.name, n, t, base / t, base / t / n, ex.work_units / t, ex.unit, note};
+      Row row{ex.name, n, t, cpu, base / t, base / t / n, ex.work_units / t, ex.unit, note};
       if (!c.gpu && n > cores) {
         row.note += (row.note.empty() ? "" : "; ") + fmt::format("{} ranks on {} cores", n, cores);
       }
@@ -294,21 +315,29 @@ int main(int argc, char** argv) {
     }
   }
 
-  fmt::print("\n{:<15} {:>5} {:>9} {:>8} {:>10} {:>9} {:>16}  {}\n", "example", "ranks", "time(s)",
-             "speedup", "efficiency", "promised", "throughput", "note");
+  const double load_after = load_average();
+  fmt::print("\n{:<15} {:>5} {:>9} {:>8} {:>8} {:>10} {:>9} {:>18}  {}\n", "example", "ranks",
+             "time(s)", "cpu(s)", "speedup", "efficiency", "promised", "throughput", "note");
   for (const Row& r : rows) {
     const double p = promised(r.ranks);
-    fmt::print("{:<15} {:>5} {:>9.2f} {:>7.2f}x {:>9.0f}% {:>9} {:>9.1f} {}/s  {}\n", r.example,
-               r.ranks, r.seconds, r.speedup, 100.0 * r.efficiency,
+    fmt::print("{:<15} {:>5} {:>9.2f} {:>8.2f} {:>7.2f}x {:>9.0f}% {:>9} {:>10.1f} {}/s  {}\n",
+               r.example, r.ranks, r.seconds, r.cpu_seconds, r.speedup, 100.0 * r.efficiency,
                p > 0 ? fmt::format("{:.1f}x", p) : std::string("-"), r.throughput, r.unit, r.note);
   }
-  std::string json = fmt::format(R"({{"bench": "scaling", "mode": "{}", "cpu_cores": {}, "gpus": {}, "repeat": {}, "results": [)",
-                                 c.gpu ? "gpu" : "cpu", cores, gpus, c.repeat);
+  if (!c.gpu && std::max(load_before, load_after) > cores) {
+    fmt::print("warning: load average {:.1f} before / {:.1f} after on {} cores: other processes "
+               "shared the CPUs, so wall times (and speedups) understate this code; cpu(s) "
+               "shows the work done\n",
+               load_before, load_after, cores);
+  }
+  std::string json = fmt::format(
+      R"({{"bench": "scaling", "mode": "{}", "cpu_cores": {}, "gpus": {}, "repeat": {}, "load_before": {:.2f}, "load_after": {:.2f}, "results": [)",
+      c.gpu ? "gpu" : "cpu", cores, gpus, c.repeat, load_before, load_after);
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
     json += fmt::format(
-        R"({}{{"example": "{}", "ranks": {}, "seconds": {:.4f}, "speedup": {:.4f}, "efficiency": {:.4f}, "promised_speedup": {}, "throughput": {:.2f}, "unit": "{}/s", "note": "{}"}})",
-        i ? ", " : "", r.example, r.ranks, r.seconds, r.speedup, r.efficiency,
+        R"({}{{"example": "{}", "ranks": {}, "seconds": {:.4f}, "cpu_seconds": {:.4f}, "speedup": {:.4f}, "efficiency": {:.4f}, "promised_speedup": {}, "throughput": {:.2f}, "unit": "{}/s", "note": "{}"}})",
+        i ? ", " : "", r.example, r.ranks, r.seconds, r.cpu_seconds, r.speedup, r.efficiency,
         promised(r.ranks) > 0 ? fmt::format("{:.1f}", promised(r.ranks)) : "null", r.throughput,
         r.unit, r.note);
   }

@@ -37,7 +37,7 @@ struct DatasetOptions {
   std::size_t test_samples = 2000;
   int features = 16;  // blobs only (spirals: 2, digits: 64)
   int classes = 8;    // blobs and spirals (digits: 10)
-  float noise = 1.0f;  // blobs: within-class sigma relative to centre spread; spirals: angle noise
+  float noise = 2.0f;  // blobs: within-class sigma (2: ~95% reachable); spirals: angle noise
   std::uint64_t seed = 1234;
   std::string data_file;  // digits: path of digits.csv.gz (default: python3-sklearn's copy)
 };

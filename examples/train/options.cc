@@ -61,7 +61,7 @@ data and model:
   --test-samples N        test samples of a generated dataset (default: 2000)
   --features N            blobs: input dimension (default: 16)
   --classes N             blobs/spirals: number of classes (default: 8)
-  --noise X               generated data noise (default: 1.0)
+  --noise X               generated data noise (default: 2.0; blobs then top out near 95%)
   --data-seed N           seed of the generated data (default: 1234)
   --hidden W[,W...]       hidden layer widths (default: 64,64)
 batches and learning rate:

@@ -87,7 +87,10 @@ class TrainResume(Base):
                     self.assertIn(key, rows[0])
 
     def test_killed_run_resumes_to_the_same_parameters(self):
-        args = ["--epochs", "6", "--global-batch-size", "64", "--batch-size", "16", "--seed", "5"]
+        # Larger than the other runs so that the kill usually lands mid-training (if the run is
+        # already done, resuming from its last checkpoint must still end at the same parameters).
+        args = ["--epochs", "6", "--samples", "16000", "--global-batch-size", "64", "--batch-size",
+                "16", "--seed", "5"]
         full = os.path.join(self.tmp, "kill_full")
         _, text = self.job(2, *args, "--save-dir", full)
         want = self.checksum(text, 2)
