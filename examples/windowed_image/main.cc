@@ -4,6 +4,7 @@
 //   gpurun --nproc_per_node=2 ./build/examples/windowed_image/windowed_image --output out/w.png
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <gpurun/worker/communicator.h>
