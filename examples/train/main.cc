@@ -1,7 +1,7 @@
 // train: data-parallel training of an MLP classifier on the worker SDK.
 //
-//   gpurun --nproc_per_node=4 ./build/examples/train/train --global-batch-size 256 --epochs 20 \
-//       --lr 0.05 --lr-scaling linear --warmup-epochs 2 --save-dir ckpt
+//   gpurun --nproc_per_node=4 ./build/examples/train/train --global-batch-size 256
+//       --epochs 20 --lr 0.05 --lr-scaling linear --warmup-epochs 2 --save-dir ckpt
 //
 // Each rank reads its shard (DistributedSampler, shuffled per epoch), accumulates summed
 // gradients over its micro-batches, all-reduces them in 1 MiB buckets and applies the same
