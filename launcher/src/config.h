@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "gpurun/common/env.h"
+#include "gpurun/common/error.h"
 
 namespace gpurun::launcher {
 
@@ -98,6 +99,19 @@ LaunchConfig resolve_config(const std::vector<std::string>& args, const EnvMap& 
 std::string help_text();
 std::string version_text();
 
+// --dump-config: the resolved config as pretty JSON (nlohmann), durations in milliseconds.
+std::string config_to_json(const LaunchConfig& cfg);
+
+// The worker command before ${local_rank} substitution: `$PYTHON_EXEC -u [-m] PROGRAM args` for a
+// .py program, -m or --run-path (unless --no-python); PROGRAM args otherwise (native programs run
+// directly; gpurun does not wrap a non-.py program in python as torchrun does).
+std::vector<std::string> base_command(const LaunchConfig& cfg);
+bool runs_with_python(const LaunchConfig& cfg);
+
+// torchrun's macro substitution (Python string.Template.safe_substitute): "${local_rank}" and
+// "$local_rank" become the local rank, "$$" becomes "$", everything else is left alone.
+std::string substitute_local_rank(const std::string& arg, int local_rank);
+
 // ---- GPUs ----
 struct GpuInfo {
   int index = 0;          // index in the numbering the worker will see (after *_VISIBLE_DEVICES)
@@ -149,7 +163,13 @@ struct WorkerSpec {
   bool console_stderr = true;
 };
 
-// Resolves nproc (gpu/cpu/auto) against the inventory; throws ConfigError(kNoGpu message) for
+// "--nproc-per-node gpu" with no GPU visible. main() maps it to ExitCode::kNoGpu (4).
+class NoGpuError : public ConfigError {
+ public:
+  using ConfigError::ConfigError;
+};
+
+// Resolves nproc (gpu/cpu/auto) against the inventory; throws NoGpuError (a ConfigError) for
 // "gpu" with no GPU visible.
 int resolve_nproc(const LaunchConfig& cfg, const GpuInventory& gpus, int cpu_count);
 
@@ -158,6 +178,11 @@ int resolve_nproc(const LaunchConfig& cfg, const GpuInventory& gpus, int cpu_cou
 std::vector<WorkerSpec> plan_workers(const LaunchConfig& cfg, int nproc, const GpuInventory& gpus,
                                      const AttemptFacts& facts, const EnvMap& base_env,
                                      std::vector<std::string>* notes = nullptr);
+
+// --dry-run: per rank the local rank, GPU, command line, the env vars gpurun sets (not the whole
+// inherited environment) and log paths. Pure.
+std::string format_plan(const LaunchConfig& cfg, const std::vector<WorkerSpec>& workers,
+                        const GpuInventory& gpus);
 
 // ---- diagnostics ----
 // "pid 4711 (python3 train.py --foo)" for the process listening on TCP `port`, from /proc; empty
