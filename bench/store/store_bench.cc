@@ -14,6 +14,11 @@
 //  * barrier: K connections (1024, 4096) each ADD a counter, the one that sees K sets a release
 //    key, everyone WAITs on the release key. Time from the first connect() to the last release.
 //
+// Columns: "cpu/op" is the server process's CPU time (all threads, /proc/PID/task/*/schedstat)
+// during the measured window divided by the ops completed: it isolates server efficiency from the
+// driver and from other load on the machine. For the barrier, "server cpu / runq wait" is the
+// server's CPU time and the time it was runnable but waiting for a CPU.
+//
 // Prints a table and a JSON document (last stdout line; also --json PATH). Not a test: no asserts
 // on timings. Usage: store_bench [--duration S] [--clients 1,16,64,256] [--barrier 1024,4096]
 //   [--ops set,get,add] [--only gpurun|torch] [--ours-bin PATH] [--python PATH] [--json PATH]
@@ -168,23 +173,31 @@ std::uint64_t nofile_limit() {
   return rl.rlim_cur;
 }
 
-// CPU time (ns) used so far by every thread of `pid` (/proc/PID/task/*/schedstat, first field).
-// Threads that exited are not counted; the servers' serving threads live for the whole run.
-std::int64_t process_cpu_ns(pid_t pid) {
-  if (pid <= 0) return 0;
-  std::int64_t total = 0;
+// Scheduler accounting of every thread of `pid` (/proc/PID/task/*/schedstat): time on CPU and
+// time spent runnable but waiting for a CPU (contention from other processes), in ns. Threads that
+// exited are not counted; the servers' serving threads live for the whole run.
+struct SchedStat {
+  std::int64_t cpu_ns = 0, wait_ns = 0;
+};
+SchedStat process_sched(pid_t pid) {
+  SchedStat st;
+  if (pid <= 0) return st;
   std::string dir = fmt::format("/proc/{}/task", pid);
   DIR* d = opendir(dir.c_str());
-  if (!d) return 0;
+  if (!d) return st;
   while (dirent* e = readdir(d)) {
     if (e->d_name[0] == '.') continue;
     std::ifstream f(dir + "/" + e->d_name + "/schedstat");
-    std::int64_t ns = 0;
-    if (f >> ns) total += ns;
+    std::int64_t cpu = 0, wait = 0;
+    if (f >> cpu >> wait) {
+      st.cpu_ns += cpu;
+      st.wait_ns += wait;
+    }
   }
   closedir(d);
-  return total;
+  return st;
 }
+std::int64_t process_cpu_ns(pid_t pid) { return process_sched(pid).cpu_ns; }
 
 // CPU time (ns) used by this process (the driver) so far.
 std::int64_t self_cpu_ns() {
@@ -512,6 +525,7 @@ struct BarrierResult {
   int clients = 0;
   double connect_ms = 0, added_ms = 0, total_ms = 0;
   double server_cpu_ms = 0, driver_cpu_ms = 0;  // CPU time spent during the barrier
+  double server_runq_ms = 0, driver_runq_ms = 0;  // runnable but waiting for a CPU
   int connect_retries = 0;
   bool ok = true;
   std::string error;
@@ -544,7 +558,8 @@ BarrierResult run_barrier(const std::string& server, const Addr& addr, pid_t ser
     if (rc != 0 && errno != EINPROGRESS) die(fmt::format("connect failed: {}", std::strerror(errno)));
     ep.add(c.fd, EPOLLOUT, i);
   };
-  const std::int64_t server_cpu0 = process_cpu_ns(server_pid), driver_cpu0 = self_cpu_ns();
+  const SchedStat server0 = process_sched(server_pid), driver0 = process_sched(getpid());
+  const std::int64_t driver_cpu0 = self_cpu_ns();
   const std::int64_t t0 = now_ns();
   for (std::size_t i = 0; i < conns.size(); ++i) start_connect(i);
   int connected = 0, added = 0, released = 0;
@@ -600,8 +615,13 @@ BarrierResult run_barrier(const std::string& server, const Addr& addr, pid_t ser
     }
   }
   r.total_ms = static_cast<double>(now_ns() - t0) / 1e6;
-  if (server_pid > 0) r.server_cpu_ms = static_cast<double>(process_cpu_ns(server_pid) - server_cpu0) / 1e6;
+  if (server_pid > 0) {
+    SchedStat s1 = process_sched(server_pid);
+    r.server_cpu_ms = static_cast<double>(s1.cpu_ns - server0.cpu_ns) / 1e6;
+    r.server_runq_ms = static_cast<double>(s1.wait_ns - server0.wait_ns) / 1e6;
+  }
   r.driver_cpu_ms = static_cast<double>(self_cpu_ns() - driver_cpu0) / 1e6;
+  r.driver_runq_ms = static_cast<double>(process_sched(getpid()).wait_ns - driver0.wait_ns) / 1e6;
   for (auto& c : conns)
     if (c.fd >= 0) hard_close(c.fd);
   return r;
@@ -771,9 +791,11 @@ int main(int argc, char** argv) {
                            barrier_limit);
       std::fprintf(stderr,
                    "  %-6s barrier %5d: total %8.1f ms (all connected %.1f, all added %.1f, "
-                   "connect retries %d; cpu: server %.0f ms, driver %.0f ms)%s\n",
+                   "connect retries %d; cpu: server %.0f ms, driver %.0f ms; waiting for a cpu: "
+                   "server %.0f ms, driver %.0f ms)%s\n",
                    s.name.c_str(), k, r.total_ms, r.connect_ms, r.added_ms, r.connect_retries,
-                   r.server_cpu_ms, r.driver_cpu_ms, r.ok ? "" : (" FAILED: " + r.error).c_str());
+                   r.server_cpu_ms, r.driver_cpu_ms, r.server_runq_ms, r.driver_runq_ms,
+                   r.ok ? "" : (" FAILED: " + r.error).c_str());
       barrier_results.push_back(r);
     }
   }
@@ -820,10 +842,11 @@ int main(int argc, char** argv) {
     }
   }
   if (!barriers.empty()) {
-    std::printf("\n| barrier (add + wait) | gpurun total | (connected / added) | server cpu | "
-                "torch total | (connected / added) | server cpu | speed-up |\n");
-    std::printf("|---------------------:|-------------:|--------------------:|-----------:|"
-                "------------:|--------------------:|-----------:|---------:|\n");
+    std::printf("\n| barrier (add + wait) | gpurun total | connected / added | server cpu / "
+                "runq wait | torch total | connected / added | server cpu / runq wait | "
+                "speed-up |\n");
+    std::printf("|---------------------:|-------------:|------------------:|-----------------------:|"
+                "------------:|------------------:|-----------------------:|---------:|\n");
     for (int k : barriers) {
       const BarrierResult* a = find_barrier("gpurun", k);
       const BarrierResult* b = find_barrier("torch", k);
@@ -832,7 +855,8 @@ int main(int argc, char** argv) {
         if (!r->ok) return "FAILED | " + r->error + " | -";
         return fmt::format("{:.0f} ms | {:.0f} / {:.0f} ms | {}", r->total_ms, r->connect_ms,
                            r->added_ms,
-                           r->server_cpu_ms > 0 ? fmt::format("{:.0f} ms", r->server_cpu_ms)
+                           r->server_cpu_ms > 0 ? fmt::format("{:.0f} / {:.0f} ms",
+                                                              r->server_cpu_ms, r->server_runq_ms)
                                                 : std::string("-"));
       };
       std::string ratio = (a && b && a->ok && b->ok && a->total_ms > 0)
@@ -864,7 +888,8 @@ int main(int argc, char** argv) {
     json j{{"server", r.server},         {"clients", r.clients},       {"total_ms", r.total_ms},
            {"connect_ms", r.connect_ms}, {"added_ms", r.added_ms},     {"ok", r.ok},
            {"connect_retries", r.connect_retries}, {"server_cpu_ms", r.server_cpu_ms},
-           {"driver_cpu_ms", r.driver_cpu_ms}};
+           {"driver_cpu_ms", r.driver_cpu_ms}, {"server_runq_wait_ms", r.server_runq_ms},
+           {"driver_runq_wait_ms", r.driver_runq_ms}};
     if (!r.ok) j["error"] = r.error;
     doc["barrier"].push_back(j);
   }
