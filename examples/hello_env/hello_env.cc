@@ -9,10 +9,14 @@
 //   --ignore-term     ignore SIGTERM (and SIGINT): only SIGKILL stops it
 //   --pid-dir D       write D/<rank>.pid (tests check that no worker outlives gpurun)
 //   --quiet           do not print the environment
+//   --stamp FILE      the failing rank writes CLOCK_MONOTONIC ns to FILE just before failing
+//                     (launch_bench measures crash-to-exit latency from it)
 // Usage: gpurun --nproc-per-node 4 ./hello_env --rank 2 --signal SEGV --sleep 30
 #include <signal.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -63,6 +67,7 @@ int main(int argc, char** argv) {
   bool ignore_term = false;
   bool quiet = false;
   const char* pid_dir = nullptr;
+  const char* stamp = nullptr;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> const char* {
@@ -83,6 +88,7 @@ int main(int argc, char** argv) {
     else if (a == "--ignore-term") ignore_term = true;
     else if (a == "--pid-dir") pid_dir = value();
     else if (a == "--quiet") quiet = true;
+    else if (a == "--stamp") stamp = value();
     else {
       std::fprintf(stderr, "hello_env: unknown option '%s' (see the comment in hello_env.cc)\n",
                    a.c_str());
@@ -122,6 +128,14 @@ int main(int argc, char** argv) {
   const bool fails = sig != 0 || exit_code != 0;
   if (selected && fails) {
     sleep_seconds(delay_s);
+    if (stamp != nullptr) {
+      timespec now{};
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      if (FILE* f = std::fopen(stamp, "w")) {
+        std::fprintf(f, "%lld\n", static_cast<long long>(now.tv_sec) * 1000000000LL + now.tv_nsec);
+        std::fclose(f);
+      }
+    }
     if (sig != 0) {
       std::fprintf(stderr, "hello_env[%d]: raising %s\n", rank, strsignal(sig));
       signal(sig, SIG_DFL);
