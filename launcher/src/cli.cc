@@ -19,6 +19,7 @@
 #include "config.h"
 #include "gpurun/common/duration.h"
 #include "gpurun/common/error.h"
+#include "gpurun/common/log.h"
 
 namespace gpurun::launcher {
 
@@ -297,8 +298,8 @@ const std::vector<OptionSpec>& options() {
        nullptr},
       // ---- torchrun: logs ----
       {"--log-dir", 0, true, EnvKind::kPet, Group::kLogs, "DIR",
-       "write <DIR>/<run_id>_<random>/attempt_<k>/<local_rank>/{stdout,stderr}.log; /dev/null = "
-       "no files",
+       "root of the log tree DIR/<run_id>_<random>/attempt_<k>/<local_rank>/ (stdout.log, "
+       "stderr.log, error.json); /dev/null = no files",
        VALUE(st.cfg.log_dir = value), nullptr},
       {"--redirects", 'r', true, EnvKind::kPet, Group::kLogs, "MASK|MAP",
        "send streams to the log files only: 1 stdout, 2 stderr, 3 both, or 0:1,1:2 [0]",
@@ -548,6 +549,7 @@ void apply_env_fallbacks(ParseState& st, const EnvMap& env) {
     auto v = env_get(env, name);
     if (!v) continue;
     std::string origin = fmt::format("environment variable {}", name);
+    GPURUN_LOG_INFO("cli", "{}={} set by environment ({})", name, *v, o.name);
     if (o.takes_value) {
       apply_value(st, o, *v, origin);
       continue;
@@ -850,11 +852,25 @@ std::string help_text() {
       std::string left = o.short_name ? fmt::format("-{}, {}", o.short_name, o.name)
                                       : fmt::format("    {}", o.name);
       if (o.metavar) left += fmt::format(" {}", o.metavar);
-      if (left.size() > 34) {
-        out << "  " << left << "\n" << std::string(38, ' ') << o.help << "\n";
-      } else {
-        out << fmt::format("  {:<36}{}\n", left, o.help);
+      // Help column at 38, wrapped to 100 columns.
+      constexpr std::size_t kCol = 38, kWidth = 100;
+      std::string line = "  " + left;
+      if (line.size() + 2 > kCol) {
+        out << line << "\n";
+        line.clear();
       }
+      line.resize(kCol, ' ');
+      bool first_word = true;
+      for (const auto& word : split(o.help, ' ')) {
+        if (!first_word && line.size() + 1 + word.size() > kWidth) {
+          out << line << "\n";
+          line = std::string(kCol, ' ');
+          first_word = true;
+        }
+        line += (first_word ? "" : " ") + word;
+        first_word = false;
+      }
+      out << line << "\n";
     }
   }
   out << "\n"

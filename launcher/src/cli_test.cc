@@ -153,7 +153,7 @@ TEST_CASE("program arguments pass through untouched", "[cli]") {
   CHECK_FALSE(c.module);
 }
 
-TEST_CASE("-- separates launcher options from the program", "[cli]") {
+TEST_CASE("a bare -- separates launcher options from the program", "[cli]") {
   auto c = parse({"--nproc-per-node", "2", "--", "-weird-name", "--help"});
   CHECK(c.program == "-weird-name");
   CHECK(c.program_args == Args{"--help"});
@@ -360,5 +360,6 @@ TEST_CASE("help lists every group, exit codes and env; version names gpurun", "[
                         "-r, --redirects", "--local-ranks-filter", "PET_", "GPURUN_FAKE_GPUS"}) {
     CHECK_THAT(h, Catch::Contains(s));
   }
+  for (const auto& line : split(h, '\n')) CHECK(line.size() <= 100);
   CHECK_THAT(version_text(), Catch::StartsWith("gpurun "));
 }

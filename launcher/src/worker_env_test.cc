@@ -156,7 +156,7 @@ TEST_CASE("GPU per LOCAL_RANK; CUDA_VISIBLE_DEVICES unchanged by default", "[wor
   CHECK(env_of(ws[1], "GPURUN_NUM_GPUS_VISIBLE") == "2");
 }
 
-TEST_CASE("--per-worker-visible-devices narrows through the parent's list", "[worker_env]") {
+TEST_CASE("per-worker-visible-devices narrows through the parent's list", "[worker_env]") {
   auto cfg = cfg_for({"--per-worker-visible-devices", "./app"});
   EnvMap base{{"CUDA_VISIBLE_DEVICES", "2,GPU-abcd"}};
   std::vector<std::string> notes;
@@ -173,7 +173,7 @@ TEST_CASE("--per-worker-visible-devices narrows through the parent's list", "[wo
                     "via nvml)");
 }
 
-TEST_CASE("--virtual-local-rank: LOCAL_RANK=0 and one GPU each", "[worker_env]") {
+TEST_CASE("virtual-local-rank: LOCAL_RANK=0 and one GPU each", "[worker_env]") {
   auto cfg = cfg_for({"--virtual-local-rank", "./app"});
   auto ws = plan_workers(cfg, 2, nvidia({"0", "1"}), facts(), {});
   CHECK(env_of(ws[1], "LOCAL_RANK") == "0");

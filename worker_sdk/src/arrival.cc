@@ -1,0 +1,130 @@
+#include "arrival.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+
+#include "gpurun/common/error.h"
+#include "gpurun/common/log.h"
+
+namespace gpurun::worker::detail {
+namespace {
+
+std::string key_of(int rank) { return fmt::format("arrive/{}", rank); }
+
+}  // namespace
+
+ArrivalTracker::ArrivalTracker(std::shared_ptr<rendezvous::Store> store, int rank, int size,
+                               std::chrono::milliseconds timeout)
+    : store_(std::move(store)), rank_(rank), size_(size) {
+  // Publish often enough that a timeout always finds fresh positions: a tenth of the timeout,
+  // between 10 ms and 1 s. The failure path waits two periods for ranks stuck in the same op.
+  auto t = timeout == kNoTimeout ? std::chrono::milliseconds(10'000) : timeout;
+  period_ = std::clamp(t / 10, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
+  grace_ = 2 * period_ + std::chrono::milliseconds(100);
+  publish_now();  // "setup": this rank exists
+  if (size_ > 1) thread_ = std::thread([this] { publish_loop(); });
+}
+
+ArrivalTracker::~ArrivalTracker() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::uint64_t ArrivalTracker::enter(const char* op) noexcept {
+  op_.store(op, std::memory_order_relaxed);
+  return seq_.fetch_add(1, std::memory_order_release) + 1;
+}
+
+void ArrivalTracker::publish_now() {
+  std::uint64_t seq = seq_.load(std::memory_order_acquire);
+  const char* op = op_.load(std::memory_order_relaxed);
+  store_->set(key_of(rank_), fmt::format("{} {}", seq, op));
+  std::lock_guard lock(mu_);
+  published_ = seq;
+}
+
+void ArrivalTracker::publish_loop() {
+  std::unique_lock lock(mu_);
+  while (!stop_) {
+    cv_.wait_for(lock, period_, [this] { return stop_; });
+    if (stop_) break;
+    if (seq_.load(std::memory_order_acquire) == published_) continue;
+    lock.unlock();
+    try {
+      publish_now();
+    } catch (const std::exception& e) {
+      GPURUN_LOG_DEBUG("comm", "could not record collective position in the store: {}", e.what());
+    }
+    lock.lock();
+  }
+}
+
+std::vector<ArrivalTracker::Laggard> ArrivalTracker::laggards(std::uint64_t seq,
+                                                              std::string* note) {
+  std::vector<Laggard> out;
+  try {
+    publish_now();
+    auto deadline = Clock::now() + grace_;
+    while (true) {
+      out.clear();
+      for (int r = 0; r < size_; ++r) {
+        if (r == rank_) continue;
+        Laggard l{r, 0, ""};
+        std::string key = key_of(r);
+        if (store_->check({key})) {
+          auto v = rendezvous::to_string(store_->get(key));
+          auto sp = v.find(' ');
+          try {
+            l.last_seq = static_cast<std::uint64_t>(std::stoull(v.substr(0, sp)));
+          } catch (const std::exception&) {
+            l.last_seq = 0;
+          }
+          if (sp != std::string::npos) l.last_op = v.substr(sp + 1);
+        } else {
+          l.last_op = "";  // never even set up
+        }
+        if (l.last_seq < seq) out.push_back(l);
+      }
+      if (out.empty() || Clock::now() >= deadline) break;
+      std::this_thread::sleep_for(std::min(period_, std::chrono::milliseconds(50)));
+    }
+  } catch (const std::exception& e) {
+    out.clear();
+    if (note) *note = fmt::format("could not ask the store which ranks arrived: {}", e.what());
+  }
+  return out;
+}
+
+std::string ArrivalTracker::describe_laggards(std::uint64_t seq, const char* op) {
+  std::string note;
+  auto lag = laggards(seq, &note);
+  if (!note.empty()) return note;
+  if (lag.empty()) {
+    return fmt::format("every rank reached {} #{}, so the failure is in the connection between "
+                       "ranks, not a missing rank",
+                       op, seq);
+  }
+  std::vector<std::string> parts;
+  std::vector<int> ranks;
+  for (const auto& l : lag) {
+    ranks.push_back(l.rank);
+    if (l.last_seq == 0 && l.last_op.empty()) {
+      parts.push_back(fmt::format("{} (never joined)", l.rank));
+    } else if (l.last_seq == 0) {
+      parts.push_back(fmt::format("{} (joined, no collective yet)", l.rank));
+    } else {
+      parts.push_back(fmt::format("{} (last seen in {} #{})", l.rank, l.last_op, l.last_seq));
+    }
+  }
+  return fmt::format("rank{} {} ha{} not arrived at {} #{}: {}", ranks.size() == 1 ? "" : "s",
+                     fmt::join(ranks, ","), ranks.size() == 1 ? "s" : "ve", op, seq,
+                     fmt::join(parts, ", "));
+}
+
+}  // namespace gpurun::worker::detail

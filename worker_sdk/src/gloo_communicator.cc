@@ -1,0 +1,425 @@
+#include "gloo_communicator.h"
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <gloo/allgather.h>
+#include <gloo/allreduce.h>
+#include <gloo/barrier.h>
+#include <gloo/broadcast.h>
+#include <gloo/rendezvous/context.h>
+#include <gloo/transport/tcp/device.h>
+#include <gloo/types.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "arrival.h"
+#include "gloo_store_adapter.h"
+#include "gpurun/common/duration.h"
+#include "gpurun/common/error.h"
+#include "gpurun/common/log.h"
+#include "gpurun/common/unique_fd.h"
+#include "gpurun/rendezvous/prefix_store.h"
+
+namespace gpurun::worker::detail {
+namespace {
+
+// Gloo adds its timeout to now(); keep "no timeout" representable.
+constexpr std::chrono::milliseconds kGlooMaxTimeout{30LL * 24 * 3600 * 1000};
+constexpr std::uint8_t kGatherSlotPrefix = 0x5a;  // our point-to-point gather
+
+std::string local_address_towards(const std::string& host, std::uint16_t port) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* res = nullptr;
+  std::string service = std::to_string(port == 0 ? 29500 : port);
+  if (::getaddrinfo(host.c_str(), service.c_str(), &hints, &res) != 0 || res == nullptr) return "";
+  std::string out;
+  for (addrinfo* ai = res; ai != nullptr && out.empty(); ai = ai->ai_next) {
+    UniqueFd fd(::socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!fd) continue;
+    // A UDP connect sends nothing; it only asks the kernel for the route and source address.
+    if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0) continue;
+    sockaddr_storage ss{};
+    socklen_t len = sizeof(ss);
+    if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) continue;
+    std::array<char, NI_MAXHOST> buf{};
+    if (::getnameinfo(reinterpret_cast<sockaddr*>(&ss), len, buf.data(), buf.size(), nullptr, 0,
+                      NI_NUMERICHOST) == 0) {
+      out = buf.data();
+    }
+  }
+  ::freeaddrinfo(res);
+  return out;
+}
+
+bool is_loopback_name(const std::string& h) {
+  return h.empty() || h == "localhost" || h.rfind("127.", 0) == 0 || h == "::1";
+}
+
+// ---- element-wise reductions handed to Gloo (c may alias a) ----
+template <typename T>
+void sum_fn(void* c, const void* a, const void* b, std::size_t n) {
+  T* C = static_cast<T*>(c);
+  const T* A = static_cast<const T*>(a);
+  const T* B = static_cast<const T*>(b);
+  for (std::size_t i = 0; i < n; ++i) C[i] = static_cast<T>(A[i] + B[i]);
+}
+template <typename T>
+void max_fn(void* c, const void* a, const void* b, std::size_t n) {
+  T* C = static_cast<T*>(c);
+  const T* A = static_cast<const T*>(a);
+  const T* B = static_cast<const T*>(b);
+  for (std::size_t i = 0; i < n; ++i) C[i] = A[i] < B[i] ? B[i] : A[i];
+}
+template <typename T>
+void min_fn(void* c, const void* a, const void* b, std::size_t n) {
+  T* C = static_cast<T*>(c);
+  const T* A = static_cast<const T*>(a);
+  const T* B = static_cast<const T*>(b);
+  for (std::size_t i = 0; i < n; ++i) C[i] = B[i] < A[i] ? B[i] : A[i];
+}
+
+template <typename F>
+decltype(auto) visit_type(DataType t, F&& f) {
+  switch (t) {
+    case DataType::kFloat32: return f(float{});
+    case DataType::kFloat64: return f(double{});
+    case DataType::kInt32: return f(std::int32_t{});
+    case DataType::kInt64: return f(std::int64_t{});
+    case DataType::kUInt8: return f(std::uint8_t{});
+    default: break;
+  }
+  throw CommError(fmt::format(
+      "{} is not supported by the Gloo backend (float32, float64, int32, int64 and uint8 are); "
+      "convert to float32, or run every rank on a GPU to use NCCL",
+      to_string(t)));
+}
+
+class GlooCommunicator final : public Communicator {
+ public:
+  GlooCommunicator(GlooConfig cfg, std::shared_ptr<::gloo::rendezvous::Context> ctx)
+      : rank_(cfg.rank),
+        size_(cfg.size),
+        timeout_(std::min(cfg.timeout, kGlooMaxTimeout)),
+        memory_(std::move(cfg.memory)),
+        ctx_(std::move(ctx)),
+        tracker_(cfg.store, cfg.rank, cfg.size, cfg.timeout) {}
+
+  Backend backend() const override { return Backend::kGloo; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  void all_reduce(void* buf, std::size_t count, DataType type, ReduceOp op) override {
+    const std::size_t bytes = count * size_of(type);
+    run("all_reduce", [&] { return fmt::format("{} x {}, {}", count, to_string(type), to_string(op)); },
+        [&](std::uint32_t tag) {
+          if (count == 0) return;
+          void* p = stage_in(buf, bytes, 0);
+          visit_type(type, [&](auto zero) { allreduce_typed<decltype(zero)>(p, count, op, tag); });
+          stage_out(buf, p, bytes);
+        },
+        type);
+  }
+
+  void broadcast(void* buf, std::size_t count, DataType type, int root) override {
+    check_root(root, "broadcast");
+    const std::size_t bytes = count * size_of(type);
+    run("broadcast", [&] { return fmt::format("{} x {}, root {}", count, to_string(type), root); },
+        [&](std::uint32_t tag) {
+          if (count == 0 || size_ == 1) return;
+          void* p = rank_ == root ? stage_in(buf, bytes, 0) : host_ptr(buf, bytes, 0);
+          ::gloo::BroadcastOptions o(ctx_);
+          o.setOutput(static_cast<std::uint8_t*>(p), bytes);
+          o.setRoot(root);
+          o.setTag(tag);
+          o.setTimeout(timeout_);
+          ::gloo::broadcast(o);
+          stage_out(buf, p, bytes);
+        },
+        type);
+  }
+
+  void all_gather(const void* send, void* recv, std::size_t count, DataType type) override {
+    const std::size_t bytes = count * size_of(type);
+    const std::size_t total = bytes * static_cast<std::size_t>(size_);
+    run("all_gather", [&] { return fmt::format("{} x {} per rank", count, to_string(type)); },
+        [&](std::uint32_t tag) {
+          if (count == 0) return;
+          void* out = host_ptr(recv, total, 0);
+          void* in = host_ptr(const_cast<void*>(send), bytes, total);
+          memory_in(in, send, bytes);
+          if (size_ == 1) {
+            if (out != in) std::memcpy(out, in, bytes);
+          } else {
+            ::gloo::AllgatherOptions o(ctx_);
+            o.setInput(static_cast<std::uint8_t*>(in), bytes);
+            o.setOutput(static_cast<std::uint8_t*>(out), total);
+            o.setTag(tag);
+            o.setTimeout(timeout_);
+            ::gloo::allgather(o);
+          }
+          stage_out(recv, out, total);
+        },
+        type);
+  }
+
+  void gather(const void* send, void* recv, const std::vector<std::size_t>& counts, DataType type,
+              int root) override {
+    check_root(root, "gather");
+    if (counts.size() != static_cast<std::size_t>(size_)) {
+      throw CommError(fmt::format("gather on rank {}: counts has {} entries but the group has {} "
+                                  "ranks; pass one count per rank (the same on every rank)",
+                                  rank_, counts.size(), size_));
+    }
+    const std::size_t es = size_of(type);
+    std::size_t total = 0;
+    for (auto c : counts) total += c;
+    run("gather", [&] { return fmt::format("{} x {} in all, root {}", total, to_string(type), root); },
+        [&](std::uint32_t tag) {
+          const auto slot = ::gloo::Slot::build(kGatherSlotPrefix, tag);
+          const std::size_t mine = counts[static_cast<std::size_t>(rank_)] * es;
+          if (rank_ != root) {
+            if (mine == 0) return;
+            void* in = stage_in(const_cast<void*>(send), mine, 0);
+            auto buf = ctx_->createUnboundBuffer(in, mine);
+            buf->send(root, slot);
+            buf->waitSend(timeout_);
+            return;
+          }
+          void* out = host_ptr(recv, total * es, 0);
+          std::vector<std::unique_ptr<::gloo::transport::UnboundBuffer>> bufs;
+          std::size_t off = 0;
+          for (int r = 0; r < size_; ++r) {
+            std::size_t n = counts[static_cast<std::size_t>(r)] * es;
+            auto* dst = static_cast<std::uint8_t*>(out) + off;
+            if (r == rank_) {
+              memory_in(dst, send, n);
+            } else if (n != 0) {
+              bufs.push_back(ctx_->createUnboundBuffer(dst, n));
+              bufs.back()->recv(r, slot);
+            }
+            off += n;
+          }
+          for (auto& b : bufs) b->waitRecv(timeout_);
+          stage_out(recv, out, total * es);
+        },
+        type);
+  }
+
+  void reduce_scatter(const void* send, void* recv, std::size_t count, DataType type,
+                      ReduceOp op) override {
+    const std::size_t bytes = count * size_of(type);
+    const std::size_t total = bytes * static_cast<std::size_t>(size_);
+    run("reduce_scatter", [&] { return fmt::format("{} x {} per rank, {}", count, to_string(type), to_string(op)); },
+        [&](std::uint32_t tag) {
+          if (count == 0) return;
+          // Ring allreduce of the whole buffer, keep our block: Gloo's fastest path on TCP for
+          // the sizes we see, and exact (every rank reduces in the same order).
+          scratch_.resize(total);
+          memory_in(scratch_.data(), send, total);
+          visit_type(type, [&](auto zero) {
+            allreduce_typed<decltype(zero)>(scratch_.data(), count * static_cast<std::size_t>(size_), op, tag);
+          });
+          const std::uint8_t* block = scratch_.data() + bytes * static_cast<std::size_t>(rank_);
+          if (memory_) {
+            memory_->to_device(recv, block, bytes);
+          } else {
+            std::memmove(recv, block, bytes);
+          }
+        },
+        type);
+  }
+
+  void barrier() override {
+    run("barrier", [] { return std::string("barrier"); },
+        [&](std::uint32_t tag) {
+          if (size_ == 1) return;
+          ::gloo::BarrierOptions o(ctx_);
+          o.setTag(tag);
+          o.setTimeout(timeout_);
+          ::gloo::barrier(o);
+        },
+        DataType::kUInt8);
+  }
+
+ private:
+  template <typename T>
+  void allreduce_typed(void* p, std::size_t count, ReduceOp op, std::uint32_t tag) {
+    T* data = static_cast<T*>(p);
+    if (size_ > 1) {
+      ::gloo::AllreduceOptions o(ctx_);
+      o.setOutput(data, count);
+      switch (op) {
+        case ReduceOp::kSum:
+        case ReduceOp::kAvg: o.setReduceFunction(&sum_fn<T>); break;
+        case ReduceOp::kMax: o.setReduceFunction(&max_fn<T>); break;
+        case ReduceOp::kMin: o.setReduceFunction(&min_fn<T>); break;
+      }
+      o.setTag(tag);
+      o.setTimeout(timeout_);
+      ::gloo::allreduce(o);
+    }
+    if (op == ReduceOp::kAvg && size_ > 1) {
+      // Floating types divide; integer types divide with truncation toward zero (as torch's
+      // integer division of a summed tensor would).
+      const T n = static_cast<T>(size_);
+      for (std::size_t i = 0; i < count; ++i) data[i] = static_cast<T>(data[i] / n);
+    }
+  }
+
+  void check_root(int root, const char* op) const {
+    if (root < 0 || root >= size_) {
+      throw CommError(fmt::format("{} on rank {}: root {} is not a rank of this group (0..{}); "
+                                  "pass a root in range",
+                                  op, rank_, root, size_ - 1));
+    }
+  }
+
+  // Host pointer to operate on: the caller's buffer for host memory, else staging space
+  // (`offset` separates two staging regions used by one collective).
+  void* host_ptr(void* user, std::size_t bytes, std::size_t offset) {
+    if (!memory_) return user;
+    if (staging_.size() < offset + bytes) staging_.resize(offset + bytes);
+    return staging_.data() + offset;
+  }
+  // Like host_ptr, and copies the caller's data in.
+  void* stage_in(void* user, std::size_t bytes, std::size_t offset) {
+    void* p = host_ptr(user, bytes, offset);
+    if (memory_) memory_->to_host(p, user, bytes);
+    return p;
+  }
+  void memory_in(void* host_dst, const void* user, std::size_t bytes) {
+    if (bytes == 0 || host_dst == user) return;
+    if (memory_) {
+      memory_->to_host(host_dst, user, bytes);
+    } else {
+      std::memmove(host_dst, user, bytes);
+    }
+  }
+  void stage_out(void* user, const void* host, std::size_t bytes) {
+    if (memory_ && bytes != 0) memory_->to_device(user, host, bytes);
+  }
+
+  template <typename Describe, typename Body>
+  void run(const char* op, Describe&& describe, Body&& body, DataType type) {
+    if (!broken_.empty()) {
+      throw CommError(fmt::format("{} on rank {} refused (this communicator failed earlier: {}); "
+                                  "create a new one or restart the job",
+                                  op, rank_, broken_));
+    }
+    if (type == DataType::kFloat16 || type == DataType::kBFloat16) {
+      visit_type(type, [](auto) {});  // throws the "not supported" CommError
+    }
+    const std::uint64_t seq = tracker_.enter(op);
+    const std::uint32_t tag = ++tag_;
+    const auto start = Clock::now();
+    try {
+      body(tag);
+    } catch (const CommError&) {
+      throw;
+    } catch (const std::exception& e) {
+      auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+      std::string where = tracker_.describe_laggards(seq, op);
+      std::string msg = fmt::format(
+          "gloo {} #{} ({}) failed on rank {}/{} after {} (timeout {}; {}); {}; check the "
+          "named ranks' logs, or raise GPURUN_TIMEOUT if they are only slow",
+          op, seq, describe(), rank_, size_, format_duration(waited), format_duration(timeout_),
+          e.what(), where);
+      broken_ = fmt::format("{} #{} failed", op, seq);
+      GPURUN_LOG_INFO("comm", "{}", msg);
+      throw CommError(msg);
+    }
+  }
+
+  int rank_;
+  int size_;
+  std::chrono::milliseconds timeout_;
+  std::unique_ptr<DeviceMemory> memory_;  // null: host buffers, no staging
+  std::shared_ptr<::gloo::rendezvous::Context> ctx_;
+  ArrivalTracker tracker_;
+  std::uint32_t tag_ = 0;
+  std::vector<std::uint8_t> staging_;
+  std::vector<std::uint8_t> scratch_;
+  std::string broken_;
+};
+
+}  // namespace
+
+TransportAddress choose_transport_address(const EnvMap& env, const std::string& master_addr,
+                                          std::uint16_t master_port) {
+  for (const char* var : {"GPURUN_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME"}) {
+    if (auto v = env_get(env, var); v && !v->empty()) {
+      auto first = split(*v, ',').front();
+      return {"", first, fmt::format("{}={}", var, *v)};
+    }
+  }
+  if (is_loopback_name(master_addr)) {
+    return {"127.0.0.1", "", master_addr.empty() ? "no MASTER_ADDR: loopback"
+                                                 : fmt::format("MASTER_ADDR={} is loopback", master_addr)};
+  }
+  auto local = local_address_towards(master_addr, master_port);
+  if (!local.empty()) {
+    return {local, "", fmt::format("the local address that routes to MASTER_ADDR={}", master_addr)};
+  }
+  std::array<char, 256> host{};
+  ::gethostname(host.data(), host.size() - 1);
+  return {host.data(), "", "hostname (no route to MASTER_ADDR found)"};
+}
+
+std::unique_ptr<Communicator> make_gloo_communicator(GlooConfig cfg) {
+  ::gloo::transport::tcp::attr attr;
+  if (!cfg.address.iface.empty()) {
+    attr.iface = cfg.address.iface;
+  } else {
+    attr.hostname = cfg.address.hostname;
+  }
+  std::shared_ptr<::gloo::transport::Device> dev;
+  try {
+    dev = ::gloo::transport::tcp::CreateDevice(attr);
+  } catch (const std::exception& e) {
+    throw CommError(fmt::format(
+        "cannot open the Gloo TCP transport on {} ({}; {}); set GPURUN_SOCKET_IFNAME to an "
+        "interface that reaches the other hosts (see `ip -brief addr`)",
+        cfg.address.iface.empty() ? cfg.address.hostname : "interface " + cfg.address.iface,
+        cfg.address.how, e.what()));
+  }
+  const auto timeout = std::min(cfg.timeout, kGlooMaxTimeout);
+  auto ctx = std::make_shared<::gloo::rendezvous::Context>(cfg.rank, cfg.size);
+  ctx->setTimeout(timeout);
+  auto mesh_store = std::make_shared<rendezvous::PrefixStore>("gloo", cfg.store);
+  GlooStoreAdapter adapter(mesh_store, timeout);
+  try {
+    ctx->connectFullMesh(adapter, dev);
+  } catch (const std::exception& e) {
+    // Which ranks never published their address?
+    std::vector<int> missing;
+    try {
+      for (int r = 0; r < cfg.size; ++r) {
+        if (!mesh_store->check({std::to_string(r)})) missing.push_back(r);
+      }
+    } catch (const std::exception&) {
+    }
+    std::string who = missing.empty()
+                          ? std::string("every rank published its address")
+                          : fmt::format("rank{} {} never joined", missing.size() == 1 ? "" : "s",
+                                        fmt::join(missing, ","));
+    throw CommError(fmt::format(
+        "gloo setup on rank {}/{} failed (timeout {}; {}; {}); check the named ranks' logs, or "
+        "GPURUN_SOCKET_IFNAME if the hosts cannot reach each other",
+        cfg.rank, cfg.size, format_duration(timeout), e.what(), who));
+  }
+  GPURUN_LOG_INFO("comm", "gloo connected: rank {}/{} on {} ({})", cfg.rank, cfg.size,
+                  cfg.address.iface.empty() ? cfg.address.hostname : cfg.address.iface,
+                  cfg.address.how);
+  return std::make_unique<GlooCommunicator>(std::move(cfg), std::move(ctx));
+}
+
+}  // namespace gpurun::worker::detail

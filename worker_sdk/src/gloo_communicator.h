@@ -1,0 +1,43 @@
+// GlooCommunicator: collectives over Gloo's TCP transport, rendezvous through our Store. Serves
+// CPU ranks directly and GPU ranks of a hybrid job by staging through host memory (DeviceMemory).
+// Uses Gloo's ring allreduce (what torch.distributed's gloo backend uses), broadcast, allgather
+// and barrier; variable-size gather is point-to-point on Gloo unbound buffers.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "device.h"
+#include "gpurun/common/env.h"
+#include "gpurun/rendezvous/store.h"
+#include "gpurun/worker/communicator.h"
+
+namespace gpurun::worker::detail {
+
+// Where the Gloo TCP transport listens. Exactly one of hostname / iface is set.
+struct TransportAddress {
+  std::string hostname;  // an address or name to bind (e.g. "127.0.0.1")
+  std::string iface;     // a network interface name (e.g. "eth0")
+  std::string how;       // for logs: "GPURUN_SOCKET_IFNAME=eth0", "route to 10.0.0.1"
+};
+
+// GPURUN_SOCKET_IFNAME, else GLOO_SOCKET_IFNAME (first of a comma list), else the local address
+// the kernel uses to reach master_addr (127.0.0.1 for loopback or no master), else the hostname.
+TransportAddress choose_transport_address(const EnvMap& env, const std::string& master_addr,
+                                          std::uint16_t master_port);
+
+struct GlooConfig {
+  int rank = 0;
+  int size = 1;
+  std::shared_ptr<rendezvous::Store> store;  // already scoped to this group
+  TransportAddress address{"127.0.0.1", "", "default"};
+  std::chrono::milliseconds timeout{30 * 60 * 1000};
+  std::unique_ptr<DeviceMemory> memory;  // null: host memory
+};
+
+// Connects the full mesh (blocks up to cfg.timeout; CommError names the ranks that did not join).
+std::unique_ptr<Communicator> make_gloo_communicator(GlooConfig cfg);
+
+}  // namespace gpurun::worker::detail

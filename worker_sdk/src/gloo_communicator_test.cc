@@ -1,0 +1,180 @@
+// Gloo collectives with ranks as threads on one MemoryStore: every collective, every type,
+// sizes 0, 1, non-multiples of the world size and multi-segment, world sizes 1..4.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "gpurun/common/error.h"
+#include "test_util.h"
+
+using namespace gpurun;
+using namespace gpurun::worker;
+using gpurun::worker::testing::expect;
+using gpurun::worker::testing::join_errors;
+using gpurun::worker::testing::run_ranks;
+
+namespace {
+
+template <typename T>
+T value(int rank, std::size_t i) {
+  return static_cast<T>((rank + 1) * 3 + static_cast<int>(i % 5));
+}
+
+template <typename T>
+void check_all(Communicator& comm, std::size_t n) {
+  const int r = comm.rank();
+  const int w = comm.size();
+  const std::string tn = to_string(data_type_of<T>());
+  // all_reduce
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax, ReduceOp::kMin, ReduceOp::kAvg}) {
+    std::vector<T> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = value<T>(r, i);
+    comm.all_reduce(std::span(v), op);
+    for (std::size_t i = 0; i < n; ++i) {
+      T sum = 0, mx = value<T>(0, i), mn = value<T>(0, i);
+      for (int q = 0; q < w; ++q) {
+        sum = static_cast<T>(sum + value<T>(q, i));
+        mx = std::max(mx, value<T>(q, i));
+        mn = std::min(mn, value<T>(q, i));
+      }
+      T want = op == ReduceOp::kSum ? sum
+               : op == ReduceOp::kMax ? mx
+               : op == ReduceOp::kMin ? mn
+                                      : static_cast<T>(sum / static_cast<T>(w));
+      expect(v[i] == want, fmt::format("all_reduce {} {} n={} i={}: got {} want {}", to_string(op),
+                                       tn, n, i, double(v[i]), double(want)));
+    }
+  }
+  // broadcast from the last rank
+  {
+    std::vector<T> v(n, static_cast<T>(r));
+    comm.broadcast(std::span(v), w - 1);
+    for (auto x : v) expect(x == static_cast<T>(w - 1), fmt::format("broadcast {} n={}", tn, n));
+  }
+  // all_gather
+  {
+    std::vector<T> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = value<T>(r, i);
+    auto all = comm.all_gather(std::span<const T>(v));
+    expect(all.size() == n * static_cast<std::size_t>(w), "all_gather size");
+    for (int q = 0; q < w; ++q)
+      for (std::size_t i = 0; i < n; ++i)
+        expect(all[static_cast<std::size_t>(q) * n + i] == value<T>(q, i),
+               fmt::format("all_gather {} n={}", tn, n));
+  }
+  // gather with variable sizes: rank q sends n + q elements (rank 0 may send 0 when n == 0)
+  {
+    std::vector<T> mine(n + static_cast<std::size_t>(r));
+    for (std::size_t i = 0; i < mine.size(); ++i) mine[i] = value<T>(r, i);
+    const int root = w / 2;
+    auto got = comm.gather_host(std::span<const T>(mine), root);
+    if (r == root) {
+      expect(got.size() == static_cast<std::size_t>(w), "gather ranks");
+      for (int q = 0; q < w; ++q) {
+        expect(got[static_cast<std::size_t>(q)].size() == n + static_cast<std::size_t>(q), "gather size");
+        for (std::size_t i = 0; i < n + static_cast<std::size_t>(q); ++i)
+          expect(got[static_cast<std::size_t>(q)][i] == value<T>(q, i), fmt::format("gather {} n={}", tn, n));
+      }
+    } else {
+      expect(got.empty(), "gather non-root");
+    }
+  }
+  // reduce_scatter
+  {
+    std::vector<T> send(n * static_cast<std::size_t>(w));
+    for (std::size_t i = 0; i < send.size(); ++i) send[i] = value<T>(r, i);
+    std::vector<T> recv(n);
+    comm.reduce_scatter(send.data(), recv.data(), n, data_type_of<T>(), ReduceOp::kSum);
+    for (std::size_t i = 0; i < n; ++i) {
+      T want = 0;
+      for (int q = 0; q < w; ++q) want = static_cast<T>(want + value<T>(q, static_cast<std::size_t>(r) * n + i));
+      expect(recv[i] == want, fmt::format("reduce_scatter {} n={} i={}", tn, n, i));
+    }
+  }
+  comm.barrier();
+}
+
+}  // namespace
+
+TEST_CASE("gloo collectives, every type, 1-4 ranks", "[gloo]") {
+  for (int world : {1, 2, 3, 4}) {
+    DYNAMIC_SECTION("world " << world) {
+      auto errs = run_ranks(world, [](Context& ctx, int) {
+        expect(ctx.backend() == Backend::kGloo, "backend");
+        for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{1001}}) {
+          check_all<float>(ctx.comm(), n);
+          check_all<double>(ctx.comm(), n);
+          check_all<std::int32_t>(ctx.comm(), n);
+          check_all<std::int64_t>(ctx.comm(), n);
+          check_all<std::uint8_t>(ctx.comm(), n);
+        }
+      });
+      CHECK(join_errors(errs) == "");
+    }
+  }
+}
+
+TEST_CASE("gloo all_reduce across several ring segments", "[gloo]") {
+  auto errs = run_ranks(3, [](Context& ctx, int r) {
+    std::vector<float> v(700'001, static_cast<float>(r + 1));  // ~2.7 MiB, > 1 MiB segments
+    ctx.comm().all_reduce(std::span(v));
+    for (float x : v) expect(x == 6.0f, fmt::format("got {}", x));
+    auto m = ctx.comm().all_reduce_value<std::int64_t>(r, ReduceOp::kMax);
+    expect(m == 2, "all_reduce_value");
+  });
+  CHECK(join_errors(errs) == "");
+}
+
+TEST_CASE("gloo: float16 is refused with a fix", "[gloo]") {
+  auto errs = run_ranks(1, [](Context& ctx, int) {
+    std::uint16_t h[2] = {0, 0};
+    ctx.comm().all_reduce(h, 2, DataType::kFloat16, ReduceOp::kSum);
+  });
+  CHECK_THAT(errs[0], Catch::Contains("float16 is not supported by the Gloo backend"));
+}
+
+TEST_CASE("gloo: bad root is refused without breaking the communicator", "[gloo]") {
+  auto errs = run_ranks(2, [](Context& ctx, int) {
+    std::vector<int> v(3);
+    try {
+      ctx.comm().broadcast(std::span(v), 2);
+      expect(false, "no error for root 2");
+    } catch (const CommError& e) {
+      expect(std::string(e.what()).find("root 2 is not a rank") != std::string::npos, e.what());
+    }
+    ctx.comm().barrier();
+  });
+  CHECK(join_errors(errs) == "");
+}
+
+TEST_CASE("gloo: a rank that never arrives is named by the others", "[gloo]") {
+  InitOptions o;
+  o.timeout = std::chrono::milliseconds(1500);
+  std::vector<std::string> seen(3);
+  std::atomic<int> done{0};
+  auto errs = run_ranks(
+      3,
+      [&](Context& ctx, int r) {
+        ctx.comm().barrier();  // op #1: everyone
+        if (r == 2) {
+          // Never enters op #2; stays alive (connected) until the others have failed.
+          while (done.load() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          return;
+        }
+        std::vector<float> v(1000, 1.0f);
+        try {
+          ctx.comm().all_reduce(std::span(v));
+          seen[static_cast<std::size_t>(r)] = "no error";
+        } catch (const CommError& e) {
+          seen[static_cast<std::size_t>(r)] = e.what();
+        }
+        ++done;
+      },
+      {}, o);
+  CHECK(join_errors(errs) == "");
+  for (int r : {0, 1}) {
+    INFO(seen[static_cast<std::size_t>(r)]);
+    CHECK_THAT(seen[static_cast<std::size_t>(r)], Catch::Contains("rank 2 has not arrived at all_reduce #2"));
+    CHECK_THAT(seen[static_cast<std::size_t>(r)], Catch::Contains("last seen in barrier #1"));
+  }
+}

@@ -1,0 +1,250 @@
+// init_with(): environment -> LaunchInfo -> run/attempt-scoped store -> device -> one backend
+// for the whole group (decided by rank 0 from every rank's vote, through the store) ->
+// communicator.
+#include "init.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <cctype>
+
+#include "device.h"
+#include "gloo_communicator.h"
+#include "gpurun/common/error.h"
+#include "gpurun/common/log.h"
+#include "gpurun/rendezvous/memory_store.h"
+#include "gpurun/rendezvous/prefix_store.h"
+#if GPURUN_HAS_NCCL
+#include "nccl_communicator.h"
+#endif
+
+namespace gpurun::worker {
+namespace detail {
+
+Backend parse_backend(const std::string& text, const std::string& what) {
+  std::string t = text;
+  std::transform(t.begin(), t.end(), t.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (t == "nccl") return Backend::kNccl;
+  if (t == "gloo") return Backend::kGloo;
+  if (t == "auto" || t.empty()) return Backend::kAuto;
+  throw ConfigError(fmt::format("{}='{}' is not a backend; use nccl, gloo or auto", what, text));
+}
+
+std::chrono::milliseconds resolve_timeout(const InitOptions& options, const EnvMap& env) {
+  if (options.timeout) return *options.timeout;
+  if (auto t = env_duration(env, "GPURUN_TIMEOUT")) return *t;
+  return kDefaultTimeout;
+}
+
+Backend decide_backend(Backend requested, const std::string& requested_by,
+                       const std::vector<GpuVote>& votes, bool nccl_compiled) {
+  std::vector<int> cpu, fake;
+  for (std::size_t r = 0; r < votes.size(); ++r) {
+    if (votes[r] == GpuVote::kCpu) cpu.push_back(static_cast<int>(r));
+    if (votes[r] == GpuVote::kFakeCuda) fake.push_back(static_cast<int>(r));
+  }
+  const bool all_gpu = cpu.empty() && fake.empty();
+  if (requested == Backend::kGloo) return Backend::kGloo;
+  if (requested == Backend::kNccl) {
+    if (!nccl_compiled) {
+      throw ConfigError(fmt::format(
+          "{} but the worker SDK was built without NCCL (no CUDA toolkit/NCCL at build time); "
+          "use GPURUN_BACKEND=gloo or auto, or rebuild with -DGPURUN_WITH_CUDA=ON",
+          requested_by));
+    }
+    if (!cpu.empty()) {
+      throw ConfigError(fmt::format(
+          "{} but rank{} {} ha{} no GPU (NCCL needs one GPU per rank); use GPURUN_BACKEND=auto "
+          "(Gloo for all ranks, GPU ranks staged through host memory) or give every rank a GPU "
+          "(gpurun --nproc-per-node=gpu)",
+          requested_by, cpu.size() == 1 ? "" : "s", fmt::join(cpu, ","),
+          cpu.size() == 1 ? "s" : "ve"));
+    }
+    if (!fake.empty()) {
+      throw ConfigError(fmt::format(
+          "{} but rank{} {} only ha{} fake GPUs (GPURUN_FAKE_GPU_RANKS is for tests and cannot "
+          "run NCCL); unset GPURUN_FAKE_GPU_RANKS or use GPURUN_BACKEND=gloo",
+          requested_by, fake.size() == 1 ? "" : "s", fmt::join(fake, ","),
+          fake.size() == 1 ? "s" : "ve"));
+    }
+    return Backend::kNccl;
+  }
+  return all_gpu && nccl_compiled ? Backend::kNccl : Backend::kGloo;
+}
+
+namespace {
+
+constexpr bool kNcclCompiled =
+#if GPURUN_HAS_NCCL
+    true;
+#else
+    false;
+#endif
+
+const char* vote_name(GpuVote v) {
+  switch (v) {
+    case GpuVote::kCuda: return "cuda";
+    case GpuVote::kFakeCuda: return "fake";
+    case GpuVote::kCpu: return "cpu";
+  }
+  return "cpu";
+}
+
+GpuVote parse_vote(const std::string& s) {
+  if (s == "cuda") return GpuVote::kCuda;
+  if (s == "fake") return GpuVote::kFakeCuda;
+  return GpuVote::kCpu;
+}
+
+class ContextImpl final : public Context {
+ public:
+  const LaunchInfo& info() const override { return info_; }
+  const Device& device() const override { return choice_.device; }
+  Backend backend() const override { return backend_; }
+  std::chrono::milliseconds timeout() const override { return timeout_; }
+  rendezvous::Store& store() override { return *store_; }
+  Communicator& comm() override { return *comm_; }
+
+  LaunchInfo info_;
+  DeviceChoice choice_;
+  Backend backend_ = Backend::kGloo;
+  std::chrono::milliseconds timeout_{};
+  std::shared_ptr<rendezvous::Store> store_;  // run/attempt scoped
+  std::unique_ptr<Communicator> comm_;        // destroyed before the store
+};
+
+std::string ranks_missing(rendezvous::Store& store, const std::vector<std::string>& keys) {
+  std::vector<std::size_t> missing;
+  try {
+    for (std::size_t r = 0; r < keys.size(); ++r) {
+      if (!store.check({keys[r]})) missing.push_back(r);
+    }
+  } catch (const std::exception& e) {
+    return fmt::format("could not ask the store which ranks joined: {}", e.what());
+  }
+  if (missing.empty()) return "every rank joined";
+  return fmt::format("rank{} {} never joined", missing.size() == 1 ? "" : "s",
+                     fmt::join(missing, ","));
+}
+
+// Every rank publishes its vote; rank 0 decides and publishes; everyone reads the decision.
+Backend agree_on_backend(rendezvous::Store& store, const LaunchInfo& info, const std::string& group,
+                         GpuVote mine, Backend requested, const std::string& requested_by,
+                         std::chrono::milliseconds timeout) {
+  const std::string base = fmt::format("setup/{}", group);
+  std::vector<std::string> keys;
+  for (int r = 0; r < info.world_size; ++r) keys.push_back(fmt::format("{}/dev/{}", base, r));
+  const std::string decision_key = base + "/backend";
+  store.set(keys[static_cast<std::size_t>(info.rank)], std::string_view(vote_name(mine)));
+
+  if (info.rank == 0) {
+    try {
+      store.wait(keys, timeout);
+    } catch (const StoreTimeout&) {
+      throw CommError(fmt::format(
+          "timed out after {} waiting for every rank to join group '{}' through {} ({}); check "
+          "that those ranks started and call gpurun::init() (their logs), or raise GPURUN_TIMEOUT",
+          format_duration(timeout), group, store.describe(), ranks_missing(store, keys)));
+    }
+    std::vector<GpuVote> votes;
+    for (const auto& k : keys) votes.push_back(parse_vote(rendezvous::to_string(store.get(k))));
+    std::string decision;
+    try {
+      decision = to_string(decide_backend(requested, requested_by, votes, kNcclCompiled));
+    } catch (const ConfigError& e) {
+      store.set(decision_key, "error:" + std::string(e.what()));
+      throw;
+    }
+    store.set(decision_key, decision);
+  }
+  std::string decision;
+  try {
+    store.wait({decision_key}, timeout);
+    decision = rendezvous::to_string(store.get(decision_key));
+  } catch (const StoreTimeout&) {
+    throw CommError(fmt::format(
+        "timed out after {} waiting for key '{}' (rank 0 decides the backend once every rank "
+        "joined; {}); check rank 0's log and the missing ranks' logs",
+        format_duration(timeout), decision_key, ranks_missing(store, keys)));
+  }
+  if (decision.rfind("error:", 0) == 0) throw ConfigError(decision.substr(6) + " (reported by rank 0)");
+  return parse_backend(decision, "backend decision from rank 0");
+}
+
+}  // namespace
+}  // namespace detail
+
+std::unique_ptr<Context> init_with(const EnvMap& env, std::shared_ptr<rendezvous::Store> store,
+                                   InitOptions options) {
+  using namespace detail;
+  auto ctx = std::make_unique<ContextImpl>();
+  ctx->info_ = read_launch_info(env);
+  const auto& info = ctx->info_;
+  log::set_prefix(fmt::format("[{} rank {}/{}]", info.hostname, info.rank, info.world_size));
+  ctx->timeout_ = resolve_timeout(options, env);
+
+  Backend requested = options.backend;
+  std::string requested_by = fmt::format("InitOptions.backend={}", to_string(requested));
+  if (requested == Backend::kAuto) {
+    if (auto b = env_get(env, "GPURUN_BACKEND")) {
+      requested = parse_backend(*b, "GPURUN_BACKEND");
+      requested_by = fmt::format("GPURUN_BACKEND={}", *b);
+      if (requested != Backend::kAuto) {
+        GPURUN_LOG_INFO("init", "GPURUN_BACKEND={} set by environment", *b);
+      }
+    }
+  }
+
+  if (!store) {
+    if (!info.master_addr.empty()) {
+      store = connect_store(info, ctx->timeout_);
+    } else {
+      store = std::make_shared<rendezvous::MemoryStore>(ctx->timeout_);  // 1-rank job
+    }
+  }
+  ctx->store_ = std::make_shared<rendezvous::PrefixStore>(
+      fmt::format("gpurun/{}/attempt_{}", info.run_id, info.restart_count), std::move(store));
+
+  int visible = options.use_gpu ? cuda_device_count() : 0;
+  ctx->choice_ = choose_device(info, env, options.use_gpu, visible);
+  GPURUN_LOG_INFO("init", "device {}", ctx->choice_.why);
+  const GpuVote vote = !ctx->choice_.device.is_cuda() ? GpuVote::kCpu
+                       : ctx->choice_.fake            ? GpuVote::kFakeCuda
+                                                      : GpuVote::kCuda;
+  ctx->backend_ = agree_on_backend(*ctx->store_, info, options.group_name, vote, requested,
+                                   requested_by, ctx->timeout_);
+  GPURUN_LOG_INFO("init", "backend {} for group '{}'", to_string(ctx->backend_),
+                  options.group_name);
+
+  auto group_store = std::make_shared<rendezvous::PrefixStore>(
+      fmt::format("comm/{}", options.group_name), ctx->store_);
+  if (ctx->backend_ == Backend::kNccl) {
+#if GPURUN_HAS_NCCL
+    NcclConfig nc;
+    nc.rank = info.rank;
+    nc.size = info.world_size;
+    nc.device = ctx->choice_.device.index;
+    nc.run_store = ctx->store_;
+    nc.group_store = group_store;
+    nc.group = options.group_name;
+    nc.timeout = ctx->timeout_;
+    ctx->comm_ = make_nccl_communicator(nc);
+#else
+    throw ConfigError("NCCL backend chosen but not compiled in");  // decide_backend prevents this
+#endif
+  } else {
+    GlooConfig gc;
+    gc.rank = info.rank;
+    gc.size = info.world_size;
+    gc.store = group_store;
+    gc.address = choose_transport_address(env, info.master_addr, info.master_port);
+    gc.timeout = ctx->timeout_;
+    if (ctx->choice_.device.is_cuda()) gc.memory = make_device_memory(ctx->choice_);
+    ctx->comm_ = make_gloo_communicator(std::move(gc));
+  }
+  return ctx;
+}
+
+}  // namespace gpurun::worker

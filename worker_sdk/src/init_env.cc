@@ -1,0 +1,37 @@
+// init(): the real environment and a TcpStore client to MASTER_ADDR:MASTER_PORT.
+#include <fmt/format.h>
+
+#include "gpurun/common/error.h"
+#include "gpurun/common/log.h"
+#include "gpurun/rendezvous/tcp_store.h"
+#include "init.h"
+
+namespace gpurun::worker {
+namespace detail {
+
+std::shared_ptr<rendezvous::Store> connect_store(const LaunchInfo& info,
+                                                 std::chrono::milliseconds timeout) {
+#if GPURUN_HAVE_TCP_STORE
+  rendezvous::TcpStoreOptions o;
+  o.host = info.master_addr;
+  o.port = info.master_port;
+  o.timeout = timeout;
+  o.connect_timeout = timeout;
+  o.dialect = rendezvous::Dialect::kV2;
+  GPURUN_LOG_INFO("init", "connecting to store {}:{} (timeout {})", o.host, o.port,
+                  format_duration(timeout));
+  return std::make_shared<rendezvous::TcpStore>(o);
+#else
+  (void)timeout;
+  throw ConfigError(fmt::format("cannot connect to {}:{}: this build has no TcpStore yet",
+                                info.master_addr, info.master_port));
+#endif
+}
+
+}  // namespace detail
+
+std::unique_ptr<Context> init(InitOptions options) {
+  return init_with(current_environment(), nullptr, std::move(options));
+}
+
+}  // namespace gpurun::worker

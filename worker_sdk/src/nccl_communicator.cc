@@ -1,0 +1,258 @@
+#include "nccl_communicator.h"
+
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+#include <nccl.h>
+
+#include <thread>
+
+#include "arrival.h"
+#include "gpurun/common/duration.h"
+#include "gpurun/common/error.h"
+#include "gpurun/common/log.h"
+
+namespace gpurun::worker::detail {
+namespace {
+
+ncclDataType_t nccl_type(DataType t) {
+  switch (t) {
+    case DataType::kFloat32: return ncclFloat32;
+    case DataType::kFloat64: return ncclFloat64;
+    case DataType::kInt32: return ncclInt32;
+    case DataType::kInt64: return ncclInt64;
+    case DataType::kUInt8: return ncclUint8;
+    case DataType::kFloat16: return ncclFloat16;
+    case DataType::kBFloat16: return ncclBfloat16;
+  }
+  return ncclFloat32;
+}
+
+ncclRedOp_t nccl_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return ncclSum;
+    case ReduceOp::kMax: return ncclMax;
+    case ReduceOp::kMin: return ncclMin;
+    case ReduceOp::kAvg: return ncclAvg;
+  }
+  return ncclSum;
+}
+
+std::string nccl_message(ncclResult_t r, ncclComm_t comm) {
+  const char* last = ncclGetLastError(comm);
+  return fmt::format("{}{}{}", ncclGetErrorString(r), last && *last ? ": " : "",
+                     last ? last : "");
+}
+
+void cuda_check(cudaError_t err, const std::string& what) {
+  if (err != cudaSuccess) {
+    throw CommError(fmt::format("{} failed ({}: {}); check the GPU with nvidia-smi", what,
+                                cudaGetErrorName(err), cudaGetErrorString(err)));
+  }
+}
+
+class NcclCommunicator final : public Communicator {
+ public:
+  explicit NcclCommunicator(const NcclConfig& cfg)
+      : rank_(cfg.rank),
+        size_(cfg.size),
+        device_(cfg.device),
+        timeout_(cfg.timeout),
+        tracker_(cfg.group_store, cfg.rank, cfg.size, cfg.timeout) {
+    cuda_check(cudaSetDevice(device_), fmt::format("cudaSetDevice({})", device_));
+    ncclUniqueId id{};
+    const std::string key = fmt::format("nccl/{}/uid", cfg.group);
+    if (rank_ == 0) {
+      ncclResult_t r = ncclGetUniqueId(&id);
+      if (r != ncclSuccess) {
+        throw CommError(fmt::format("ncclGetUniqueId on rank 0 failed ({}); check NCCL_SOCKET_IFNAME "
+                                    "and that a network interface is up",
+                                    nccl_message(r, nullptr)));
+      }
+      cfg.run_store->set(key, rendezvous::Bytes(id.internal, id.internal + sizeof(id.internal)));
+    } else {
+      try {
+        cfg.run_store->wait({key}, timeout_);
+      } catch (const StoreTimeout&) {
+        throw CommError(fmt::format("timed out after {} waiting for key '{}' (rank 0 never published "
+                                    "it); check rank 0's log",
+                                    format_duration(timeout_), key));
+      }
+      auto v = cfg.run_store->get(key);
+      if (v.size() != sizeof(id.internal)) {
+        throw CommError(fmt::format("key '{}' holds {} bytes, not an ncclUniqueId ({} bytes); is "
+                                    "another job using the same store and run id?",
+                                    key, v.size(), sizeof(id.internal)));
+      }
+      std::copy(v.begin(), v.end(), id.internal);
+    }
+    ncclResult_t r = ncclCommInitRank(&comm_, size_, id, rank_);
+    if (r != ncclSuccess) {
+      throw CommError(fmt::format("ncclCommInitRank(rank {}, world {}, cuda:{}) failed ({}); set "
+                                  "NCCL_DEBUG=INFO for details",
+                                  rank_, size_, device_, nccl_message(r, comm_)));
+    }
+    cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    cuda_check(cudaMalloc(&scratch_, sizeof(float)), "cudaMalloc(barrier scratch)");
+    GPURUN_LOG_INFO("comm", "nccl connected: rank {}/{} on cuda:{}", rank_, size_, device_);
+  }
+
+  ~NcclCommunicator() override {
+    if (comm_ != nullptr) {
+      if (aborted_) {
+        // ncclCommAbort already released it.
+      } else {
+        ncclCommDestroy(comm_);
+      }
+    }
+    if (scratch_ != nullptr) cudaFree(scratch_);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+
+  Backend backend() const override { return Backend::kNccl; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  void all_reduce(void* buf, std::size_t count, DataType type, ReduceOp op) override {
+    run("all_reduce", [&] {
+      return ncclAllReduce(buf, buf, count, nccl_type(type), nccl_op(op), comm_, stream_);
+    });
+  }
+  void broadcast(void* buf, std::size_t count, DataType type, int root) override {
+    check_root(root, "broadcast");
+    run("broadcast",
+        [&] { return ncclBroadcast(buf, buf, count, nccl_type(type), root, comm_, stream_); });
+  }
+  void all_gather(const void* send, void* recv, std::size_t count, DataType type) override {
+    run("all_gather",
+        [&] { return ncclAllGather(send, recv, count, nccl_type(type), comm_, stream_); });
+  }
+  void gather(const void* send, void* recv, const std::vector<std::size_t>& counts, DataType type,
+              int root) override {
+    check_root(root, "gather");
+    if (counts.size() != static_cast<std::size_t>(size_)) {
+      throw CommError(fmt::format("gather on rank {}: counts has {} entries but the group has {} "
+                                  "ranks; pass one count per rank",
+                                  rank_, counts.size(), size_));
+    }
+    const std::size_t es = size_of(type);
+    run("gather", [&]() -> ncclResult_t {
+      ncclResult_t r = ncclGroupStart();
+      if (r != ncclSuccess) return r;
+      if (rank_ == root) {
+        std::size_t off = 0;
+        for (int p = 0; p < size_; ++p) {
+          const std::size_t n = counts[static_cast<std::size_t>(p)];
+          auto* dst = static_cast<std::uint8_t*>(recv) + off * es;
+          if (p == rank_) {
+            if (n != 0) {
+              cuda_check(cudaMemcpyAsync(dst, send, n * es, cudaMemcpyDeviceToDevice, stream_),
+                         "cudaMemcpyAsync(gather own block)");
+            }
+          } else if (n != 0) {
+            r = ncclRecv(dst, n, nccl_type(type), p, comm_, stream_);
+            if (r != ncclSuccess) break;
+          }
+          off += n;
+        }
+      } else if (counts[static_cast<std::size_t>(rank_)] != 0) {
+        r = ncclSend(send, counts[static_cast<std::size_t>(rank_)], nccl_type(type), root, comm_,
+                     stream_);
+      }
+      ncclResult_t e = ncclGroupEnd();
+      return r != ncclSuccess ? r : e;
+    });
+  }
+  void reduce_scatter(const void* send, void* recv, std::size_t count, DataType type,
+                      ReduceOp op) override {
+    run("reduce_scatter", [&] {
+      return ncclReduceScatter(send, recv, count, nccl_type(type), nccl_op(op), comm_, stream_);
+    });
+  }
+  void barrier() override {
+    run("barrier", [&] {
+      return ncclAllReduce(scratch_, scratch_, 1, ncclFloat32, ncclSum, comm_, stream_);
+    });
+  }
+
+ private:
+  void check_root(int root, const char* op) const {
+    if (root < 0 || root >= size_) {
+      throw CommError(fmt::format("{} on rank {}: root {} is not a rank of this group (0..{}); "
+                                  "pass a root in range",
+                                  op, rank_, root, size_ - 1));
+    }
+  }
+
+  template <typename Enqueue>
+  void run(const char* op, Enqueue&& enqueue) {
+    if (aborted_) {
+      throw CommError(fmt::format("nccl {} on rank {} refused (the communicator was aborted after "
+                                  "an earlier failure); restart the job",
+                                  op, rank_));
+    }
+    const std::uint64_t seq = tracker_.enter(op);
+    cuda_check(cudaSetDevice(device_), fmt::format("cudaSetDevice({})", device_));
+    ncclResult_t r = enqueue();
+    if (r != ncclSuccess && r != ncclInProgress) {
+      fail(op, seq, fmt::format("enqueue failed: {}", nccl_message(r, comm_)));
+    }
+    wait(op, seq);
+  }
+
+  // Polls the stream against the deadline; aborts the communicator on timeout or async error.
+  void wait(const char* op, std::uint64_t seq) {
+    const auto start = Clock::now();
+    const auto deadline = deadline_after(timeout_);
+    int spins = 0;
+    while (true) {
+      cudaError_t st = cudaStreamQuery(stream_);
+      if (st == cudaSuccess) return;
+      if (st != cudaErrorNotReady) {
+        fail(op, seq, fmt::format("CUDA error {}: {}", cudaGetErrorName(st), cudaGetErrorString(st)));
+      }
+      ncclResult_t async = ncclSuccess;
+      ncclCommGetAsyncError(comm_, &async);
+      if (async != ncclSuccess && async != ncclInProgress) {
+        fail(op, seq, fmt::format("NCCL async error: {}", nccl_message(async, comm_)));
+      }
+      if (Clock::now() >= deadline) {
+        fail(op, seq, fmt::format("timed out after {}",
+                                  format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      Clock::now() - start))));
+      }
+      if (++spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+
+  [[noreturn]] void fail(const char* op, std::uint64_t seq, const std::string& why) {
+    if (!aborted_ && comm_ != nullptr) {
+      ncclCommAbort(comm_);
+      aborted_ = true;
+    }
+    std::string where = tracker_.describe_laggards(seq, op);
+    std::string msg = fmt::format(
+        "nccl {} #{} failed on rank {}/{} (cuda:{}, timeout {}; {}); {}; the communicator was "
+        "aborted; check the named ranks' logs, or raise GPURUN_TIMEOUT if they are only slow",
+        op, seq, rank_, size_, device_, format_duration(timeout_), why, where);
+    GPURUN_LOG_INFO("comm", "{}", msg);
+    throw CommError(msg);
+  }
+
+  int rank_;
+  int size_;
+  int device_;
+  std::chrono::milliseconds timeout_;
+  ArrivalTracker tracker_;
+  ncclComm_t comm_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+  void* scratch_ = nullptr;
+  bool aborted_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_nccl_communicator(const NcclConfig& cfg) {
+  return std::make_unique<NcclCommunicator>(cfg);
+}
+
+}  // namespace gpurun::worker::detail
