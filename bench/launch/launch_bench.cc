@@ -229,8 +229,16 @@ int main(int argc, char** argv) {
   out["torchrun_runs"] = torchrun ? torchrun_runs : 0;
   out["launch"] = nlohmann::json::array();
 
+  // Decomposition aid: the cost of merely starting the gpurun binary (no workers, no store).
+  std::vector<double> ver;
+  for (int r = 0; r < runs; ++r) {
+    if (auto ms = command_once({gpurun, "--version"})) ver.push_back(*ms);
+  }
+  const Stats vs = stats(ver);
+  out["gpurun_version_only"] = js(vs);
   std::printf("launch: N no-op workers (/bin/true), wall ms until every worker exited "
               "(median / p90; %d runs, torchrun %d)\n", runs, torchrun ? torchrun_runs : 0);
+  std::printf("(starting the gpurun binary alone, `gpurun --version`: %s ms)\n", cell(vs).c_str());
   std::printf("%-4s %-18s %-18s %-14s %-22s\n", "N", "fork/exec floor", "gpurun", "gpurun/floor",
               "torchrun 1.13");
   for (int n : sizes) {
@@ -261,6 +269,7 @@ int main(int argc, char** argv) {
                              {"gpurun_over_floor", ratio},
                              {"gpurun_minus_floor_ms", g.median - f.median},
                              {"torchrun", t.n ? js(t) : nlohmann::json(nullptr)}});
+    std::fflush(stdout);
   }
 
   const int crash_n = 4;

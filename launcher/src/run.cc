@@ -64,15 +64,6 @@ std::string random_suffix(std::size_t n) {
   return s;
 }
 
-bool has_regular_files(const fs::path& dir) {
-  std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(dir, ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (it->is_regular_file(ec)) return true;
-  }
-  return false;
-}
-
 std::string hostname() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
@@ -152,14 +143,22 @@ std::string LogTree::begin_attempt(int restart_count, int nproc) {
                                     attempt, lr, ec.message()));
     }
   }
+  attempts_.emplace_back(attempt, nproc);
   return attempt;
 }
 
 void LogTree::finish() {
-  // A temporary base that holds no file (no -r/-t, no error.json) leaves nothing behind.
+  // A temporary base that holds no file (no -r/-t, no error.json) leaves nothing behind:
+  // rmdir bottom-up (N+3 syscalls); a directory holding a file stops it, and is kept.
   if (temp_base_.empty()) return;
-  std::error_code ec;
-  if (!has_regular_files(temp_base_)) fs::remove_all(temp_base_, ec);
+  bool empty = true;
+  for (const auto& [attempt, nproc] : attempts_) {
+    for (int lr = 0; lr < nproc; ++lr) {
+      empty = ::rmdir(fmt::format("{}/{}", attempt, lr).c_str()) == 0 && empty;
+    }
+    empty = ::rmdir(attempt.c_str()) == 0 && empty;
+  }
+  if (empty && ::rmdir(run_dir_.c_str()) == 0) ::rmdir(temp_base_.c_str());
 }
 
 // ---- stream wiring ----
@@ -401,10 +400,3 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
 
 }  // namespace gpurun::launcher
 
-namespace gpurun::launcher {
-int run_multinode(const LaunchConfig& cfg, const EnvMap&) {
-  throw ConfigError(fmt::format(
-      "--nnodes {} is not supported yet (gpurun runs single-node jobs); use --nnodes 1",
-      cfg.nnodes_max));
-}
-}  // namespace gpurun::launcher

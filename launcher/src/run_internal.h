@@ -4,6 +4,7 @@
 
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "config.h"
 #include "output_mux.h"
@@ -25,6 +26,7 @@ class LogTree {
  private:
   std::string run_dir_;
   std::string temp_base_;
+  std::vector<std::pair<std::string, int>> attempts_;  // (attempt dir, nproc)
 };
 
 // A worker's stdout/stderr wiring from its spec: tee (pipe + file), redirect (file), console

@@ -14,7 +14,7 @@ import unittest
 
 from testlib import binary, pid_alive, run, start, wait_until
 
-LINE = re.compile(r"^(?:\[rank (\d+)\] )?hello_env\[(\d+)\] (\w+)=(.*)$")
+LINE = re.compile(r"^(?:\[(?:\S+ )?rank (\d+)\] )?hello_env\[(\d+)\] (\w+)=(.*)$")
 
 
 def gpurun(*args, timeout=60, env=None):
@@ -376,6 +376,50 @@ class Logs(unittest.TestCase):
         p = gpurun("--nproc-per-node", "2", "/bin/sh", "-c", "echo hi",
                    env={"TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": "[${role_name}${local_rank}]:"})
         self.assertEqual(sorted(p.stdout.splitlines()), ["[default0]:hi", "[default1]:hi"])
+
+
+class MultiNode(unittest.TestCase):
+    def test_two_static_nodes_on_localhost(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        common = ["--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", str(port),
+                  "--rdzv-timeout", "30s", "--rdzv-id", "mn"]
+        procs = []
+        # Node 1 first: it waits (connect retries) until node 0 hosts the store.
+        for node, nproc in ((1, 3), (0, 2)):
+            procs.append(start([binary("gpurun"), *common, "--node-rank", str(node),
+                                "--nproc-per-node", str(nproc), *hello()]))
+        results = {}
+        try:
+            for (node, nproc), proc in zip(((1, 3), (0, 2)), procs):
+                out, err = proc.communicate(timeout=60)
+                results[node] = (proc.returncode, out, err, nproc)
+        finally:
+            for proc in procs:
+                proc.kill()
+        all_ranks = {}
+        for node, (rc, out, err, nproc) in results.items():
+            self.assertEqual(rc, 0, err)
+            envs = parse_env(out)
+            for r, e in envs.items():
+                self.assertEqual(e["WORLD_SIZE"], "5")
+                self.assertEqual(e["GROUP_RANK"], str(node))
+                self.assertEqual(e["GROUP_WORLD_SIZE"], "2")
+                self.assertEqual(e["LOCAL_WORLD_SIZE"], str(nproc))
+                self.assertEqual(e["MASTER_PORT"], str(port))
+                all_ranks[r] = (node, int(e["LOCAL_RANK"]))
+        # torchrun's assignment: node g owns [sum(lws[0..g-1]), +lws).
+        self.assertEqual(all_ranks, {0: (0, 0), 1: (0, 1), 2: (1, 0), 3: (1, 1), 4: (1, 2)})
+
+    def test_missing_node_is_named_after_the_rendezvous_timeout(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        p = gpurun("--nnodes", "2", "--node-rank", "0", "--master-port", str(port),
+                   "--rdzv-timeout", "1s", *hello())
+        self.assertEqual(p.returncode, 3, p.stderr)
+        self.assertIn("waiting for role_info from node rank 1", p.stderr)
 
 
 if __name__ == "__main__":
