@@ -1,0 +1,349 @@
+// scaling_bench: strong scaling of the bundled examples under gpurun. For each example and each
+// rank count it runs the same total work (same image and windows; same samples, epochs and
+// global batch), times the whole job (launch included) and prints speedup and parallel
+// efficiency next to the figures the user guides promise (1.8x at 2, 3.5x at 4, 6.5x at 8).
+//
+// CPU mode (default): every rank is pinned to one BLAS/OpenMP thread so the 1-rank baseline uses
+// one core, as a 1-GPU baseline uses one GPU. GPU mode (--gpu): the examples pick their CUDA
+// paths; the report adds samples/s. Output: a table, then one JSON line (also --json FILE).
+#include <fmt/format.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <regex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Config {
+  std::vector<int> ranks;
+  int repeat = 3;
+  bool gpu = false;
+  bool quick = false;
+  std::string only;
+  std::string json_path;
+  std::string gpurun, windowed_image, train;
+  std::string work_dir;
+};
+
+struct RunResult {
+  int exit_code = 0;
+  double seconds = 0.0;
+  double cpu_seconds = 0.0;  // user + system of the whole tree (gpurun and its workers)
+  std::string output;
+};
+
+double children_cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_CHILDREN, &ru);
+  auto sec = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return sec(ru.ru_utime) + sec(ru.ru_stime);
+}
+
+double load_average() {
+  std::ifstream f("/proc/loadavg");
+  double l = 0.0;
+  f >> l;
+  return l;
+}
+
+// fork + exec with stdout and stderr captured; wall time from fork to reap.
+RunResult run_command(const std::vector<std::string>& argv) {
+  int fds[2];
+  if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
+  const double cpu0 = children_cpu_seconds();
+  const auto t0 = std::chrono::steady_clock::now();
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    dup2(fds[1], 2);
+    close(fds[0]);
+    close(fds[1]);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    std::fprintf(stderr, "scaling_bench: cannot exec %s: %s\n", args[0], std::strerror(errno));
+    _exit(127);
+  }
+  close(fds[1]);
+  RunResult r;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+    if (n > 0) r.output.append(buf, static_cast<std::size_t>(n));
+  }
+  close(fds[0]);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.cpu_seconds = children_cpu_seconds() - cpu0;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+std::string shell_join(const std::vector<std::string>& argv) {
+  std::string s;
+  for (const auto& a : argv) s += (s.empty() ? "" : " ") + a;
+  return s;
+}
+
+struct Example {
+  std::string name;
+  std::string unit;        // what throughput counts
+  double work_units = 0;   // units processed per run
+  std::vector<std::string> args;
+};
+
+std::vector<Example> examples(const Config& c) {
+  std::vector<Example> out;
+  // windowed_image: 2048x1536 -> 16 x 12 = 192 windows of 3x192x192; blur passes set the work.
+  Example wi;
+  wi.name = "windowed_image";
+  wi.unit = "windows";
+  const int passes = c.gpu ? 64 : (c.quick ? 6 : 60);
+  const std::string size = c.gpu ? "4096x4096" : "2048x1536";
+  wi.work_units = c.gpu ? 31.0 * 31.0 : 192.0;
+  wi.args = {c.windowed_image, "--image-size", size, "--blur-passes", std::to_string(passes),
+             "--batch-size", c.gpu ? "16" : "4"};
+  if (!c.gpu) wi.args.push_back("--cpu");
+  out.push_back(wi);
+  // train: fixed samples, epochs and global batch; the accumulation steps absorb the rank count.
+  Example tr;
+  tr.name = "train";
+  tr.unit = "samples";
+  const int samples = c.gpu ? 400000 : (c.quick ? 4000 : 32000);
+  const int epochs = c.gpu ? 5 : (c.quick ? 2 : 8);
+  tr.work_units = static_cast<double>(samples) * epochs;
+  tr.args = {c.train, "--samples", std::to_string(samples), "--test-samples", "2000",
+             "--hidden", c.gpu ? "2048,2048" : "256,256", "--epochs", std::to_string(epochs),
+             "--global-batch-size", c.gpu ? "2048" : "256", "--batch-size", c.gpu ? "256" : "32",
+             "--no-progress"};
+  if (!c.gpu) tr.args.push_back("--cpu");
+  out.push_back(tr);
+  if (!c.only.empty()) {
+    std::erase_if(out, [&](const Example& e) { return e.name != c.only; });
+  }
+  return out;
+}
+
+std::vector<int> parse_list(const std::string& v) {
+  std::vector<int> out;
+  std::size_t start = 0;
+  while (start <= v.size()) {
+    const auto comma = v.find(',', start);
+    out.push_back(std::stoi(v.substr(start, comma == std::string::npos ? comma : comma - start)));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+int count_gpus() {
+  std::FILE* p = popen("nvidia-smi -L 2>/dev/null", "r");
+  if (!p) return 0;
+  int n = 0;
+  char line[512];
+  while (std::fgets(line, sizeof line, p)) n += std::strncmp(line, "GPU ", 4) == 0 ? 1 : 0;
+  pclose(p);
+  return n;
+}
+
+double promised(int ranks) {
+  static const std::map<int, double> k = {{1, 1.0}, {2, 1.8}, {4, 3.5}, {8, 6.5}};
+  const auto it = k.find(ranks);
+  return it == k.end() ? 0.0 : it->second;
+}
+
+std::string usage() {
+  return R"(usage: scaling_bench [options]
+  --ranks LIST      rank counts to run (default: 1,2,4 on CPU; 1,2,4,8 up to the GPU count)
+  --repeat N        runs per point, the median is reported (default: 3)
+  --only NAME       windowed_image | train
+  --gpu             GPU mode: the examples use their CUDA paths; reports samples/s
+  --quick           smaller work (a smoke run, not for figures)
+  --json FILE       also write the JSON result to FILE
+  --gpurun PATH, --windowed-image PATH, --train PATH   binaries (default: next to this build)
+)";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config c;
+  const fs::path self = fs::canonical("/proc/self/exe");
+  const fs::path build = self.parent_path().parent_path().parent_path();  // <build>/bench/scaling
+  c.gpurun = (build / "launcher" / "gpurun").string();
+  c.windowed_image = (build / "examples" / "windowed_image" / "windowed_image").string();
+  c.train = (build / "examples" / "train" / "train").string();
+  std::string ranks_arg;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "scaling_bench: error: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--ranks") ranks_arg = next();
+    else if (a == "--repeat") c.repeat = std::max(1, std::stoi(next()));
+    else if (a == "--only") c.only = next();
+    else if (a == "--gpu") c.gpu = true;
+    else if (a == "--quick") c.quick = true;
+    else if (a == "--json") c.json_path = next();
+    else if (a == "--gpurun") c.gpurun = next();
+    else if (a == "--windowed-image") c.windowed_image = next();
+    else if (a == "--train") c.train = next();
+    else if (a == "-h" || a == "--help") {
+      std::fputs(usage().c_str(), stdout);
+      return 0;
+    } else {
+      std::fprintf(stderr, "scaling_bench: error: unknown option '%s'; see --help\n", a.c_str());
+      return 2;
+    }
+  }
+  for (const auto& p : {c.gpurun, c.windowed_image, c.train}) {
+    if (!fs::exists(p)) {
+      std::fprintf(stderr,
+                   "scaling_bench: error: %s not found (build it: cmake --build build --target "
+                   "gpurun windowed_image train); or pass its path\n",
+                   p.c_str());
+      return 2;
+    }
+  }
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  int gpus = 0;
+  if (c.gpu) {
+    gpus = count_gpus();
+    if (gpus == 0) {
+      std::fprintf(stderr, "scaling_bench: error: --gpu but nvidia-smi lists no GPU; run without "
+                           "--gpu for the CPU figures\n");
+      return 2;
+    }
+  }
+  if (!ranks_arg.empty()) {
+    c.ranks = parse_list(ranks_arg);
+  } else if (c.gpu) {
+    for (int n : {1, 2, 4, 8}) {
+      if (n <= gpus) c.ranks.push_back(n);
+    }
+  } else {
+    c.ranks = {1, 2, 4};
+  }
+  // One thread per rank: the 1-rank baseline must not quietly use every core.
+  setenv("OMP_NUM_THREADS", "1", 1);
+  setenv("OPENBLAS_NUM_THREADS", "1", 1);
+  c.work_dir = (fs::temp_directory_path() / fmt::format("scaling_bench_{}", getpid())).string();
+  fs::create_directories(c.work_dir);
+
+  struct Row {
+    std::string example;
+    int ranks;
+    double seconds;
+    double cpu_seconds;
+    double speedup;
+    double efficiency;
+    double throughput;
+    std::string unit;
+    std::string note;
+  };
+  std::vector<Row> rows;
+  bool failed = false;
+  const double load_before = load_average();
+  fmt::print("scaling_bench: {} mode, {} CPU cores{}, {} run(s) per point (median), fixed total work\n",
+             c.gpu ? "GPU" : "CPU", cores, c.gpu ? fmt::format(", {} GPUs", gpus) : "", c.repeat);
+  for (const Example& ex : examples(c)) {
+    fmt::print("  {}: {}\n", ex.name, shell_join(ex.args));
+    double base = 0.0;
+    std::optional<std::string> first_png;
+    for (int n : c.ranks) {
+      std::vector<std::pair<double, double>> times;  // (wall, cpu)
+      std::string note;
+      for (int k = 0; k < c.repeat; ++k) {
+        std::vector<std::string> cmd = {c.gpurun, fmt::format("--nproc_per_node={}", n)};
+        cmd.insert(cmd.end(), ex.args.begin(), ex.args.end());
+        std::string png;
+        if (ex.name == "windowed_image") {
+          png = fmt::format("{}/wi_{}_{}.png", c.work_dir, n, k);
+          cmd.push_back("--output");
+          cmd.push_back(png);
+        }
+        const RunResult r = run_command(cmd);
+        if (r.exit_code != 0) {
+          fmt::print(stderr, "scaling_bench: {} with {} ranks exited {}:\n{}\n", ex.name, n,
+                     r.exit_code, r.output);
+          failed = true;
+          break;
+        }
+        times.emplace_back(r.seconds, r.cpu_seconds);
+        if (!png.empty()) {
+          std::ifstream f(png, std::ios::binary);
+          std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+          if (!first_png) first_png = bytes;
+          else if (*first_png != bytes) note = "OUTPUT DIFFERS";
+        }
+      }
+      if (times.empty()) continue;
+      std::sort(times.begin(), times.end());
+      const double t = times[times.size() / 2].first;
+      const double cpu = times[times.size() / 2].second;
+      if (n == c.ranks.front()) base = t * n;  // normalise to 1 rank if the list starts above 1
+      Row row{ex.name, n, t, cpu, base / t, base / t / n, ex.work_units / t, ex.unit, note};
+      if (!c.gpu && n > cores) {
+        row.note += (row.note.empty() ? "" : "; ") + fmt::format("{} ranks on {} cores", n, cores);
+      }
+      rows.push_back(row);
+    }
+  }
+
+  const double load_after = load_average();
+  fmt::print("\n{:<15} {:>5} {:>9} {:>8} {:>8} {:>10} {:>9} {:>18}  {}\n", "example", "ranks",
+             "time(s)", "cpu(s)", "speedup", "efficiency", "promised", "throughput", "note");
+  for (const Row& r : rows) {
+    const double p = promised(r.ranks);
+    fmt::print("{:<15} {:>5} {:>9.2f} {:>8.2f} {:>7.2f}x {:>9.0f}% {:>9} {:>10.1f} {}/s  {}\n",
+               r.example, r.ranks, r.seconds, r.cpu_seconds, r.speedup, 100.0 * r.efficiency,
+               p > 0 ? fmt::format("{:.1f}x", p) : std::string("-"), r.throughput, r.unit, r.note);
+  }
+  if (!c.gpu && std::max(load_before, load_after) > cores) {
+    fmt::print("warning: load average {:.1f} before / {:.1f} after on {} cores: other processes "
+               "shared the CPUs, so wall times (and speedups) understate this code; cpu(s) "
+               "shows the work done\n",
+               load_before, load_after, cores);
+  }
+  std::string json = fmt::format(
+      R"({{"bench": "scaling", "mode": "{}", "cpu_cores": {}, "gpus": {}, "repeat": {}, "load_before": {:.2f}, "load_after": {:.2f}, "results": [)",
+      c.gpu ? "gpu" : "cpu", cores, gpus, c.repeat, load_before, load_after);
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const Row& r = rows[i];
+    json += fmt::format(
+        R"({}{{"example": "{}", "ranks": {}, "seconds": {:.4f}, "cpu_seconds": {:.4f}, "speedup": {:.4f}, "efficiency": {:.4f}, "promised_speedup": {}, "throughput": {:.2f}, "unit": "{}/s", "note": "{}"}})",
+        i ? ", " : "", r.example, r.ranks, r.seconds, r.cpu_seconds, r.speedup, r.efficiency,
+        promised(r.ranks) > 0 ? fmt::format("{:.1f}", promised(r.ranks)) : "null", r.throughput,
+        r.unit, r.note);
+  }
+  json += "]}";
+  fmt::print("\n{}\n", json);
+  if (!c.json_path.empty()) std::ofstream(c.json_path) << json << "\n";
+  fs::remove_all(c.work_dir);
+  return failed ? 1 : 0;
+}

@@ -1,0 +1,61 @@
+// Datasets for the training example: deterministic generated ones (Gaussian blobs, spirals) that
+// every rank builds identically from the seed, and scikit-learn's handwritten digits read from
+// the CSV that Debian's python3-sklearn ships. A dataset owns its samples and nothing else.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace train {
+
+// A user-facing problem (bad flag, missing file): main() prints "train: error: ..." and exits 2.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct Dataset {
+  int features = 0;
+  int classes = 0;
+  std::vector<float> x;        // row-major, size() * features
+  std::vector<std::int32_t> y;  // labels in [0, classes)
+  std::size_t size() const { return y.size(); }
+  const float* row(std::size_t i) const { return x.data() + i * static_cast<std::size_t>(features); }
+};
+
+struct Split {
+  Dataset train;
+  Dataset test;
+  std::string description;  // one line for the banner
+};
+
+struct DatasetOptions {
+  std::string name = "blobs";  // blobs | spirals | digits
+  std::size_t train_samples = 8000;
+  std::size_t test_samples = 2000;
+  int features = 16;  // blobs only (spirals: 2, digits: 64)
+  int classes = 8;    // blobs and spirals (digits: 10)
+  float noise = 2.0f;  // blobs: within-class sigma (2: ~95% reachable); spirals: angle noise
+  std::uint64_t seed = 1234;
+  std::string data_file;  // digits: path of digits.csv.gz (default: python3-sklearn's copy)
+};
+
+inline constexpr const char* kDefaultDigitsFile =
+    "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz";
+
+// Builds the split; generated sets are identical on every rank and every run for the same options.
+// Throws UsageError for unknown names or an unreadable digits file (naming the package to install).
+Split make_dataset(const DatasetOptions& opt);
+
+// splitmix64: tiny, fast, and the same everywhere (std distributions are implementation-defined).
+struct SplitMix64 {
+  std::uint64_t state;
+  explicit SplitMix64(std::uint64_t seed) : state(seed) {}
+  std::uint64_t next();
+  double uniform();  // [0, 1) with 53 random bits
+  double normal();   // Box-Muller
+};
+
+}  // namespace train

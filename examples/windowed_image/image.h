@@ -1,0 +1,50 @@
+// RGB8 images for the windowed-image example: PNG read/write (libpng) and the built-in default
+// image, generated deterministically with integer arithmetic so every machine gets the same bytes.
+// Owns pixel storage and file I/O only; windowing and filtering live in windows.h / filters.h.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace windowed_image {
+
+// A user-facing problem (bad flag, unreadable file). main() prints it as
+// "windowed_image: error: ..." and exits 2.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Interleaved 8-bit RGB, row-major: pixel (y, x) channel c is data[(y * width + x) * 3 + c].
+struct Image {
+  int width = 0;
+  int height = 0;
+  std::vector<std::uint8_t> data;
+
+  static constexpr int kChannels = 3;
+  Image() = default;
+  Image(int w, int h) : width(w), height(h), data(static_cast<std::size_t>(w) * h * kChannels) {}
+  std::uint8_t& at(int y, int x, int c) {
+    return data[(static_cast<std::size_t>(y) * width + x) * kChannels + c];
+  }
+  std::uint8_t at(int y, int x, int c) const {
+    return data[(static_cast<std::size_t>(y) * width + x) * kChannels + c];
+  }
+};
+
+// The built-in input: 1088 x 832, which the default window (192) and stride (128) cut into
+// exactly 8 x 6 = 48 windows. Shapes, rings and stripes give the edge filter something to find.
+inline constexpr int kDefaultWidth = 1088;
+inline constexpr int kDefaultHeight = 832;
+Image make_default_image(int width = kDefaultWidth, int height = kDefaultHeight);
+
+// Reads any PNG libpng understands (gray, palette, 16-bit, alpha) and converts it to RGB8.
+// Throws UsageError naming the file and libpng's reason.
+Image read_png(const std::string& path);
+// Writes RGB8 PNG atomically enough for a demo (direct write; parent directory must exist).
+// Throws UsageError naming the file and the reason.
+void write_png(const std::string& path, const Image& img);
+
+}  // namespace windowed_image

@@ -1,0 +1,49 @@
+// The windowed-image job without the distributed parts: command-line options, processing a list
+// of windows on the CPU, and the single-process reference (every window, in order, stitched).
+// main.cc adds the ranks: sampler, gather to rank 0, printing.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "filters.h"
+#include "image.h"
+#include "windows.h"
+
+namespace windowed_image {
+
+struct Options {
+  std::string input;                            // empty: the built-in image
+  std::string output = "out/windowed_image.png";
+  int image_width = kDefaultWidth;              // size of the built-in image (--image-size WxH)
+  int image_height = kDefaultHeight;
+  int window = 192;
+  int stride = 128;
+  int batch_size = 1;  // windows per batch (per rank)
+  FilterOptions filter;
+  float gain = 200.0f;  // edge magnitude -> 8-bit: round(min(v * gain, 255))
+  std::string backend = "auto";  // auto | gloo | nccl
+  bool cpu = false;              // force the CPU path even where a GPU is visible
+  bool reference = false;        // single process, no launcher, no SDK: the reference output
+  bool help = false;
+};
+
+std::string usage();
+// Throws UsageError naming the bad flag or value.
+Options parse_args(int argc, const char* const* argv);
+
+// The input image (file or built-in).
+Image load_input(const Options& opt);
+
+// Cuts and filters the windows `indices` into `out` (indices.size() * grid.window_elems()
+// floats), `batch_size` windows at a time. Returns the number of batches.
+std::size_t process_windows_cpu(const Image& img, const WindowGrid& grid,
+                                std::span<const std::int64_t> indices, int batch_size,
+                                const FilterOptions& opt, float* out);
+
+// Every window in index order, stitched: what any number of ranks must reproduce bit for bit.
+Image reference_output(const Image& img, const Options& opt);
+
+}  // namespace windowed_image

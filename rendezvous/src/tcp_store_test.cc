@@ -1,0 +1,204 @@
+// TcpStore against a StoreServerThread on port 0: the Store contract (with and without a
+// PrefixStore, both dialects), connect retry, and what timeouts say.
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <future>
+#include <thread>
+
+#include "gpurun/common/error.h"
+#include "gpurun/common/unique_fd.h"
+#include "gpurun/rendezvous/prefix_store.h"
+#include "gpurun/rendezvous/store_server.h"
+#include "gpurun/rendezvous/tcp_store.h"
+#include "store_contract.h"
+
+using namespace gpurun::rendezvous;
+using std::chrono::milliseconds;
+
+namespace {
+
+StoreServerOptions server_opts() {
+  StoreServerOptions o;
+  o.raise_fd_limit = false;
+  return o;
+}
+
+TcpStoreOptions client_opts(std::uint16_t port, Dialect d = Dialect::kV2) {
+  TcpStoreOptions o;
+  o.port = port;
+  o.dialect = d;
+  o.timeout = std::chrono::seconds(10);
+  o.connect_timeout = std::chrono::seconds(5);
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("TcpStore (2.x dialect) meets the Store contract", "[tcpstore]") {
+  std::unique_ptr<StoreServerThread> srv;
+  testing::check_store_contract([&] {
+    srv = std::make_unique<StoreServerThread>(server_opts());
+    return std::make_shared<TcpStore>(client_opts(srv->port()));
+  });
+}
+
+TEST_CASE("TcpStore (1.13 dialect, torch key prefix) meets the Store contract", "[tcpstore]") {
+  std::unique_ptr<StoreServerThread> srv;
+  testing::check_store_contract([&] {
+    srv = std::make_unique<StoreServerThread>(server_opts());
+    auto o = client_opts(srv->port(), Dialect::kV113);
+    o.torch_key_prefix = true;
+    return std::make_shared<TcpStore>(o);
+  });
+}
+
+TEST_CASE("PrefixStore over TcpStore meets the Store contract", "[tcpstore]") {
+  std::unique_ptr<StoreServerThread> srv;
+  testing::check_store_contract([&] {
+    srv = std::make_unique<StoreServerThread>(server_opts());
+    return std::make_shared<PrefixStore>(
+        "/worker/attempt_0", std::make_shared<TcpStore>(client_opts(srv->port())));
+  });
+}
+
+TEST_CASE("TcpStore: torch key prefix and world_size init key match PyTorch", "[tcpstore]") {
+  StoreServerThread srv(server_opts());
+  auto o = client_opts(srv.port());
+  o.torch_key_prefix = true;
+  o.world_size = 2;
+  TcpStore a(o);
+  TcpStore b(o);
+  TcpStore raw(client_opts(srv.port()));
+  CHECK(raw.add("init/", 0) == 2);  // each client did ADD "init/" 1, without the "/" prefix
+  a.set("k1", "v1");
+  CHECK(to_string(raw.get("/k1")) == "v1");
+  CHECK(to_string(b.get("k1")) == "v1");
+  CHECK(a.num_keys() == 2);
+  CHECK(a.ping());
+}
+
+TEST_CASE("TcpStore: timeouts name the address, the operation and the missing keys",
+          "[tcpstore]") {
+  StoreServerThread srv(server_opts());
+  for (Dialect d : {Dialect::kV2, Dialect::kV113}) {
+    CAPTURE(static_cast<int>(d));
+    TcpStore s(client_opts(srv.port(), d));
+    s.set("here", "1");
+    try {
+      s.wait({"here", "never"}, milliseconds(100));
+      FAIL("wait did not time out");
+    } catch (const gpurun::StoreTimeout& e) {
+      std::string msg = e.what();
+      CHECK_THAT(msg, Catch::Contains("store 127.0.0.1:" + std::to_string(srv.port())));
+      CHECK_THAT(msg, Catch::Contains("timed out after 100ms in wait for key(s) 'never'"));
+      CHECK_THAT(msg, !Catch::Contains("'here'"));
+      CHECK_THAT(msg, Catch::Contains("GPURUN_STORE_TIMEOUT"));
+    }
+    // The store is usable afterwards (2.x: same connection; 1.13: a fresh one), and a late set
+    // of the timed-out key does not confuse the next reply.
+    s.set("never", "now");
+    CHECK(s.add("ctr", 1) >= 1);
+    CHECK(to_string(s.get("never")) == "now");
+    s.set_timeout(milliseconds(100));
+    CHECK_THROWS_WITH(s.get("absent"), Catch::Contains("in get for key(s) 'absent'"));
+    s.set_timeout(std::chrono::seconds(10));
+    s.delete_key("never");
+  }
+  // Wait timeouts leave no registrations behind on the server (2.x cancels, 1.13 reconnects).
+  CHECK(srv.stats().waiters == 0);
+}
+
+TEST_CASE("TcpStore: connect retries until the server comes up", "[tcpstore]") {
+  std::uint16_t port;
+  {
+    StoreServerThread probe(server_opts());
+    port = probe.port();
+  }
+  auto fut = std::async(std::launch::async, [port] {
+    TcpStore s(client_opts(port));
+    return s.add("ctr", 1);
+  });
+  std::this_thread::sleep_for(milliseconds(150));  // let it fail a few connects first
+  auto o = server_opts();
+  o.port = port;
+  StoreServerThread srv(o);
+  CHECK(fut.get() == 1);
+}
+
+TEST_CASE("TcpStore: connect failure names the address and how long it tried", "[tcpstore]") {
+  std::uint16_t port;
+  {
+    StoreServerThread probe(server_opts());
+    port = probe.port();
+  }
+  auto o = client_opts(port);
+  o.connect_timeout = milliseconds(100);
+  try {
+    TcpStore s(o);
+    FAIL("connected to a closed port");
+  } catch (const gpurun::NetworkError& e) {
+    CHECK_THAT(e.what(), Catch::Contains("store 127.0.0.1:" + std::to_string(port)));
+    CHECK_THAT(e.what(), Catch::Contains("cannot connect after"));
+  }
+}
+
+TEST_CASE("TcpStore: a server that never answers the handshake", "[tcpstore]") {
+  // A listener nobody accepts from: the kernel completes the TCP handshake, the PING echo never
+  // comes (as with a PyTorch 1.13 server). The error hints at the 1.13 dialect.
+  gpurun::UniqueFd lfd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(lfd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(lfd.get(), 16) == 0);
+  socklen_t len = sizeof a;
+  ::getsockname(lfd.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  auto o = client_opts(ntohs(a.sin_port));
+  o.connect_timeout = milliseconds(300);
+  try {
+    TcpStore s(o);
+    FAIL("handshake succeeded without a server");
+  } catch (const gpurun::NetworkError& e) {
+    CHECK_THAT(e.what(), Catch::Contains("handshake"));
+    CHECK_THAT(e.what(), Catch::Contains("kV113"));
+  }
+}
+
+TEST_CASE("TcpStore: concurrent users of one TcpStore do not block each other", "[tcpstore]") {
+  StoreServerThread srv(server_opts());
+  auto s = std::make_shared<TcpStore>(client_opts(srv.port()));
+  std::vector<std::thread> ts;
+  for (int i = 0; i < 8; ++i) {
+    ts.emplace_back([&, i] {
+      for (int j = 0; j < 50; ++j) s->add("ctr", 1);
+      s->set("done/" + std::to_string(i), "1");
+    });
+  }
+  std::vector<std::string> keys;
+  for (int i = 0; i < 8; ++i) keys.push_back("done/" + std::to_string(i));
+  s->wait(keys, std::chrono::seconds(20));
+  for (auto& t : ts) t.join();
+  CHECK(s->add("ctr", 0) == 400);
+}
+
+TEST_CASE("TcpStore over IPv6 loopback", "[tcpstore]") {
+  auto o = server_opts();
+  o.host = "::1";
+  std::unique_ptr<StoreServerThread> srv;
+  try {
+    srv = std::make_unique<StoreServerThread>(o);
+  } catch (const gpurun::BindError& e) {
+    WARN("skipping: no IPv6 loopback here (" << e.what() << ")");
+    return;
+  }
+  auto c = client_opts(srv->port());
+  c.host = "::1";
+  TcpStore s(c);
+  CHECK(s.describe() == "store [::1]:" + std::to_string(srv->port()));
+  s.set("k", "v");
+  CHECK(to_string(s.get("k")) == "v");
+}

@@ -1,0 +1,94 @@
+// `gpurun store` / `gpurun-store`: runs a StoreServer in the foreground until SIGINT/SIGTERM.
+#include <signal.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/program_options.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "gpurun/common/error.h"
+#include "gpurun/common/log.h"
+#include "gpurun/rendezvous/store_server.h"
+
+namespace gpurun::rendezvous {
+
+namespace po = boost::program_options;
+
+int store_main(int argc, char** argv) {
+  StoreServerOptions opts;
+  std::string log_level;
+  bool no_raise = false;
+  po::options_description desc(
+      "Usage: gpurun store [options]\n"
+      "Runs gpurun's TCPStore-compatible key-value store (PyTorch 1.13 and 2.x clients) in the\n"
+      "foreground; prints 'gpurun store listening on <host>:<port>' once it accepts connections\n"
+      "and stops on SIGINT/SIGTERM.\n\nOptions");
+  unsigned port = 0;
+  desc.add_options()
+      ("help,h", "print this help")
+      ("host", po::value(&opts.host)->default_value(opts.host),
+       "address to bind: 127.0.0.1, 0.0.0.0 (every IPv4 interface), :: (every interface), ::1, "
+       "or a host name")
+      ("port,p", po::value(&port)->default_value(0), "TCP port; 0 picks a free port")
+      ("max-connections", po::value(&opts.max_connections)->default_value(opts.max_connections),
+       "refuse connections beyond this many")
+      ("max-key-bytes", po::value(&opts.max_key_bytes)->default_value(opts.max_key_bytes),
+       "longest key accepted (PyTorch's libuv server: 8192)")
+      ("max-value-bytes", po::value(&opts.max_value_bytes)->default_value(opts.max_value_bytes),
+       "largest value accepted (PyTorch's libuv server: 8 MiB)")
+      ("max-keys-per-request",
+       po::value(&opts.max_keys_per_request)->default_value(opts.max_keys_per_request),
+       "most keys in one WAIT/CHECK/MULTI_GET/MULTI_SET (PyTorch's libuv server: 131072)")
+      ("no-raise-fd-limit", po::bool_switch(&no_raise),
+       "keep RLIMIT_NOFILE as it is (default: raise the soft limit to the hard limit)")
+      ("log-level", po::value(&log_level),
+       "error|warn|info|debug|trace (default: GPURUN_LOG_LEVEL or warn)");
+  try {
+    po::variables_map vm;
+    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    po::notify(vm);
+    if (vm.count("help")) {
+      std::cout << desc << "\n";
+      return 0;
+    }
+    if (port > 65535) {
+      throw ConfigError(fmt::format("invalid --port {} (out of range); use 0..65535", port));
+    }
+    if (!log_level.empty()) log::configure(log::parse_level(log_level));
+  } catch (const po::error& e) {
+    std::fprintf(stderr, "gpurun: error: %s; see 'gpurun store --help'\n", e.what());
+    return static_cast<int>(ExitCode::kUsage);
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "gpurun: error: %s\n", e.what());
+    return static_cast<int>(ExitCode::kUsage);
+  }
+  opts.port = static_cast<std::uint16_t>(port);
+  opts.raise_fd_limit = !no_raise;
+
+  try {
+    boost::asio::io_context io(1);
+    StoreServer server(io, opts);
+    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      GPURUN_LOG_INFO("store", "signal {} received, stopping", sig);
+      server.stop();
+    });
+    std::printf("gpurun store listening on %s\n", server.address().c_str());
+    std::fflush(stdout);
+    io.run();
+    return 0;
+  } catch (const BindError& e) {
+    std::string hint = e.code() == std::errc::address_in_use
+                           ? "pass --port 0 or pick a free port"
+                           : "check --host (it must be a local address) and --port";
+    std::fprintf(stderr, "gpurun: error: %s; %s\n", e.what(), hint.c_str());
+    return static_cast<int>(ExitCode::kRendezvousFailed);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gpurun: error: store failed (%s)\n", e.what());
+    return static_cast<int>(ExitCode::kRendezvousFailed);
+  }
+}
+
+}  // namespace gpurun::rendezvous
