@@ -13,6 +13,9 @@ stage() { echo; echo "=== [$(( $(date +%s) - start ))s] $*"; }
 stage "setup"
 bash scripts/setup.sh
 
+stage "layering (include direction)"
+bash scripts/check_layering.sh
+
 werror=()
 [ "${CI:-}" = "true" ] && werror=(-DGPURUN_WERROR=ON)
 

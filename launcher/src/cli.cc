@@ -68,6 +68,11 @@ std::string trim(std::string_view s) {
   return std::string(s);
 }
 
+// An empty value (e.g. PET_LOG_DIR="") means "not given", as argparse's falsy checks treat it.
+std::optional<std::string> non_empty(const std::string& v) {
+  return v.empty() ? std::nullopt : std::optional<std::string>(v);
+}
+
 // torchrun's Std.from_str: "0".."3", or "LOCAL_RANK:MASK,..." (torchrun allows one digit per
 // entry; we accept any local rank number).
 StdSpec parse_std_spec(const std::string& value, const std::string& origin) {
@@ -300,7 +305,7 @@ const std::vector<OptionSpec>& options() {
       {"--log-dir", 0, true, EnvKind::kPet, Group::kLogs, "DIR",
        "root of the log tree DIR/<run_id>_<random>/attempt_<k>/<local_rank>/ (stdout.log, "
        "stderr.log, error.json); /dev/null = no files",
-       VALUE(st.cfg.log_dir = value), nullptr},
+       VALUE(st.cfg.log_dir = non_empty(value)), nullptr},
       {"--redirects", 'r', true, EnvKind::kPet, Group::kLogs, "MASK|MAP",
        "send streams to the log files only: 1 stdout, 2 stderr, 3 both, or 0:1,1:2 [0]",
        VALUE(st.cfg.redirects = parse_std_spec(value, origin)), nullptr},
@@ -339,7 +344,7 @@ const std::vector<OptionSpec>& options() {
        VALUE(st.cfg.rdzv_conf = parse_rdzv_conf(value, origin)), nullptr},
       {"--local-addr", 0, true, EnvKind::kPet, Group::kMultiNode, "ADDR",
        "this node's address for the rendezvous (MASTER_ADDR when this node hosts the store)",
-       VALUE(st.cfg.local_addr = trim(value)), nullptr},
+       VALUE(st.cfg.local_addr = non_empty(trim(value))), nullptr},
       // ---- gpurun extras ----
       {"--timeout", 0, true, EnvKind::kGpurun, Group::kExtras, "DURATION",
        "stop the whole run after DURATION (30s, 5m, 2h; 0 or none = no limit); exit 124",
@@ -352,7 +357,7 @@ const std::vector<OptionSpec>& options() {
        FLAG(st.cfg.narrow_visible_devices = on)},
       {"--summary-json", 0, true, EnvKind::kGpurun, Group::kExtras, "PATH",
        "also write the failure/success summary as JSON to PATH",
-       VALUE(st.cfg.summary_json = value), nullptr},
+       VALUE(st.cfg.summary_json = non_empty(value)), nullptr},
       {"--color", 0, true, EnvKind::kGpurun, Group::kExtras, "auto|always|never",
        "colour the [rank N] prefixes (auto = when the console is a TTY and NO_COLOR is unset)",
        VALUE({
@@ -983,7 +988,7 @@ std::string config_to_json(const LaunchConfig& c) {
   j["program_args"] = c.program_args;
   j["command"] = c.program.empty() ? json::array() : json(base_command(c));
   j["notes"] = c.notes;
-  return j.dump(2) + "\n";
+  return j.dump(2);
 }
 
 }  // namespace gpurun::launcher

@@ -216,6 +216,7 @@ TEST_CASE("PET_* environment fallbacks; an explicit flag wins", "[cli]") {
   CHECK(c.role == "trainer");
   CHECK(c.tee.all == 3);
   CHECK(c.log_dir == "/logs");
+  CHECK_FALSE(parse({"x"}, {{"PET_LOG_DIR", ""}}).log_dir);  // empty = not given
   c = parse({"--nproc_per_node=5", "--master-port", "7", "x"}, env);
   CHECK(c.nproc_per_node == 5);
   CHECK(c.master_port == 7);

@@ -99,7 +99,8 @@ LaunchConfig resolve_config(const std::vector<std::string>& args, const EnvMap& 
 std::string help_text();
 std::string version_text();
 
-// --dump-config: the resolved config as pretty JSON (nlohmann), durations in milliseconds.
+// --dump-config: the resolved config as pretty JSON (nlohmann), durations in milliseconds; no
+// trailing newline.
 std::string config_to_json(const LaunchConfig& cfg);
 
 // The worker command before ${local_rank} substitution: `$PYTHON_EXEC -u [-m] PROGRAM args` for a

@@ -31,6 +31,7 @@ using gpurun::rendezvous::Dialect;
 using gpurun::rendezvous::TcpStore;
 using gpurun::rendezvous::TcpStoreOptions;
 using gpurun::rendezvous::to_bytes;
+using gpurun::rendezvous::to_string;
 using json = nlohmann::json;
 using std::chrono::milliseconds;
 
