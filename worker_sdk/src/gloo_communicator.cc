@@ -22,6 +22,7 @@
 
 #include "arrival.h"
 #include "gloo_store_adapter.h"
+#include "reduce_kernels.h"
 #include "gpurun/common/duration.h"
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
@@ -62,29 +63,6 @@ std::string local_address_towards(const std::string& host, std::uint16_t port) {
 
 bool is_loopback_name(const std::string& h) {
   return h.empty() || h == "localhost" || h.rfind("127.", 0) == 0 || h == "::1";
-}
-
-// ---- element-wise reductions handed to Gloo (c may alias a) ----
-template <typename T>
-void sum_fn(void* c, const void* a, const void* b, std::size_t n) {
-  T* C = static_cast<T*>(c);
-  const T* A = static_cast<const T*>(a);
-  const T* B = static_cast<const T*>(b);
-  for (std::size_t i = 0; i < n; ++i) C[i] = static_cast<T>(A[i] + B[i]);
-}
-template <typename T>
-void max_fn(void* c, const void* a, const void* b, std::size_t n) {
-  T* C = static_cast<T*>(c);
-  const T* A = static_cast<const T*>(a);
-  const T* B = static_cast<const T*>(b);
-  for (std::size_t i = 0; i < n; ++i) C[i] = A[i] < B[i] ? B[i] : A[i];
-}
-template <typename T>
-void min_fn(void* c, const void* a, const void* b, std::size_t n) {
-  T* C = static_cast<T*>(c);
-  const T* A = static_cast<const T*>(a);
-  const T* B = static_cast<const T*>(b);
-  for (std::size_t i = 0; i < n; ++i) C[i] = B[i] < A[i] ? B[i] : A[i];
 }
 
 template <typename F>
@@ -259,9 +237,9 @@ class GlooCommunicator final : public Communicator {
       o.setOutput(data, count);
       switch (op) {
         case ReduceOp::kSum:
-        case ReduceOp::kAvg: o.setReduceFunction(&sum_fn<T>); break;
-        case ReduceOp::kMax: o.setReduceFunction(&max_fn<T>); break;
-        case ReduceOp::kMin: o.setReduceFunction(&min_fn<T>); break;
+        case ReduceOp::kAvg: o.setReduceFunction(sum_kernel<T>()); break;
+        case ReduceOp::kMax: o.setReduceFunction(max_kernel<T>()); break;
+        case ReduceOp::kMin: o.setReduceFunction(min_kernel<T>()); break;
       }
       o.setTag(tag);
       o.setTimeout(timeout_);

@@ -11,7 +11,6 @@ namespace detail {
 
 std::shared_ptr<rendezvous::Store> connect_store(const LaunchInfo& info,
                                                  std::chrono::milliseconds timeout) {
-#if GPURUN_HAVE_TCP_STORE
   rendezvous::TcpStoreOptions o;
   o.host = info.master_addr;
   o.port = info.master_port;
@@ -21,11 +20,6 @@ std::shared_ptr<rendezvous::Store> connect_store(const LaunchInfo& info,
   GPURUN_LOG_INFO("init", "connecting to store {}:{} (timeout {})", o.host, o.port,
                   format_duration(timeout));
   return std::make_shared<rendezvous::TcpStore>(o);
-#else
-  (void)timeout;
-  throw ConfigError(fmt::format("cannot connect to {}:{}: this build has no TcpStore yet",
-                                info.master_addr, info.master_port));
-#endif
 }
 
 }  // namespace detail
