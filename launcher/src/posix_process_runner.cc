@@ -112,10 +112,12 @@ class PosixProcessRunner final : public ProcessRunner {
     for (auto& [pid, child] : children_) {
       if (!child.reaped) ::kill(-pid, SIGKILL), ::kill(pid, SIGKILL);
     }
+    // Reap what died at once; never block on a process stuck in uninterruptible sleep (it is
+    // reparented to init when gpurun exits).
     for (auto& [pid, child] : children_) {
       if (!child.reaped) {
         int st = 0;
-        retry_eintr([&] { return ::waitpid(pid, &st, 0); });
+        for (int i = 0; i < 100 && ::waitpid(pid, &st, WNOHANG) == 0; ++i) ::usleep(1000);
       }
     }
     for (auto& [sig, old] : old_actions_) ::sigaction(sig, &old, nullptr);

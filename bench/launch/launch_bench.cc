@@ -1,0 +1,314 @@
+// launch_bench: how fast gpurun starts workers and how fast it reacts to a crash, side by side
+// with the floor (N fork/exec + waitpid of /bin/true done in-process: what any launcher must pay)
+// and torchrun 1.13 (python3 -m torch.distributed.run). Prints a table and one JSON line
+// (also written to --json PATH).
+//
+//   launch_bench [--runs 30] [--torchrun-runs 3] [--no-torchrun] [--sizes 1,2,8] [--json PATH]
+//                [--gpurun PATH] [--hello-env PATH] [--python /usr/bin/python3]
+//
+// torchrun 1.13 on Python 3.11 crashes on its default `-r 0 -t 0` (Std.from_str("0") returns
+// None under 3.11's IntFlag, pytorch#92319), so it runs with `-r 1 -t 1` (stdout to a log file,
+// tee'd), the tested workaround; --master_port is a fresh free port per run; its monitor
+// interval is left at the 1.13 default (5 s), which is what its users get.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+extern char** environ;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+struct Stats {
+  double median = 0, p90 = 0, min = 0;
+  std::size_t n = 0;
+};
+
+Stats stats(std::vector<double> v) {
+  Stats s;
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  s.n = v.size();
+  s.min = v.front();
+  s.median = v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  s.p90 = v[std::min(v.size() - 1, static_cast<std::size_t>(0.9 * static_cast<double>(v.size())))];
+  return s;
+}
+
+// Spawns argv with stdout/stderr to /dev/null (or kept), returns pid.
+pid_t spawn(const std::vector<std::string>& args, bool quiet = true) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (quiet) {
+      const int null = ::open("/dev/null", O_WRONLY);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+    }
+    ::execve(argv[0], argv.data(), environ);
+    ::_exit(127);
+  }
+  return pid;
+}
+
+int wait_for(pid_t pid) {
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+// The floor: N fork/exec of /bin/true and N waitpid, in this process.
+double floor_once(int n) {
+  const auto t0 = Clock::now();
+  std::vector<pid_t> pids;
+  for (int i = 0; i < n; ++i) pids.push_back(spawn({"/bin/true"}));
+  for (pid_t p : pids) wait_for(p);
+  return ms_since(t0);
+}
+
+std::optional<double> command_once(const std::vector<std::string>& cmd, int* rc = nullptr) {
+  const auto t0 = Clock::now();
+  const int code = wait_for(spawn(cmd));
+  const double ms = ms_since(t0);
+  if (rc) *rc = code;
+  if (code != 0 && !rc) return std::nullopt;
+  return ms;
+}
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+long long monotonic_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<long long>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
+}
+
+struct CrashResult {
+  std::optional<double> latency_ms;  // crash -> launcher exit
+  int survivors = 0;                 // workers alive right after the launcher exited
+  int exit_code = 0;
+};
+
+// One worker (rank 0) fails after 0.3 s while `n-1` others sleep 30 s. Latency is from the
+// moment rank 0 wrote its stamp (just before exiting) to waitpid(launcher) returning.
+CrashResult crash_once(const std::vector<std::string>& launcher_prefix, const std::string& hello,
+                       int n) {
+  CrashResult r;
+  char tmpl[] = "/tmp/launch_bench_XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) return r;
+  const std::string dir = tmpl;
+  std::vector<std::string> cmd = launcher_prefix;
+  for (const char* a : {"--quiet", "--rank", "0", "--exit", "1", "--delay", "0.3", "--sleep", "30"}) {
+    cmd.emplace_back(a);
+  }
+  cmd.insert(cmd.end(), {"--stamp", dir + "/stamp", "--pid-dir", dir});
+  cmd.insert(cmd.begin() + static_cast<long>(launcher_prefix.size()), hello);
+  const pid_t pid = spawn(cmd);
+  r.exit_code = wait_for(pid);
+  const long long t_exit = monotonic_ns();
+  std::ifstream f(dir + "/stamp");
+  long long t_crash = 0;
+  if (f >> t_crash) r.latency_ms = static_cast<double>(t_exit - t_crash) / 1e6;
+  for (int i = 0; i < n; ++i) {
+    std::ifstream p(fmt::format("{}/{}.pid", dir, i));
+    pid_t wp = 0;
+    if (p >> wp && ::kill(wp, 0) == 0) {
+      ++r.survivors;
+      ::kill(wp, SIGKILL);
+    }
+  }
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  return r;
+}
+
+std::string cell(const Stats& s, int prec = 2) {
+  if (s.n == 0) return "-";
+  return fmt::format("{:.{}f} / {:.{}f}", s.median, prec, s.p90, prec);
+}
+
+nlohmann::json js(const Stats& s) {
+  return {{"median_ms", s.median}, {"p90_ms", s.p90}, {"min_ms", s.min}, {"runs", s.n}};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string gpurun = GPURUN_BENCH_GPURUN;
+  std::string hello = GPURUN_BENCH_HELLO_ENV;
+  std::string python = "/usr/bin/python3";
+  std::string json_path;
+  int runs = 30;
+  int torchrun_runs = 3;
+  bool torchrun = true;
+  std::vector<int> sizes = {1, 2, 8};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "launch_bench: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--runs") runs = std::atoi(next().c_str());
+    else if (a == "--torchrun-runs") torchrun_runs = std::atoi(next().c_str());
+    else if (a == "--no-torchrun") torchrun = false;
+    else if (a == "--json") json_path = next();
+    else if (a == "--gpurun") gpurun = next();
+    else if (a == "--hello-env") hello = next();
+    else if (a == "--python") python = next();
+    else if (a == "--sizes") {
+      sizes.clear();
+      std::string s = next();
+      for (std::size_t p = 0; p < s.size();) {
+        const std::size_t c = s.find(',', p);
+        sizes.push_back(std::atoi(s.substr(p, c - p).c_str()));
+        p = c == std::string::npos ? s.size() : c + 1;
+      }
+    } else {
+      std::fprintf(stderr, "launch_bench: unknown option %s (see the comment at the top)\n", a.c_str());
+      return 2;
+    }
+  }
+  if (torchrun) {
+    int rc = 0;
+    command_once({python, "-c", "import torch.distributed.run"}, &rc);
+    if (rc != 0) {
+      std::fprintf(stderr, "launch_bench: torch not importable by %s; skipping torchrun\n",
+                   python.c_str());
+      torchrun = false;
+    }
+  }
+  auto torchrun_cmd = [&](int n) {
+    return std::vector<std::string>{python, "-m", "torch.distributed.run",
+                                    fmt::format("--nproc_per_node={}", n), "--no_python",
+                                    fmt::format("--master_port={}", free_port()), "-r", "1", "-t",
+                                    "1", "--log_dir", "/tmp/launch_bench_torchrun_logs"};
+  };
+
+  nlohmann::json out;
+  out["bench"] = "launch";
+  out["runs"] = runs;
+  out["torchrun_runs"] = torchrun ? torchrun_runs : 0;
+  out["launch"] = nlohmann::json::array();
+
+  // Decomposition aid: the cost of merely starting the gpurun binary (no workers, no store).
+  std::vector<double> ver;
+  for (int r = 0; r < runs; ++r) {
+    if (auto ms = command_once({gpurun, "--version"})) ver.push_back(*ms);
+  }
+  const Stats vs = stats(ver);
+  out["gpurun_version_only"] = js(vs);
+  std::printf("launch: N no-op workers (/bin/true), wall ms until every worker exited "
+              "(median / p90; %d runs, torchrun %d)\n", runs, torchrun ? torchrun_runs : 0);
+  std::printf("(starting the gpurun binary alone, `gpurun --version`: %s ms)\n", cell(vs).c_str());
+  std::printf("%-4s %-18s %-18s %-14s %-22s\n", "N", "fork/exec floor", "gpurun", "gpurun/floor",
+              "torchrun 1.13");
+  for (int n : sizes) {
+    // Warm-up (page cache, dynamic loader).
+    floor_once(n);
+    command_once({gpurun, "--nproc-per-node", std::to_string(n), "/bin/true"});
+    std::vector<double> fl, gr, tr;
+    for (int r = 0; r < runs; ++r) {
+      fl.push_back(floor_once(n));
+      if (auto ms = command_once({gpurun, "--nproc-per-node", std::to_string(n), "/bin/true"})) {
+        gr.push_back(*ms);
+      }
+    }
+    if (torchrun) {
+      for (int r = 0; r < torchrun_runs; ++r) {
+        auto cmd = torchrun_cmd(n);
+        cmd.push_back("/bin/true");
+        if (auto ms = command_once(cmd)) tr.push_back(*ms);
+      }
+    }
+    const Stats f = stats(fl), g = stats(gr), t = stats(tr);
+    const double ratio = f.median > 0 ? g.median / f.median : 0;
+    std::printf("%-4d %-18s %-18s %-14s %-22s\n", n, cell(f).c_str(), cell(g).c_str(),
+                fmt::format("{:.2f}x", ratio).c_str(), cell(t, 0).c_str());
+    out["launch"].push_back({{"n", n},
+                             {"fork_floor", js(f)},
+                             {"gpurun", js(g)},
+                             {"gpurun_over_floor", ratio},
+                             {"gpurun_minus_floor_ms", g.median - f.median},
+                             {"torchrun", t.n ? js(t) : nlohmann::json(nullptr)}});
+    std::fflush(stdout);
+  }
+
+  const int crash_n = 4;
+  std::printf("\ncrash-to-exit: %d workers, rank 0 exits 1 after 0.3 s, the others sleep 30 s;\n"
+              "ms from the crash until the launcher exited (median / p90), workers left alive\n",
+              crash_n);
+  std::vector<double> gl, tl;
+  int g_surv = 0, t_surv = 0, g_rc = 0, t_rc = 0;
+  for (int r = 0; r < std::max(5, runs / 3); ++r) {
+    auto c = crash_once({gpurun, "--nproc-per-node", std::to_string(crash_n)}, hello, crash_n);
+    if (c.latency_ms) gl.push_back(*c.latency_ms);
+    g_surv += c.survivors;
+    g_rc = c.exit_code;
+  }
+  if (torchrun) {
+    for (int r = 0; r < torchrun_runs; ++r) {
+      auto c = crash_once(torchrun_cmd(crash_n), hello, crash_n);
+      if (c.latency_ms) tl.push_back(*c.latency_ms);
+      t_surv += c.survivors;
+      t_rc = c.exit_code;
+    }
+  }
+  const Stats g = stats(gl), t = stats(tl);
+  std::printf("%-10s %-20s survivors %d, exit code %d\n", "gpurun", cell(g).c_str(), g_surv, g_rc);
+  if (torchrun) {
+    std::printf("%-10s %-20s survivors %d, exit code %d\n", "torchrun", cell(t, 0).c_str(),
+                t_surv, t_rc);
+  }
+  out["crash_to_exit"] = {{"workers", crash_n},
+                          {"gpurun", js(g)},
+                          {"gpurun_survivors", g_surv},
+                          {"gpurun_exit_code", g_rc},
+                          {"torchrun", t.n ? js(t) : nlohmann::json(nullptr)},
+                          {"torchrun_survivors", t_surv},
+                          {"torchrun_exit_code", t_rc}};
+  const std::string line = out.dump();
+  std::printf("\n%s\n", line.c_str());
+  if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
+  std::error_code ec;
+  fs::remove_all("/tmp/launch_bench_torchrun_logs", ec);
+  return 0;
+}

@@ -1,0 +1,402 @@
+// run(): the orchestration of one gpurun job. Order matters:
+//   1. GPUs and nproc (cheap: NVML is dlopen'ed, a missing driver is "0 GPUs");
+//   2. the store is bound FIRST, on master_addr:master_port (port 0/unset = the kernel picks,
+//      atomically: the bound socket is the one we serve on, MASTER_PORT is read back from it);
+//   3. the log tree (torchrun's layout), then per attempt: plan_workers, spawn, supervise;
+//   4. the summary (stderr, --summary-json) and the exit code.
+// A busy --master-port is exit 3 (ExitCode::kRendezvousFailed): it is not a usage error (the
+// same command works once the port is free), and 3 is what scripts see for any store failure.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "config.h"
+#include "failure_summary.h"
+#include "gpurun/common/error.h"
+#include "gpurun/common/log.h"
+#include "gpurun/rendezvous/store_server.h"
+#include "output_mux.h"
+#include "process_runner.h"
+#include "run_internal.h"
+#include "supervisor.h"
+
+namespace gpurun::launcher {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+void write_stderr(const std::string& text) {
+  std::string t = text;
+  if (t.empty() || t.back() != '\n') t += '\n';
+  std::size_t off = 0;
+  while (off < t.size()) {
+    const ssize_t n = ::write(2, t.data() + off, t.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    off += static_cast<std::size_t>(n);
+  }
+}
+
+void print_note(const std::string& note) {
+  if (!note.empty() && note[0] == '*') {
+    write_stderr(note);  // torchrun's OMP banner, verbatim (people grep it)
+  } else {
+    write_stderr("gpurun: warning: " + note);
+  }
+}
+
+std::string random_suffix(std::size_t n) {
+  static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyz0123456789_";
+  std::random_device rd;
+  std::string s;
+  for (std::size_t i = 0; i < n; ++i) s += kChars[rd() % (sizeof(kChars) - 1)];
+  return s;
+}
+
+std::string hostname() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
+  return buf;
+}
+
+bool use_color(ColorMode mode, const EnvMap& env) {
+  if (mode == ColorMode::kAlways) return true;
+  if (mode == ColorMode::kNever) return false;
+  auto term = env_get(env, "TERM");
+  if (term && *term == "dumb") return false;
+  return ::isatty(1) && ::isatty(2);
+}
+
+std::vector<int> forward_only_signals(const LaunchConfig& cfg) {
+  std::vector<int> out;
+  for (int s : {SIGUSR1, SIGUSR2}) {
+    if (std::find(cfg.signals_to_handle.begin(), cfg.signals_to_handle.end(), s) ==
+        cfg.signals_to_handle.end()) {
+      out.push_back(s);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+// ---- log tree ----
+
+LogTree LogTree::create(const LaunchConfig& cfg, const std::string& run_id, const EnvMap& env) {
+  LogTree t;
+  if (cfg.log_dir && *cfg.log_dir == "/dev/null") return t;  // torchrun: no files at all
+  std::string base;
+  if (cfg.log_dir) {
+    base = *cfg.log_dir;
+    std::error_code ec;
+    fs::create_directories(base, ec);
+    if (ec) {
+      throw ConfigError(fmt::format("cannot create --log-dir '{}' ({}); pick a writable directory",
+                                    base, ec.message()));
+    }
+  } else {
+    std::string tmpl =
+        env_get(env, "TMPDIR").value_or("/tmp") + "/gpurun_XXXXXX";  // torchrun: torchelastic_
+    if (::mkdtemp(tmpl.data()) == nullptr) {
+      throw ConfigError(fmt::format("cannot create a temporary log directory '{}' ({}); set "
+                                    "TMPDIR or pass --log-dir",
+                                    tmpl, std::strerror(errno)));
+    }
+    base = tmpl;
+    t.temp_base_ = base;
+  }
+  // <base>/<run_id>_<random8>, created once per gpurun run (torchrun: mkdtemp(prefix=run_id_)).
+  for (int tries = 0; tries < 100; ++tries) {
+    std::string dir = fmt::format("{}/{}_{}", base, run_id, random_suffix(8));
+    if (::mkdir(dir.c_str(), 0755) == 0) {
+      t.run_dir_ = dir;
+      return t;
+    }
+    if (errno != EEXIST) {
+      throw ConfigError(fmt::format("cannot create log directory '{}' ({}); check --log-dir", dir,
+                                    std::strerror(errno)));
+    }
+  }
+  throw ConfigError("cannot create a unique log directory under " + base);
+}
+
+std::string LogTree::begin_attempt(int restart_count, int nproc) {
+  if (run_dir_.empty()) return "";
+  const std::string attempt = fmt::format("{}/attempt_{}", run_dir_, restart_count);
+  std::error_code ec;
+  fs::remove_all(attempt, ec);  // recreated at each attempt, as torchrun
+  for (int lr = 0; lr < nproc; ++lr) {
+    fs::create_directories(fmt::format("{}/{}", attempt, lr), ec);
+    if (ec) {
+      throw ConfigError(fmt::format("cannot create log directory '{}/{}' ({}); check --log-dir",
+                                    attempt, lr, ec.message()));
+    }
+  }
+  attempts_.emplace_back(attempt, nproc);
+  return attempt;
+}
+
+void LogTree::finish() {
+  // A temporary base that holds no file (no -r/-t, no error.json) leaves nothing behind:
+  // rmdir bottom-up (N+3 syscalls); a directory holding a file stops it, and is kept.
+  if (temp_base_.empty()) return;
+  bool empty = true;
+  for (const auto& [attempt, nproc] : attempts_) {
+    for (int lr = 0; lr < nproc; ++lr) {
+      empty = ::rmdir(fmt::format("{}/{}", attempt, lr).c_str()) == 0 && empty;
+    }
+    empty = ::rmdir(attempt.c_str()) == 0 && empty;
+  }
+  if (empty && ::rmdir(run_dir_.c_str()) == 0) ::rmdir(temp_base_.c_str());
+}
+
+// ---- stream wiring ----
+
+std::pair<StreamSetup, StreamSetup> wire_streams(const WorkerSpec& w, bool pipe_console,
+                                                 RankOutput* mux_out) {
+  auto one = [&](const std::string& path, bool console, bool is_stderr, std::string* tee) {
+    StreamSetup s;
+    if (!path.empty() && console) {
+      s.mode = StreamMode::kPipe;  // tee: gpurun copies to the file and the console
+      *tee = path;
+    } else if (!path.empty()) {
+      s.mode = StreamMode::kFile;  // -r without -t: the child writes the file itself
+      s.path = path;
+    } else if (console) {
+      s.mode = pipe_console ? StreamMode::kPipe : StreamMode::kInherit;
+    } else {
+      // Outside --local-ranks-filter: torchrun sends it to /dev/null. gpurun still reads stderr
+      // (never shown) so the failure summary can quote it.
+      s.mode = is_stderr ? StreamMode::kPipe : StreamMode::kNull;
+    }
+    return s;
+  };
+  RankOutput r;
+  r.local_rank = w.local_rank;
+  r.rank = w.rank;
+  r.console_stdout = w.console_stdout;
+  r.console_stderr = w.console_stderr;
+  auto out = one(w.stdout_path, w.console_stdout, false, &r.tee_stdout_path);
+  auto err = one(w.stderr_path, w.console_stderr, true, &r.tee_stderr_path);
+  if (mux_out) *mux_out = r;
+  return {out, err};
+}
+
+// ---- the run ----
+
+namespace {
+
+std::string bind_error_message(const BindError& e, const std::string& host, int port) {
+  const std::string addr = fmt::format("{}:{}", host, port);
+  if (e.code() == std::errc::address_in_use) {
+    const std::string holder = describe_port_holder(port);
+    return fmt::format(
+        "cannot bind store on {} (address already in use{}); pass --master-port 0 (auto) or pick "
+        "a free port",
+        addr, holder.empty() ? "" : " by " + holder);
+  }
+  if (e.code() == std::errc::address_not_available) {
+    return fmt::format(
+        "cannot bind store on {} ({}); --master-addr must be an address of this host (or "
+        "127.0.0.1)",
+        addr, e.code().message());
+  }
+  if (e.code() == std::errc::permission_denied) {
+    return fmt::format("cannot bind store on {} ({}); ports below 1024 need privileges, pick "
+                       "another --master-port or 0 (auto)",
+                       addr, e.code().message());
+  }
+  return fmt::format("cannot bind store on {} ({}); check --master-addr/--master-port", addr,
+                     e.what());
+}
+
+FailureEntry make_entry(const WorkerRecord& w, const std::map<int, WorkerSpec>& specs,
+                        const OutputMux& mux) {
+  FailureEntry f;
+  f.worker = w;
+  auto it = specs.find(w.local_rank);
+  if (it != specs.end()) {
+    auto ef = env_get(it->second.env, "TORCHELASTIC_ERROR_FILE");
+    if (ef && !ef->empty()) f.error_file = read_error_file(*ef);
+    const WorkerSpec& spec = it->second;
+    if (!spec.stderr_path.empty() && !spec.console_stderr) {
+      f.last_lines = tail_file(spec.stderr_path, 10);
+      f.last_lines_from = spec.stderr_path;
+    }
+  }
+  if (f.last_lines.empty()) {
+    f.last_lines = mux.last_lines(w.local_rank, Stream::kStderr);
+    f.last_lines_from = "stderr";
+  }
+  if (f.last_lines.empty()) {
+    f.last_lines = mux.last_lines(w.local_rank, Stream::kStdout);
+    f.last_lines_from = "stdout";
+  }
+  return f;
+}
+
+std::string entrypoint_of(const LaunchConfig& cfg) { return cfg.program; }
+
+}  // namespace
+
+int run(const LaunchConfig& cfg, const EnvMap& env) {
+  if (cfg.nnodes_max > 1) return run_multinode(cfg, env);
+  return run_node(cfg, env, NodeFacts{});
+}
+
+int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) {
+  for (const auto& n : cfg.notes) print_note(n);
+
+  auto probe = make_default_gpu_probe();
+  const GpuInventory gpus = probe->probe(env);
+  const int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int nproc = resolve_nproc(cfg, gpus, cpus);
+  if (nproc < 1) throw ConfigError("--nproc-per-node must be at least 1");
+
+  const std::string run_id = cfg.rdzv_id;
+
+  if (cfg.action == Action::kDryRun) {
+    AttemptFacts facts;
+    facts.run_id = run_id;
+    facts.master_addr = cfg.master_addr;
+    facts.master_port = cfg.master_port.value_or(0);
+    facts.attempt_log_dir =
+        cfg.log_dir && *cfg.log_dir != "/dev/null"
+            ? fmt::format("{}/{}_XXXXXXXX/attempt_0", *cfg.log_dir, run_id)
+            : "";
+    facts.world_size = nproc;
+    std::vector<std::string> notes;
+    auto workers = plan_workers(cfg, nproc, gpus, facts, env, &notes);
+    for (const auto& n : notes) print_note(n);
+    std::fputs(format_plan(cfg, workers, gpus).c_str(), stdout);
+    std::fflush(stdout);
+    return 0;
+  }
+
+  // 2. The store, bound before anything else (or the store of node 0, multi-node).
+  std::unique_ptr<rendezvous::StoreServerThread> store;
+  std::string master_addr = cfg.master_addr;
+  int master_port = cfg.master_port.value_or(0);
+  if (node.external_store) {
+    master_addr = node.master_addr;
+    master_port = node.master_port;
+  } else {
+    rendezvous::StoreServerOptions so;
+    so.host = node.bind_host.empty() ? cfg.master_addr : node.bind_host;
+    so.port = static_cast<std::uint16_t>(master_port);
+    try {
+      store = std::make_unique<rendezvous::StoreServerThread>(so);
+    } catch (const BindError& e) {
+      write_stderr("gpurun: error: " + bind_error_message(e, so.host, master_port));
+      return static_cast<int>(ExitCode::kRendezvousFailed);
+    }
+    master_port = store->port();
+  }
+
+  // 3. Logs, output, supervision.
+  LogTree logs = LogTree::create(cfg, run_id, env);
+  const int world_size = node.world_size > 0 ? node.world_size : nproc;
+  const bool multi = node.group_world_size > 1;
+
+  OutputOptions oo;
+  oo.tag = cfg.tag_output;
+  oo.color = use_color(cfg.color, env);
+  oo.prefix_template = env_get(env, "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE").value_or("");
+  oo.role = cfg.role;
+  if (multi) oo.host = hostname();
+  OutputMux mux(oo);
+  // Output goes through gpurun when it is tagged (several workers) or tee'd; a single worker
+  // without files keeps the terminal itself (colours, isatty, interactive debuggers).
+  const bool pipe_console = cfg.tag_output && world_size > 1;
+  const bool stdin_null = ::isatty(0) != 0;  // a background process group reading a TTY stops
+
+  std::map<int, WorkerSpec> last_specs;
+  bool notes_printed = false;
+  auto plan = [&](int restart_count) {
+    AttemptFacts facts;
+    facts.restart_count = restart_count;
+    facts.run_id = run_id;
+    facts.master_addr = master_addr;
+    facts.master_port = master_port;
+    facts.attempt_log_dir = logs.begin_attempt(restart_count, nproc);
+    facts.group_rank = node.group_rank;
+    facts.group_world_size = node.group_world_size;
+    facts.base_global_rank = node.base_global_rank;
+    facts.world_size = world_size;
+    std::vector<std::string> notes;
+    auto specs = plan_workers(cfg, nproc, gpus, facts, env, &notes);
+    if (!notes_printed) {
+      for (const auto& n : notes) print_note(n);
+      notes_printed = true;
+    }
+    std::vector<PlannedWorker> planned;
+    std::vector<RankOutput> outputs;
+    last_specs.clear();
+    for (auto& s : specs) {
+      PlannedWorker p;
+      p.rank = s.rank;
+      p.request.id = s.local_rank;
+      p.request.argv = s.argv;
+      p.request.env = s.env;
+      p.request.stdin_null = stdin_null;
+      RankOutput ro;
+      auto [out, err] = wire_streams(s, pipe_console, &ro);
+      p.request.out = out;
+      p.request.err = err;
+      outputs.push_back(ro);
+      planned.push_back(std::move(p));
+      last_specs.emplace(s.local_rank, std::move(s));
+    }
+    mux.begin_attempt(outputs);
+    return planned;
+  };
+
+  SupervisorOptions so;
+  so.shutdown_timeout = cfg.shutdown_timeout;
+  so.run_timeout = cfg.run_timeout;
+  so.max_restarts = cfg.max_restarts;
+  so.stop_signals = cfg.signals_to_handle;
+  so.forward_signals = forward_only_signals(cfg);
+
+  auto runner = make_posix_process_runner();
+  Supervisor sup(*runner, so, &mux, [](const std::string& line) { write_stderr(line); });
+  SupervisorResult result = sup.run(plan);
+  mux.flush_all();
+
+  // 4. Summary.
+  FailureReport report;
+  report.entrypoint = entrypoint_of(cfg);
+  report.host = hostname();
+  report.result = result;
+  if (result.first_failure) report.root = make_entry(*result.first_failure, last_specs, mux);
+  for (const auto& o : result.other_failures) report.others.push_back(make_entry(o, last_specs, mux));
+  const std::string summary = format_failure_summary(report);
+  if (!summary.empty()) write_stderr(summary);
+  if (cfg.summary_json) {
+    std::ofstream f(*cfg.summary_json);
+    if (f) {
+      f << summary_json(report).dump(2) << "\n";
+    } else {
+      write_stderr(fmt::format("gpurun: warning: cannot write --summary-json '{}' ({})",
+                               *cfg.summary_json, std::strerror(errno)));
+    }
+  }
+  runner.reset();
+  if (store) store->stop();
+  logs.finish();
+  return result.exit_code;
+}
+
+}  // namespace gpurun::launcher
+

@@ -1,0 +1,53 @@
+// Internals of run.cc shared with its tests and the multi-node path: the log tree, how a
+// worker's streams are wired, and one node's part of a job.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "config.h"
+#include "output_mux.h"
+#include "process_runner.h"
+
+namespace gpurun::launcher {
+
+// torchrun's log tree: <log_dir or $TMPDIR/gpurun_XXXXXX>/<run_id>_<random8>/attempt_<k>/<lr>/.
+// --log-dir /dev/null: no tree (no error files either). A temporary base that ends up holding
+// no file is removed by finish().
+class LogTree {
+ public:
+  static LogTree create(const LaunchConfig& cfg, const std::string& run_id, const EnvMap& env);
+  // (Re)creates attempt_<k>/<0..nproc-1>/ and returns the attempt dir ("" without a tree).
+  std::string begin_attempt(int restart_count, int nproc);
+  void finish();
+  const std::string& run_dir() const { return run_dir_; }
+
+ private:
+  std::string run_dir_;
+  std::string temp_base_;
+  std::vector<std::pair<std::string, int>> attempts_;  // (attempt dir, nproc)
+};
+
+// A worker's stdout/stderr wiring from its spec: tee (pipe + file), redirect (file), console
+// (pipe when `pipe_console`, else inherited), or off-console (/dev/null; stderr still piped for
+// the failure summary). Fills what the OutputMux needs for this rank.
+std::pair<StreamSetup, StreamSetup> wire_streams(const WorkerSpec& w, bool pipe_console,
+                                                 RankOutput* mux_out);
+
+// One node's facts in a (possibly multi-node) job.
+struct NodeFacts {
+  int group_rank = 0;
+  int group_world_size = 1;
+  int base_global_rank = 0;
+  int world_size = 0;           // 0 = this node's nproc
+  bool external_store = false;  // the store runs elsewhere (node 0); connect to master_*
+  std::string master_addr;
+  int master_port = 0;
+  std::string bind_host;  // where node 0 binds its store ("" = master_addr)
+};
+
+int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node);
+int run_multinode(const LaunchConfig& cfg, const EnvMap& env);
+
+}  // namespace gpurun::launcher
