@@ -135,7 +135,7 @@ std::vector<Example> examples(const Config& c) {
   tr.work_units = static_cast<double>(samples) * epochs;
   tr.args = {c.train, "--samples", std::to_string(samples), "--test-samples", "2000",
              "--hidden", c.gpu ? "2048,2048" : "256,256", "--epochs", std::to_string(epochs),
-             "--global-batch-size", c.gpu ? "2048" : "256", "--batch-size", c.gpu ? "256" : "32",
+             "--global-batch-size", "2048", "--batch-size", c.gpu ? "256" : "128",
              "--no-progress"};
   if (!c.gpu) tr.args.push_back("--cpu");
   out.push_back(tr);

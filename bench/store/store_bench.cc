@@ -672,7 +672,8 @@ std::string load_average() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  double duration = 1.5, warmup = 0.25, barrier_limit = 60;
+  double duration = 0.6, warmup = 0.15, barrier_limit = 60;
+  int repeat = 3;  // best of N per cell (and per barrier): the machine may be shared
   std::vector<int> clients{1, 16, 64, 256}, barriers{1024, 4096};
   std::vector<std::string> ops{"set", "get", "add"};
   std::string only, ours_bin = GPURUN_STORE_BIN, python = "/usr/bin/python3", json_path;
@@ -685,6 +686,7 @@ int main(int argc, char** argv) {
     };
     if (a == "--duration") duration = std::stod(next());
     else if (a == "--warmup") warmup = std::stod(next());
+    else if (a == "--repeat") repeat = std::max(1, std::stoi(next()));
     else if (a == "--clients") clients = parse_ints(next());
     else if (a == "--barrier") barriers = parse_ints(next());
     else if (a == "--no-barrier") barriers.clear();
@@ -697,7 +699,7 @@ int main(int argc, char** argv) {
     else if (a == "--torch-addr") torch_addr = next();
     else if (a == "--help" || a == "-h") {
       std::printf(
-          "usage: store_bench [--duration S] [--warmup S] [--clients 1,16,64,256]\n"
+          "usage: store_bench [--duration S] [--warmup S] [--repeat N] [--clients 1,16,64,256]\n"
           "                   [--barrier 1024,4096 | --no-barrier] [--ops set,get,add]\n"
           "                   [--only gpurun|torch] [--ours-bin PATH] [--python PATH] "
           "[--json PATH]\n"
@@ -770,34 +772,47 @@ int main(int argc, char** argv) {
   std::vector<OpResult> op_results;
   std::vector<BarrierResult> barrier_results;
   int run_id = 0;
-  // Cells interleave the servers (ours, torch, ours, ...) so load from elsewhere hits both alike.
+  // Cells interleave the servers (ours, torch, ours, ...) so load from elsewhere hits both alike;
+  // each cell runs `repeat` times per server and keeps the best (highest ops/s, lowest barrier
+  // time): on a shared machine the best run is the one least disturbed by other processes.
   for (const auto& op : ops) {
     for (int n : clients) {
-      for (auto& s : servers) {
-        auto r = run_ops(s.name, s.addr(), s.proc ? s.proc->pid() : 0, op, n, warmup, duration,
-                         ++run_id);
-        std::fprintf(stderr,
-                     "  %-6s %-4s %4d clients: %10.0f ops/s  p50 %8.1f us  p99 %8.1f us  "
-                     "server cpu %.1f us/op%s\n",
-                     s.name.c_str(), op.c_str(), n, r.ops_per_s, r.p50_us, r.p99_us,
-                     r.server_cpu_us_per_op, r.ok ? "" : (" FAILED: " + r.error).c_str());
-        op_results.push_back(r);
+      std::vector<OpResult> best(servers.size());
+      for (int rep = 0; rep < repeat; ++rep) {
+        for (std::size_t si = 0; si < servers.size(); ++si) {
+          auto& s = servers[si];
+          auto r = run_ops(s.name, s.addr(), s.proc ? s.proc->pid() : 0, op, n, warmup, duration,
+                           ++run_id);
+          std::fprintf(stderr,
+                       "  %-6s %-4s %4d clients: %10.0f ops/s  p50 %8.1f us  p99 %8.1f us  "
+                       "server cpu %.1f us/op%s\n",
+                       s.name.c_str(), op.c_str(), n, r.ops_per_s, r.p50_us, r.p99_us,
+                       r.server_cpu_us_per_op, r.ok ? "" : (" FAILED: " + r.error).c_str());
+          if (rep == 0 || (r.ok && (!best[si].ok || r.ops_per_s > best[si].ops_per_s)))
+            best[si] = r;
+        }
       }
+      for (auto& r : best) op_results.push_back(r);
     }
   }
   for (int k : barriers) {
-    for (auto& s : servers) {
-      auto r = run_barrier(s.name, s.addr(), s.proc ? s.proc->pid() : 0, k, ++run_id,
-                           barrier_limit);
-      std::fprintf(stderr,
-                   "  %-6s barrier %5d: total %8.1f ms (all connected %.1f, all added %.1f, "
-                   "connect retries %d; cpu: server %.0f ms, driver %.0f ms; waiting for a cpu: "
-                   "server %.0f ms, driver %.0f ms)%s\n",
-                   s.name.c_str(), k, r.total_ms, r.connect_ms, r.added_ms, r.connect_retries,
-                   r.server_cpu_ms, r.driver_cpu_ms, r.server_runq_ms, r.driver_runq_ms,
-                   r.ok ? "" : (" FAILED: " + r.error).c_str());
-      barrier_results.push_back(r);
+    std::vector<BarrierResult> best(servers.size());
+    for (int rep = 0; rep < repeat; ++rep) {
+      for (std::size_t si = 0; si < servers.size(); ++si) {
+        auto& s = servers[si];
+        auto r = run_barrier(s.name, s.addr(), s.proc ? s.proc->pid() : 0, k, ++run_id,
+                             barrier_limit);
+        std::fprintf(stderr,
+                     "  %-6s barrier %5d: total %8.1f ms (all connected %.1f, all added %.1f, "
+                     "connect retries %d; cpu: server %.0f ms, driver %.0f ms; waiting for a cpu: "
+                     "server %.0f ms, driver %.0f ms)%s\n",
+                     s.name.c_str(), k, r.total_ms, r.connect_ms, r.added_ms, r.connect_retries,
+                     r.server_cpu_ms, r.driver_cpu_ms, r.server_runq_ms, r.driver_runq_ms,
+                     r.ok ? "" : (" FAILED: " + r.error).c_str());
+        if (rep == 0 || (r.ok && (!best[si].ok || r.total_ms < best[si].total_ms))) best[si] = r;
+      }
     }
+    for (auto& r : best) barrier_results.push_back(r);
   }
   for (auto& s : servers) {
     if (!s.alive()) std::fprintf(stderr, "store_bench: %s server died\n", s.name.c_str());
@@ -814,9 +829,9 @@ int main(int argc, char** argv) {
       if (r.server == srv && r.clients == k) return &r;
     return nullptr;
   };
-  std::printf("\nstore_bench: gpurun-store vs torch %s TCPStore server, 1.13 wire dialect, %.1f s "
-              "per cell, %ld CPUs, load %s\n\n",
-              "1.13", duration, sysconf(_SC_NPROCESSORS_ONLN), load_before.c_str());
+  std::printf("\nstore_bench: gpurun-store vs torch 1.13 TCPStore server, 1.13 wire dialect, best of "
+              "%d x %.1f s per cell, %ld CPUs, load average %s\n\n",
+              repeat, duration, sysconf(_SC_NPROCESSORS_ONLN), load_before.c_str());
   std::printf("| op  | clients | gpurun ops/s | p50 | p99 | cpu/op | torch ops/s | p50 | p99 | cpu/op "
               "| ops/s ratio |\n");
   std::printf("|-----|--------:|-------------:|----:|----:|-------:|------------:|----:|----:|-------:"
@@ -874,6 +889,7 @@ int main(int argc, char** argv) {
   doc["cpus"] = sysconf(_SC_NPROCESSORS_ONLN);
   doc["load_average_before"] = load_before;
   doc["duration_s"] = duration;
+  doc["repeat"] = repeat;
   doc["ops"] = json::array();
   for (const auto& r : op_results) {
     json j{{"server", r.server}, {"op", r.op},           {"clients", r.clients},

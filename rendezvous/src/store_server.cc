@@ -127,6 +127,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
  private:
   void do_accept();
   void on_accept(const boost::system::error_code& ec, tcp::socket sock);
+  void add_session(tcp::socket sock, const tcp::endpoint& peer);
   bool exists(std::string_view key) const {
     if (kv_.find(key) != kv_.end()) return true;
     auto q = queues_.find(key);
@@ -149,6 +150,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   protocol::Limits limits_;
   tcp::acceptor acceptor_;
   asio::steady_timer accept_retry_;
+  tcp::endpoint accept_peer_;  // filled by the pending accept
   bool stopped_ = false;
 
   StrMap<std::string> kv_;
@@ -168,11 +170,11 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(std::shared_ptr<ServerCore> core, tcp::socket sock, std::string peer)
-      : core_(std::move(core)),
-        sock_(std::move(sock)),
-        peer_(std::move(peer)),
-        parser_(core_->limits()) {}
+  Session(std::shared_ptr<ServerCore> core, tcp::socket sock, const tcp::endpoint& peer)
+      : core_(std::move(core)), sock_(std::move(sock)), peer_(peer), parser_(core_->limits()) {
+    boost::system::error_code ignored;
+    sock_.non_blocking(true, ignored);  // flush() first tries a direct, non-blocking write
+  }
 
   void start() { maybe_read(); }
 
@@ -182,10 +184,10 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_) return;
     closed_ = true;
     if (!reason.empty()) {
-      GPURUN_LOG_WARN("store", "closing connection from {}: {}", peer_, reason);
+      GPURUN_LOG_WARN("store", "closing connection from {}: {}", peer(), reason);
       core_->count_rejected();
     } else {
-      GPURUN_LOG_DEBUG("store", "connection from {} closed", peer_);
+      GPURUN_LOG_DEBUG("store", "connection from {} closed", peer());
     }
     core_->cancel_wait(*this);
     core_->on_session_closed(this);
@@ -206,7 +208,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   std::vector<std::uint8_t>& out() { return out_; }
-  const std::string& peer() const { return peer_; }
+  std::string peer() const { return endpoint_string(peer_); }
   bool closed() const { return closed_; }
 
   std::size_t wait_remaining_ = 0;
@@ -248,7 +250,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec) {
       if (ec != asio::error::eof && ec != asio::error::connection_reset &&
           ec != asio::error::operation_aborted) {
-        GPURUN_LOG_DEBUG("store", "read from {} failed: {}", peer_, ec.message());
+        GPURUN_LOG_DEBUG("store", "read from {} failed: {}", peer(), ec.message());
       }
       close("");
       return;
@@ -285,11 +287,30 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   void flush() {
     if (closed_ || writing_active_ || out_.empty()) return;
+    // Common case: the reply fits in the socket buffer; write it now, without an async op.
+    boost::system::error_code ec;
+    std::size_t n = sock_.write_some(asio::buffer(out_), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      n = 0;
+    } else if (ec) {
+      GPURUN_LOG_DEBUG("store", "write to {} failed: {}", peer(), ec.message());
+      close("");
+      return;
+    }
+    if (n == out_.size()) {
+      if (out_.capacity() > kShrinkAbove) {
+        std::vector<std::uint8_t>().swap(out_);
+      } else {
+        out_.clear();
+      }
+      return;
+    }
+    out_.erase(out_.begin(), out_.begin() + static_cast<std::ptrdiff_t>(n));
     writing_.swap(out_);
     writing_active_ = true;
     asio::async_write(sock_, asio::buffer(writing_),
-                      [self = shared_from_this()](const boost::system::error_code& ec,
-                                                  std::size_t) { self->on_write(ec); });
+                      [self = shared_from_this()](const boost::system::error_code& wec,
+                                                  std::size_t) { self->on_write(wec); });
   }
 
  private:
@@ -297,7 +318,7 @@ class Session : public std::enable_shared_from_this<Session> {
     writing_active_ = false;
     if (closed_) return;
     if (ec) {
-      GPURUN_LOG_DEBUG("store", "write to {} failed: {}", peer_, ec.message());
+      GPURUN_LOG_DEBUG("store", "write to {} failed: {}", peer(), ec.message());
       close("");
       return;
     }
@@ -312,7 +333,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   std::shared_ptr<ServerCore> core_;
   tcp::socket sock_;
-  std::string peer_;
+  tcp::endpoint peer_;
   protocol::RequestParser parser_;
   std::unique_ptr<std::uint8_t[]> in_;
   std::size_t in_cap_ = 0, in_begin_ = 0, in_end_ = 0;
@@ -362,6 +383,7 @@ void ServerCore::bind() {
   }
   acceptor_.listen(65535, ec);  // the kernel caps it at net.core.somaxconn
   if (ec) throw bind_error(ec, "listen");
+  acceptor_.non_blocking(true, ec);  // on_accept drains pending connections synchronously
   auto local = acceptor_.local_endpoint(ec);
   if (ec) throw bind_error(ec, "read the bound address of");
   port_ = local.port();
@@ -371,8 +393,8 @@ void ServerCore::bind() {
 
 void ServerCore::do_accept() {
   if (stopped_) return;
-  acceptor_.async_accept([self = shared_from_this()](const boost::system::error_code& ec,
-                                                     tcp::socket sock) {
+  acceptor_.async_accept(accept_peer_, [self = shared_from_this()](
+                                           const boost::system::error_code& ec, tcp::socket sock) {
     self->on_accept(ec, std::move(sock));
   });
 }
@@ -394,28 +416,36 @@ void ServerCore::on_accept(const boost::system::error_code& ec, tcp::socket sock
     do_accept();
     return;
   }
+  add_session(std::move(sock), accept_peer_);
+  // Take every other pending connection now (non-blocking) before re-arming: a burst of
+  // thousands of clients is accepted without one event-loop round trip each.
+  for (int i = 0; i < 256 && !stopped_; ++i) {
+    boost::system::error_code aec;
+    tcp::socket next = acceptor_.accept(accept_peer_, aec);
+    if (aec) break;  // would_block: drained (other errors resurface in async_accept)
+    add_session(std::move(next), accept_peer_);
+  }
+  do_accept();
+}
+
+void ServerCore::add_session(tcp::socket sock, const tcp::endpoint& peer) {
   ++accepted_;
-  boost::system::error_code peer_ec;
-  auto remote = sock.remote_endpoint(peer_ec);
-  std::string peer = peer_ec ? std::string("<unknown peer>") : endpoint_string(remote);
   if (sessions_.size() >= opts_.max_connections) {
     ++rejected_;
     GPURUN_LOG_WARN("store",
                     "refusing connection from {}: {} connections open (max_connections); "
                     "raise --max-connections",
-                    peer, sessions_.size());
+                    endpoint_string(peer), sessions_.size());
     boost::system::error_code ignored;
     sock.close(ignored);
-    do_accept();
     return;
   }
   boost::system::error_code ignored;
   sock.set_option(tcp::no_delay(true), ignored);
-  auto s = std::make_shared<Session>(shared_from_this(), std::move(sock), std::move(peer));
+  auto s = std::make_shared<Session>(shared_from_this(), std::move(sock), peer);
   sessions_.insert(s.get());
   GPURUN_LOG_DEBUG("store", "connection from {}", s->peer());
   s->start();
-  do_accept();
 }
 
 void ServerCore::stop() {

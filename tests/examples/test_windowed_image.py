@@ -73,10 +73,10 @@ class WindowedImage(unittest.TestCase):
         src = os.path.join(self.tmp, "input.png")
         testlib.run([self.wi, "--reference", "--output", src, "--image-size", "400x260",
                      "--gain", "1"], timeout=60, check=True)
-        args = ["--input", src, "--window", "128", "--stride", "100"]
+        args = ["--input", src, "--window", "128", "--stride", "100"]  # 4 x 3 windows
         ref = self.reference("ref_in.png", *args)
         text, png = self.job(2, "in2.png", *args)
-        self.assertIn("SUCCESS: Got 6 outputs. Example shape[0]: (3, 128, 128)", text)
+        self.assertIn("SUCCESS: Got 12 outputs. Example shape[0]: (3, 128, 128)", text)
         self.assertEqual(png, ref)
 
     def test_errors_name_the_problem(self):

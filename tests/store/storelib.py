@@ -109,7 +109,7 @@ class RawConn:
         """True if no byte arrives within `wait` seconds (the connection stays open)."""
         self.sock.settimeout(wait)
         try:
-            data = self.sock.recv(1, socket.MSG_PEEK)
+            self.sock.recv(1, socket.MSG_PEEK)
         except socket.timeout:
             return True
         return False  # a byte arrived, or the peer closed

@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -236,6 +237,28 @@ class NumKeysTest(unittest.TestCase):
             self.assertTrue(c.delete_key("a"))
             self.assertEqual(c.num_keys(), 2)
             del w1, w2
+
+
+def ipv6_loopback_available():
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+class Ipv6Test(unittest.TestCase):
+    @unittest.skipUnless(ipv6_loopback_available(), "no IPv6 loopback here")
+    def test_torch_client_over_ipv6(self):
+        with storelib.Server(host="::1") as server:
+            if not storelib.REFERENCE:
+                self.assertIn("[::1]:", server.first_line)
+            c = storelib.torch_store(server.host, server.port, world_size=1)
+            c.set("k6", b"over ipv6")
+            self.assertEqual(c.get("k6"), b"over ipv6")
+            self.assertEqual(c.add("n6", 2), 2)
+            self.assertEqual(c.num_keys(), 3)  # k6, n6 and init/
 
 
 class CppClientSharingTest(unittest.TestCase):
