@@ -44,7 +44,7 @@ class CollectivesUnderGpurun(unittest.TestCase):
                     self.assertIn(f"rank {r}/{n} backend=gloo device=cpu launcher=gpurun", p.stdout)
 
     def test_missing_rank_is_named(self):
-        p = run_gpurun(3, ["--hang-rank", "1"], env={"GPURUN_TIMEOUT": "3s"}, timeout=60)
+        p = run_gpurun(3, ["--hang-rank", "1"], env={"GPURUN_COMM_TIMEOUT": "3s"}, timeout=60)
         self.assertNotEqual(p.returncode, 0, p.stdout + p.stderr)
         out = p.stdout + p.stderr
         self.assertIn("CommError on rank", out)

@@ -61,7 +61,7 @@ class Mpirun(unittest.TestCase):
         with StoreServer() as store:
             cmd = [mpirun, "--allow-run-as-root", "--oversubscribe", "-np", "3",
                    "-x", "MASTER_ADDR=127.0.0.1", "-x", f"MASTER_PORT={store.port}",
-                   "-x", "GPURUN_TIMEOUT=30s", worker, "--allreduce"]
+                   "-x", "GPURUN_COMM_TIMEOUT=30s", worker, "--allreduce"]
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=clean_env())
         out = p.stdout + p.stderr
         self.assertEqual(p.returncode, 0, out)
@@ -193,7 +193,7 @@ class Srun(unittest.TestCase):
         worker = sdklib.sdk_binary("collectives_worker")
         with SlurmCluster() as cluster, StoreServer() as store:
             env = dict(cluster.env, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(store.port),
-                       GPURUN_TIMEOUT="30s")
+                       GPURUN_COMM_TIMEOUT="30s")
             p = subprocess.run(["srun", "-N", "1", "-n", "3", "-O", "--time=1", worker,
                                 "--allreduce"], capture_output=True, text=True, timeout=60,
                                env=env)

@@ -114,17 +114,19 @@ std::string ArrivalTracker::describe_laggards(std::uint64_t seq, const char* op)
   std::vector<int> ranks;
   for (const auto& l : lag) {
     ranks.push_back(l.rank);
+    std::string state;
     if (l.last_seq == 0 && l.last_op.empty()) {
-      parts.push_back(fmt::format("{} (never joined)", l.rank));
+      state = "never joined";
     } else if (l.last_seq == 0) {
-      parts.push_back(fmt::format("{} (joined, no collective yet)", l.rank));
+      state = "joined, no collective yet";
     } else {
-      parts.push_back(fmt::format("{} (last seen in {} #{})", l.rank, l.last_op, l.last_seq));
+      state = fmt::format("last seen in {} #{}", l.last_op, l.last_seq);
     }
+    parts.push_back(lag.size() == 1 ? state : fmt::format("{}: {}", l.rank, state));
   }
-  return fmt::format("rank{} {} ha{} not arrived at {} #{}: {}", ranks.size() == 1 ? "" : "s",
+  return fmt::format("rank{} {} ha{} not arrived at {} #{} ({})", ranks.size() == 1 ? "" : "s",
                      fmt::join(ranks, ","), ranks.size() == 1 ? "s" : "ve", op, seq,
-                     fmt::join(parts, ", "));
+                     fmt::join(parts, "; "));
 }
 
 }  // namespace gpurun::worker::detail

@@ -131,6 +131,7 @@ class GlooCommunicator final : public Communicator {
     run("all_gather", [&] { return fmt::format("{} x {} per rank", count, to_string(type)); },
         [&](std::uint32_t tag) {
           if (count == 0) return;
+          reserve_staging(total + bytes);  // both regions first: growing later would move `out`
           void* out = host_ptr(recv, total, 0);
           void* in = host_ptr(const_cast<void*>(send), bytes, total);
           memory_in(in, send, bytes);
@@ -263,10 +264,15 @@ class GlooCommunicator final : public Communicator {
 
   // Host pointer to operate on: the caller's buffer for host memory, else staging space
   // (`offset` separates two staging regions used by one collective).
+  // REQUIRES: a collective using two regions calls reserve_staging for both first (resizing
+  // moves the buffer).
   void* host_ptr(void* user, std::size_t bytes, std::size_t offset) {
     if (!memory_) return user;
-    if (staging_.size() < offset + bytes) staging_.resize(offset + bytes);
+    reserve_staging(offset + bytes);
     return staging_.data() + offset;
+  }
+  void reserve_staging(std::size_t bytes) {
+    if (memory_ && staging_.size() < bytes) staging_.resize(bytes);
   }
   // Like host_ptr, and copies the caller's data in.
   void* stage_in(void* user, std::size_t bytes, std::size_t offset) {
@@ -308,7 +314,7 @@ class GlooCommunicator final : public Communicator {
       std::string where = tracker_.describe_laggards(seq, op);
       std::string msg = fmt::format(
           "gloo {} #{} ({}) failed on rank {}/{} after {} (timeout {}; {}); {}; check the "
-          "named ranks' logs, or raise GPURUN_TIMEOUT if they are only slow",
+          "named ranks' logs, or raise GPURUN_COMM_TIMEOUT if they are only slow",
           op, seq, describe(), rank_, size_, format_duration(waited), format_duration(timeout_),
           e.what(), where);
       broken_ = fmt::format("{} #{} failed", op, seq);

@@ -114,6 +114,21 @@ TEST_CASE("gloo collectives, every type, 1-4 ranks", "[gloo]") {
   }
 }
 
+TEST_CASE("gloo collectives with GPU ranks staged through host memory (fake GPUs)", "[gloo]") {
+  auto errs = run_ranks(
+      3,
+      [](Context& ctx, int r) {
+        expect(ctx.device().is_cuda() == (r != 1), "device " + ctx.device().str());
+        for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{1001}}) {
+          check_all<float>(ctx.comm(), n);
+          check_all<std::int64_t>(ctx.comm(), n);
+          check_all<std::uint8_t>(ctx.comm(), n);
+        }
+      },
+      {{"GPURUN_FAKE_GPU_RANKS", "0,2"}});
+  CHECK(join_errors(errs) == "");
+}
+
 TEST_CASE("gloo all_reduce across several ring segments", "[gloo]") {
   auto errs = run_ranks(3, [](Context& ctx, int r) {
     std::vector<float> v(700'001, static_cast<float>(r + 1));  // ~2.7 MiB, > 1 MiB segments

@@ -34,6 +34,9 @@ Backend parse_backend(const std::string& text, const std::string& what) {
 
 std::chrono::milliseconds resolve_timeout(const InitOptions& options, const EnvMap& env) {
   if (options.timeout) return *options.timeout;
+  // GPURUN_COMM_TIMEOUT is ours. GPURUN_TIMEOUT is the launcher's whole-run --timeout (workers
+  // inherit it); no collective should outlive the run, so it bounds ours when set alone.
+  if (auto t = env_duration(env, "GPURUN_COMM_TIMEOUT")) return *t;
   if (auto t = env_duration(env, "GPURUN_TIMEOUT")) return *t;
   return kDefaultTimeout;
 }
@@ -145,7 +148,7 @@ Backend agree_on_backend(rendezvous::Store& store, const LaunchInfo& info, const
     } catch (const StoreTimeout&) {
       throw CommError(fmt::format(
           "timed out after {} waiting for every rank to join group '{}' through {} ({}); check "
-          "that those ranks started and call gpurun::init() (their logs), or raise GPURUN_TIMEOUT",
+          "that those ranks started and call gpurun::init() (their logs), or raise GPURUN_COMM_TIMEOUT",
           format_duration(timeout), group, store.describe(), ranks_missing(store, keys)));
     }
     std::vector<GpuVote> votes;

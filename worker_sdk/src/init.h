@@ -23,7 +23,8 @@ Backend decide_backend(Backend requested, const std::string& requested_by,
 // "nccl" | "gloo" | "auto" (any case) -> Backend; ConfigError otherwise.
 Backend parse_backend(const std::string& text, const std::string& what);
 
-// The run timeout: options.timeout, else GPURUN_TIMEOUT, else kDefaultTimeout.
+// The timeout of blocking calls: options.timeout, else GPURUN_COMM_TIMEOUT, else GPURUN_TIMEOUT
+// (the launcher's whole-run limit), else kDefaultTimeout.
 std::chrono::milliseconds resolve_timeout(const InitOptions& options, const EnvMap& env);
 
 // Connects a TcpStore to MASTER_ADDR:MASTER_PORT (defined in init_env.cc).

@@ -40,6 +40,8 @@ TEST_CASE("timeout resolution", "[init]") {
   InitOptions o;
   CHECK(resolve_timeout(o, {}) == kDefaultTimeout);
   CHECK(resolve_timeout(o, {{"GPURUN_TIMEOUT", "90s"}}) == std::chrono::seconds(90));
+  CHECK(resolve_timeout(o, {{"GPURUN_TIMEOUT", "90s"}, {"GPURUN_COMM_TIMEOUT", "2s"}}) ==
+        std::chrono::seconds(2));
   o.timeout = std::chrono::milliseconds(5);
   CHECK(resolve_timeout(o, {{"GPURUN_TIMEOUT", "90s"}}) == std::chrono::milliseconds(5));
   CHECK_THROWS_AS(resolve_timeout(InitOptions{}, {{"GPURUN_TIMEOUT", "soon"}}), ConfigError);

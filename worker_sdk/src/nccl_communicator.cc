@@ -232,7 +232,7 @@ class NcclCommunicator final : public Communicator {
     std::string where = tracker_.describe_laggards(seq, op);
     std::string msg = fmt::format(
         "nccl {} #{} failed on rank {}/{} (cuda:{}, timeout {}; {}); {}; the communicator was "
-        "aborted; check the named ranks' logs, or raise GPURUN_TIMEOUT if they are only slow",
+        "aborted; check the named ranks' logs, or raise GPURUN_COMM_TIMEOUT if they are only slow",
         op, seq, rank_, size_, device_, format_duration(timeout_), why, where);
     GPURUN_LOG_INFO("comm", "{}", msg);
     throw CommError(msg);

@@ -22,7 +22,8 @@ class Store;
 
 namespace gpurun::worker {
 
-// Default for every blocking SDK call, like torch.distributed's 30 min; GPURUN_TIMEOUT overrides.
+// Default for every blocking SDK call, like torch.distributed's 30 min; GPURUN_COMM_TIMEOUT (else
+// GPURUN_TIMEOUT, gpurun's whole-run limit) overrides.
 inline constexpr std::chrono::milliseconds kDefaultTimeout{30 * 60 * 1000};
 
 enum class DeviceKind { kCpu, kCuda };
@@ -61,7 +62,7 @@ LaunchInfo read_launch_info(const EnvMap& env);
 struct InitOptions {
   Backend backend = Backend::kAuto;  // GPURUN_BACKEND=nccl|gloo|auto overrides kAuto
   bool use_gpu = true;               // false: always CPU, even where a GPU is visible
-  std::optional<std::chrono::milliseconds> timeout;  // default: GPURUN_TIMEOUT or kDefaultTimeout
+  std::optional<std::chrono::milliseconds> timeout;  // default: GPURUN_COMM_TIMEOUT or kDefaultTimeout
   std::string group_name = "default";
 };
 
