@@ -7,6 +7,7 @@
 // one core, as a 1-GPU baseline uses one GPU. GPU mode (--gpu): the examples pick their CUDA
 // paths; the report adds samples/s. Output: a table, then one JSON line (also --json FILE).
 #include <fmt/format.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -98,6 +99,44 @@ RunResult run_command(const std::vector<std::string>& argv) {
   r.cpu_seconds = children_cpu_seconds() - cpu0;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
+}
+
+// Wall time of `copies` independent runs of argv started together (output discarded).
+double run_concurrent(const std::vector<std::string>& argv, int copies) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<pid_t> pids;
+  for (int i = 0; i < copies; ++i) {
+    const pid_t pid = fork();
+    if (pid < 0) throw std::runtime_error("fork failed");
+    if (pid == 0) {
+      const int devnull = open("/dev/null", O_WRONLY);
+      dup2(devnull, 1);
+      dup2(devnull, 2);
+      std::vector<char*> args;
+      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+    pids.push_back(pid);
+  }
+  for (pid_t p : pids) {
+    int status = 0;
+    while (waitpid(p, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// What the machine can give N processes right now: N x t(1 copy) / t(N copies at once) of a
+// fixed single-threaded task (the windowed_image reference). On an idle machine with >= N cores
+// this is ~N; on a shared one it is the ceiling any N-rank speedup could reach.
+double capacity(const std::string& windowed_image, const std::string& dir, int n) {
+  const std::vector<std::string> task = {windowed_image, "--reference", "--image-size", "1024x768",
+                                         "--blur-passes", "40", "--output", dir + "/capacity.png"};
+  const double one = run_concurrent(task, 1);
+  const double many = run_concurrent(task, n);
+  return n * one / many;
 }
 
 std::string shell_join(const std::vector<std::string>& argv) {
@@ -263,6 +302,7 @@ int main(int argc, char** argv) {
     double speedup;
     double efficiency;
     double work_efficiency;  // cpu(1 rank) / cpu(N ranks): extra work the parallel run did
+    double ceiling;          // capacity(N): the speedup this machine allowed at that moment
     double throughput;
     std::string unit;
     std::string note;
@@ -312,7 +352,9 @@ int main(int argc, char** argv) {
         base = t * n;  // normalise to 1 rank if the list starts above 1
         base_cpu = cpu;
       }
-      Row row{ex.name, n, t, cpu, base / t, base / t / n, base_cpu / cpu, ex.work_units / t, ex.unit, note};
+      const double ceil = c.gpu ? 0.0 : capacity(c.windowed_image, c.work_dir, n);
+      Row row{ex.name, n,    t,    cpu,        base / t, base / t / n, base_cpu / cpu,
+              ceil,    ex.work_units / t, ex.unit, note};
       if (!c.gpu && n > cores) {
         row.note += (row.note.empty() ? "" : "; ") + fmt::format("{} ranks on {} cores", n, cores);
       }
@@ -321,15 +363,20 @@ int main(int argc, char** argv) {
   }
 
   const double load_after = load_average();
-  fmt::print("\n{:<15} {:>5} {:>9} {:>8} {:>8} {:>10} {:>9} {:>8} {:>18}  {}\n", "example",
-             "ranks", "time(s)", "cpu(s)", "speedup", "efficiency", "promised", "cpu-eff",
-             "throughput", "note");
+  fmt::print("\n{:<15} {:>5} {:>9} {:>8} {:>8} {:>10} {:>9} {:>8} {:>8} {:>18}  {}\n",
+             "example", "ranks", "time(s)", "cpu(s)", "speedup", "efficiency", "promised",
+             "ceiling", "cpu-eff", "throughput", "note");
   for (const Row& r : rows) {
     const double p = promised(r.ranks);
-    fmt::print("{:<15} {:>5} {:>9.2f} {:>8.2f} {:>7.2f}x {:>9.0f}% {:>9} {:>7.0f}% {:>10.1f} {}/s  {}\n",
+    fmt::print("{:<15} {:>5} {:>9.2f} {:>8.2f} {:>7.2f}x {:>9.0f}% {:>9} {:>7.2f}x {:>7.0f}% {:>10.1f} {}/s  {}\n",
                r.example, r.ranks, r.seconds, r.cpu_seconds, r.speedup, 100.0 * r.efficiency,
-               p > 0 ? fmt::format("{:.1f}x", p) : std::string("-"), 100.0 * r.work_efficiency,
+               p > 0 ? fmt::format("{:.1f}x", p) : std::string("-"), r.ceiling,
+               100.0 * r.work_efficiency,
                r.throughput, r.unit, r.note);
+  }
+  if (!c.gpu) {
+    fmt::print("ceiling = N x t(1 copy) / t(N copies at once) of a fixed single-threaded task, "
+               "measured next to each point: the speedup this machine allowed at that moment\n");
   }
   if (!c.gpu && std::max(load_before, load_after) > cores) {
     fmt::print("warning: load average {:.1f} before / {:.1f} after on {} cores: other processes "
@@ -344,8 +391,8 @@ int main(int argc, char** argv) {
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
     json += fmt::format(
-        R"({}{{"example": "{}", "ranks": {}, "seconds": {:.4f}, "cpu_seconds": {:.4f}, "speedup": {:.4f}, "efficiency": {:.4f}, "cpu_efficiency": {:.4f}, "promised_speedup": {}, "throughput": {:.2f}, "unit": "{}/s", "note": "{}"}})",
-        i ? ", " : "", r.example, r.ranks, r.seconds, r.cpu_seconds, r.speedup, r.efficiency, r.work_efficiency,
+        R"({}{{"example": "{}", "ranks": {}, "seconds": {:.4f}, "cpu_seconds": {:.4f}, "speedup": {:.4f}, "efficiency": {:.4f}, "cpu_efficiency": {:.4f}, "machine_ceiling": {:.4f}, "promised_speedup": {}, "throughput": {:.2f}, "unit": "{}/s", "note": "{}"}})",
+        i ? ", " : "", r.example, r.ranks, r.seconds, r.cpu_seconds, r.speedup, r.efficiency, r.work_efficiency, r.ceiling,
         promised(r.ranks) > 0 ? fmt::format("{:.1f}", promised(r.ranks)) : "null", r.throughput,
         r.unit, r.note);
   }
