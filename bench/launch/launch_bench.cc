@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -76,20 +77,41 @@ pid_t spawn(const std::vector<std::string>& args, bool quiet = true) {
   return pid;
 }
 
+double g_last_cpu_ms = 0;  // user+sys CPU of the last process waited for (and its children)
+
 int wait_for(pid_t pid) {
   int st = 0;
-  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  struct rusage ru{};
+  while (::wait4(pid, &st, 0, &ru) < 0 && errno == EINTR) {
   }
+  g_last_cpu_ms = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+                  static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-// The floor: N fork/exec of /bin/true and N waitpid, in this process.
-double floor_once(int n) {
+// The floor: N fork/exec of /bin/true and N waitpid, in this process. *cpu_ms: the children's
+// CPU time plus ours (fork cost) over the same interval.
+double floor_once(int n, double* cpu_ms = nullptr) {
+  struct rusage self0{}, self1{};
+  ::getrusage(RUSAGE_SELF, &self0);
   const auto t0 = Clock::now();
   std::vector<pid_t> pids;
   for (int i = 0; i < n; ++i) pids.push_back(spawn({"/bin/true"}));
-  for (pid_t p : pids) wait_for(p);
-  return ms_since(t0);
+  double children = 0;
+  for (pid_t p : pids) {
+    wait_for(p);
+    children += g_last_cpu_ms;
+  }
+  const double wall = ms_since(t0);
+  ::getrusage(RUSAGE_SELF, &self1);
+  auto ms = [](const timeval& a, const timeval& b) {
+    return static_cast<double>(b.tv_sec - a.tv_sec) * 1e3 +
+           static_cast<double>(b.tv_usec - a.tv_usec) / 1e3;
+  };
+  if (cpu_ms) {
+    *cpu_ms = children + ms(self0.ru_utime, self1.ru_utime) + ms(self0.ru_stime, self1.ru_stime);
+  }
+  return wall;
 }
 
 std::optional<double> command_once(const std::vector<std::string>& cmd, int* rc = nullptr) {
@@ -239,17 +261,20 @@ int main(int argc, char** argv) {
   std::printf("launch: N no-op workers (/bin/true), wall ms until every worker exited "
               "(median / p90; %d runs, torchrun %d)\n", runs, torchrun ? torchrun_runs : 0);
   std::printf("(starting the gpurun binary alone, `gpurun --version`: %s ms)\n", cell(vs).c_str());
-  std::printf("%-4s %-18s %-18s %-14s %-22s\n", "N", "fork/exec floor", "gpurun", "gpurun/floor",
-              "torchrun 1.13");
+  std::printf("%-4s %-18s %-18s %-14s %-16s %-22s\n", "N", "fork/exec floor", "gpurun",
+              "gpurun/floor", "CPU floor/gpurun", "torchrun 1.13");
   for (int n : sizes) {
     // Warm-up (page cache, dynamic loader).
     floor_once(n);
     command_once({gpurun, "--nproc-per-node", std::to_string(n), "/bin/true"});
-    std::vector<double> fl, gr, tr;
+    std::vector<double> fl, gr, tr, flc, grc;
     for (int r = 0; r < runs; ++r) {
-      fl.push_back(floor_once(n));
+      double cpu = 0;
+      fl.push_back(floor_once(n, &cpu));
+      flc.push_back(cpu);
       if (auto ms = command_once({gpurun, "--nproc-per-node", std::to_string(n), "/bin/true"})) {
         gr.push_back(*ms);
+        grc.push_back(g_last_cpu_ms);
       }
     }
     if (torchrun) {
@@ -259,15 +284,18 @@ int main(int argc, char** argv) {
         if (auto ms = command_once(cmd)) tr.push_back(*ms);
       }
     }
-    const Stats f = stats(fl), g = stats(gr), t = stats(tr);
+    const Stats f = stats(fl), g = stats(gr), t = stats(tr), fc = stats(flc), gc = stats(grc);
     const double ratio = f.median > 0 ? g.median / f.median : 0;
-    std::printf("%-4d %-18s %-18s %-14s %-22s\n", n, cell(f).c_str(), cell(g).c_str(),
-                fmt::format("{:.2f}x", ratio).c_str(), cell(t, 0).c_str());
+    std::printf("%-4d %-18s %-18s %-14s %-16s %-22s\n", n, cell(f).c_str(), cell(g).c_str(),
+                fmt::format("{:.2f}x", ratio).c_str(),
+                fmt::format("{:.1f} / {:.1f}", fc.median, gc.median).c_str(), cell(t, 0).c_str());
     out["launch"].push_back({{"n", n},
                              {"fork_floor", js(f)},
                              {"gpurun", js(g)},
                              {"gpurun_over_floor", ratio},
                              {"gpurun_minus_floor_ms", g.median - f.median},
+                             {"cpu_ms_floor", js(fc)},
+                             {"cpu_ms_gpurun", js(gc)},
                              {"torchrun", t.n ? js(t) : nlohmann::json(nullptr)}});
     std::fflush(stdout);
   }

@@ -1,12 +1,13 @@
 // PosixProcessRunner: the real ProcessRunner.
 //
-// Why plain fork/exec and not Boost.Process (v1 or v2, Boost 1.81): everything we need happens
-// between fork and exec (setpgid, prctl(PR_SET_PDEATHSIG) + the getppid() race check, the
-// close-on-exec error pipe, close_range, stdio wiring, resetting the signal mask), and that is
-// ~40 lines of async-signal-safe code here versus custom initializers in either Boost.Process
-// API, which also install their own SIGCHLD/wait machinery that would fight the one reaping
-// point we want. posix_spawn cannot set PR_SET_PDEATHSIG. Spawning is also the hot path of
-// launch latency, and fork of our small process is what the bench's floor measures too.
+// Why not Boost.Process (v1 or v2, Boost 1.81): everything we need happens between the child's
+// creation and exec (setpgid, prctl(PR_SET_PDEATHSIG) + the getppid() race check, the
+// close-on-exec error pipe, close_range, stdio wiring, resetting signal handlers and mask), and
+// that is ~40 lines of async-signal-safe code here versus custom initializers in either
+// Boost.Process API, which also bring their own SIGCHLD/wait machinery that would fight the one
+// reaping point we want. posix_spawn cannot set PR_SET_PDEATHSIG. Spawning is the hot path of
+// launch latency, so the child is created like glibc's posix_spawn does it: clone(CLONE_VM |
+// CLONE_VFORK) (no page-table copy; fork() in sanitizer builds).
 //
 // Event model: SIGCHLD and the watched signals write one byte each to a non-blocking
 // self-pipe; wait() poll()s that pipe plus every open child pipe, so an exit is seen at once and
@@ -14,6 +15,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -24,6 +27,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
+#include <vector>
 
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
@@ -83,6 +88,76 @@ struct ChildError {
   ChildError e{errno, stage};
   [[maybe_unused]] ssize_t n = ::write(fd, &e, sizeof e);
   ::_exit(127);
+}
+
+// Everything the child needs, prepared by the parent (the child must not allocate).
+struct ChildArgs {
+  const char* exe = nullptr;
+  char* const* argv = nullptr;
+  char* const* envp = nullptr;
+  int in_fd = -1, out_fd = -1, err_fd = -1, exec_fd = -1;
+  pid_t parent = 0;
+  const int* handled = nullptr;  // signals gpurun catches: back to SIG_DFL in the child
+  std::size_t n_handled = 0;
+};
+
+// The child between clone/fork and exec: raw syscalls only (it may share the parent's memory).
+[[noreturn]] void child_main(const ChildArgs& a) {
+  // Handlers first (signals are blocked): a signal must not run gpurun's handler in here.
+  for (std::size_t i = 0; i < a.n_handled; ++i) ::signal(a.handled[i], SIG_DFL);
+  ::signal(SIGPIPE, SIG_DFL);  // gpurun ignores SIGPIPE; workers get the default back
+  ::setpgid(0, 0);
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail(a.exec_fd, 0);
+  if (::getppid() != a.parent) {  // gpurun died between fork and prctl
+    errno = ESRCH;
+    child_fail(a.exec_fd, 2);
+  }
+  if (a.in_fd >= 0 && ::dup2(a.in_fd, 0) < 0) child_fail(a.exec_fd, 1);
+  if (a.out_fd >= 0 && ::dup2(a.out_fd, 1) < 0) child_fail(a.exec_fd, 1);
+  if (a.err_fd >= 0 && ::dup2(a.err_fd, 2) < 0) child_fail(a.exec_fd, 1);
+  // Like Python's close_fds=True (torchrun): nothing but 0/1/2 survives exec (e.g. the store's
+  // sockets, other workers' pipes). The error pipe already has FD_CLOEXEC.
+  ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+  sigset_t none;
+  ::sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::execve(a.exe, a.argv, a.envp);
+  child_fail(a.exec_fd, 0);
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define GPURUN_SPAWN_WITH_FORK 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define GPURUN_SPAWN_WITH_FORK 1
+#endif
+#endif
+
+#ifndef GPURUN_SPAWN_WITH_FORK
+extern "C" int child_trampoline(void* arg) { child_main(*static_cast<const ChildArgs*>(arg)); }
+#endif
+
+// clone(CLONE_VM | CLONE_VFORK), as glibc's posix_spawn: no page-table copy, so a spawn costs
+// the same however big gpurun is, and the parent resumes once the child has exec'd (or failed).
+// Sanitizer builds use fork (the sanitizers do not follow a CLONE_VM child). All signals are
+// blocked around it so that no handler of ours runs in the child before it resets them.
+pid_t start_child(const ChildArgs& a) {
+  sigset_t all, old;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+#ifdef GPURUN_SPAWN_WITH_FORK
+  const pid_t pid = ::fork();
+  if (pid == 0) child_main(a);
+#else
+  static constexpr std::size_t kStack = 64 * 1024;
+  static thread_local auto stack = std::make_unique<char[]>(kStack);
+  const pid_t pid = ::clone(child_trampoline, stack.get() + kStack,
+                            CLONE_VM | CLONE_VFORK | SIGCHLD, const_cast<ChildArgs*>(&a));
+#endif
+  const int saved = errno;
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  errno = saved;
+  return pid;
 }
 
 class PosixProcessRunner final : public ProcessRunner {
@@ -178,38 +253,22 @@ class PosixProcessRunner final : public ProcessRunner {
     wire(req.out, out_target, child.out);
     wire(req.err, err_target, child.err);
     auto [exec_r, exec_w] = make_pipe();
-    const int in_fd = req.stdin_null ? null_fd_.get() : -1;
-    const int out_fd = out_target.get();
-    const int err_fd = err_target.get();
-    const int exec_fd = exec_w.get();
-    const pid_t parent = ::getpid();
-    const bool reset_sigpipe = true;
+    ChildArgs ca;
+    ca.exe = exe.c_str();
+    ca.argv = argv.data();
+    ca.envp = envp.data();
+    ca.in_fd = req.stdin_null ? null_fd_.get() : -1;
+    ca.out_fd = out_target.get();
+    ca.err_fd = err_target.get();
+    ca.exec_fd = exec_w.get();
+    ca.parent = ::getpid();
+    ca.handled = handled_signals_.data();
+    ca.n_handled = handled_signals_.size();
 
-    const pid_t pid = ::fork();
+    const pid_t pid = start_child(ca);
     if (pid < 0) {
       throw SpawnError(fmt::format("cannot start a worker process ({}); check ulimit -u and memory",
                                    std::strerror(errno)));
-    }
-    if (pid == 0) {
-      // ---- child: async-signal-safe calls only ----
-      ::setpgid(0, 0);
-      if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail(exec_fd, 0);
-      if (::getppid() != parent) {  // gpurun died between fork and prctl
-        errno = ESRCH;
-        child_fail(exec_fd, 2);
-      }
-      if (in_fd >= 0 && ::dup2(in_fd, 0) < 0) child_fail(exec_fd, 1);
-      if (out_fd >= 0 && ::dup2(out_fd, 1) < 0) child_fail(exec_fd, 1);
-      if (err_fd >= 0 && ::dup2(err_fd, 2) < 0) child_fail(exec_fd, 1);
-      // Like Python's close_fds=True (torchrun): nothing but 0/1/2 survives exec (e.g. the
-      // store's sockets, other workers' pipes). The error pipe already has FD_CLOEXEC.
-      ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
-      sigset_t none;
-      ::sigemptyset(&none);
-      ::sigprocmask(SIG_SETMASK, &none, nullptr);
-      if (reset_sigpipe) ::signal(SIGPIPE, SIG_DFL);
-      ::execve(exe.c_str(), argv.data(), envp.data());
-      child_fail(exec_fd, 0);
     }
     // ---- parent ----
     ::setpgid(pid, pid);  // also done by the child; whichever runs first wins the race
@@ -294,6 +353,7 @@ class PosixProcessRunner final : public ProcessRunner {
     sa.sa_flags = SA_RESTART | (sig == SIGCHLD ? SA_NOCLDSTOP : 0);
     ::sigaction(sig, &sa, nullptr);
     old_actions_[sig] = old;
+    handled_signals_.push_back(sig);
   }
 
   void drain_signal_pipe(std::vector<RunnerEvent>& events) {
@@ -398,6 +458,7 @@ class PosixProcessRunner final : public ProcessRunner {
   std::map<pid_t, Child> children_;
   UniqueFd sig_read_, sig_write_, null_fd_;
   std::map<int, struct sigaction> old_actions_;
+  std::vector<int> handled_signals_;
   struct sigaction old_sigpipe_{};
 };
 
