@@ -262,6 +262,7 @@ int main(int argc, char** argv) {
     double cpu_seconds;
     double speedup;
     double efficiency;
+    double work_efficiency;  // cpu(1 rank) / cpu(N ranks): extra work the parallel run did
     double throughput;
     std::string unit;
     std::string note;
@@ -274,6 +275,7 @@ int main(int argc, char** argv) {
   for (const Example& ex : examples(c)) {
     fmt::print("  {}: {}\n", ex.name, shell_join(ex.args));
     double base = 0.0;
+    double base_cpu = 0.0;
     std::optional<std::string> first_png;
     for (int n : c.ranks) {
       std::vector<std::pair<double, double>> times;  // (wall, cpu)
@@ -306,8 +308,11 @@ int main(int argc, char** argv) {
       std::sort(times.begin(), times.end());
       const double t = times[times.size() / 2].first;
       const double cpu = times[times.size() / 2].second;
-      if (n == c.ranks.front()) base = t * n;  // normalise to 1 rank if the list starts above 1
-      Row row{ex.name, n, t, cpu, base / t, base / t / n, ex.work_units / t, ex.unit, note};
+      if (n == c.ranks.front()) {
+        base = t * n;  // normalise to 1 rank if the list starts above 1
+        base_cpu = cpu;
+      }
+      Row row{ex.name, n, t, cpu, base / t, base / t / n, base_cpu / cpu, ex.work_units / t, ex.unit, note};
       if (!c.gpu && n > cores) {
         row.note += (row.note.empty() ? "" : "; ") + fmt::format("{} ranks on {} cores", n, cores);
       }
@@ -316,18 +321,21 @@ int main(int argc, char** argv) {
   }
 
   const double load_after = load_average();
-  fmt::print("\n{:<15} {:>5} {:>9} {:>8} {:>8} {:>10} {:>9} {:>18}  {}\n", "example", "ranks",
-             "time(s)", "cpu(s)", "speedup", "efficiency", "promised", "throughput", "note");
+  fmt::print("\n{:<15} {:>5} {:>9} {:>8} {:>8} {:>10} {:>9} {:>8} {:>18}  {}\n", "example",
+             "ranks", "time(s)", "cpu(s)", "speedup", "efficiency", "promised", "cpu-eff",
+             "throughput", "note");
   for (const Row& r : rows) {
     const double p = promised(r.ranks);
-    fmt::print("{:<15} {:>5} {:>9.2f} {:>8.2f} {:>7.2f}x {:>9.0f}% {:>9} {:>10.1f} {}/s  {}\n",
+    fmt::print("{:<15} {:>5} {:>9.2f} {:>8.2f} {:>7.2f}x {:>9.0f}% {:>9} {:>7.0f}% {:>10.1f} {}/s  {}\n",
                r.example, r.ranks, r.seconds, r.cpu_seconds, r.speedup, 100.0 * r.efficiency,
-               p > 0 ? fmt::format("{:.1f}x", p) : std::string("-"), r.throughput, r.unit, r.note);
+               p > 0 ? fmt::format("{:.1f}x", p) : std::string("-"), 100.0 * r.work_efficiency,
+               r.throughput, r.unit, r.note);
   }
   if (!c.gpu && std::max(load_before, load_after) > cores) {
     fmt::print("warning: load average {:.1f} before / {:.1f} after on {} cores: other processes "
                "shared the CPUs, so wall times (and speedups) understate this code; cpu(s) "
-               "shows the work done\n",
+               "shows the work done and cpu-eff = cpu(1 rank) / cpu(N ranks) the overhead of "
+               "going parallel\n",
                load_before, load_after, cores);
   }
   std::string json = fmt::format(
@@ -336,8 +344,8 @@ int main(int argc, char** argv) {
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
     json += fmt::format(
-        R"({}{{"example": "{}", "ranks": {}, "seconds": {:.4f}, "cpu_seconds": {:.4f}, "speedup": {:.4f}, "efficiency": {:.4f}, "promised_speedup": {}, "throughput": {:.2f}, "unit": "{}/s", "note": "{}"}})",
-        i ? ", " : "", r.example, r.ranks, r.seconds, r.cpu_seconds, r.speedup, r.efficiency,
+        R"({}{{"example": "{}", "ranks": {}, "seconds": {:.4f}, "cpu_seconds": {:.4f}, "speedup": {:.4f}, "efficiency": {:.4f}, "cpu_efficiency": {:.4f}, "promised_speedup": {}, "throughput": {:.2f}, "unit": "{}/s", "note": "{}"}})",
+        i ? ", " : "", r.example, r.ranks, r.seconds, r.cpu_seconds, r.speedup, r.efficiency, r.work_efficiency,
         promised(r.ranks) > 0 ? fmt::format("{:.1f}", promised(r.ranks)) : "null", r.throughput,
         r.unit, r.note);
   }
