@@ -8,6 +8,8 @@
 //   --lines N         print N numbered lines to stdout    --stderr-lines N: to stderr
 //   --ignore-term     ignore SIGTERM (and SIGINT): only SIGKILL stops it
 //   --pid-dir D       write D/<rank>.pid (tests check that no worker outlives gpurun)
+//   --wait-peers      the failing rank first waits (up to 30 s) until all WORLD_SIZE ranks wrote
+//                     their pid file, i.e. every peer is up and has its signal dispositions set
 //   --quiet           do not print the environment
 //   --stamp FILE      the failing rank writes CLOCK_MONOTONIC ns to FILE just before failing
 //                     (launch_bench measures crash-to-exit latency from it)
@@ -68,6 +70,7 @@ int main(int argc, char** argv) {
   bool quiet = false;
   const char* pid_dir = nullptr;
   const char* stamp = nullptr;
+  bool wait_peers = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> const char* {
@@ -89,6 +92,7 @@ int main(int argc, char** argv) {
     else if (a == "--pid-dir") pid_dir = value();
     else if (a == "--quiet") quiet = true;
     else if (a == "--stamp") stamp = value();
+    else if (a == "--wait-peers") wait_peers = true;
     else {
       std::fprintf(stderr, "hello_env: unknown option '%s' (see the comment in hello_env.cc)\n",
                    a.c_str());
@@ -127,6 +131,19 @@ int main(int argc, char** argv) {
                         (only_attempt < 0 || only_attempt == attempt);
   const bool fails = sig != 0 || exit_code != 0;
   if (selected && fails) {
+    if (wait_peers && pid_dir != nullptr) {
+      const char* ws_env = std::getenv("WORLD_SIZE");
+      const int world = ws_env ? std::atoi(ws_env) : 1;
+      for (int tries = 0; tries < 3000; ++tries) {
+        int present = 0;
+        for (int r = 0; r < world; ++r) {
+          const std::string path = std::string(pid_dir) + "/" + std::to_string(r) + ".pid";
+          present += access(path.c_str(), F_OK) == 0;
+        }
+        if (present == world) break;
+        sleep_seconds(0.01);
+      }
+    }
     sleep_seconds(delay_s);
     if (stamp != nullptr) {
       timespec now{};

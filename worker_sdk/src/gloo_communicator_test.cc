@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "gpurun/common/error.h"
+#include "gloo_communicator.h"
 #include "test_util.h"
 
 using namespace gpurun;
@@ -192,4 +193,29 @@ TEST_CASE("gloo: a rank that never arrives is named by the others", "[gloo]") {
     CHECK_THAT(seen[static_cast<std::size_t>(r)], Catch::Contains("rank 2 has not arrived at all_reduce #2"));
     CHECK_THAT(seen[static_cast<std::size_t>(r)], Catch::Contains("last seen in barrier #1"));
   }
+}
+
+TEST_CASE("gloo transport address: env interface, loopback, route to MASTER_ADDR", "[gloo]") {
+  using gpurun::worker::detail::choose_transport_address;
+  auto a = choose_transport_address({{"GPURUN_SOCKET_IFNAME", "lo"}, {"GLOO_SOCKET_IFNAME", "x"}},
+                                    "10.1.2.3", 29500);
+  CHECK(a.iface == "lo");
+  CHECK(a.hostname.empty());
+  CHECK(choose_transport_address({{"GLOO_SOCKET_IFNAME", "lo,eth0"}}, "", 0).iface == "lo");
+  CHECK(choose_transport_address({}, "127.0.0.1", 29500).hostname == "127.0.0.1");
+  CHECK(choose_transport_address({}, "localhost", 29500).hostname == "127.0.0.1");
+  CHECK(choose_transport_address({}, "", 0).hostname == "127.0.0.1");
+}
+
+TEST_CASE("gloo on an interface named by GPURUN_SOCKET_IFNAME", "[gloo]") {
+  auto errs = run_ranks(2, [](Context& ctx, int r) {
+    auto v = ctx.comm().all_reduce_value<double>(r + 1.0);
+    expect(v == 3.0, fmt::format("sum {}", v));
+  }, {{"GPURUN_SOCKET_IFNAME", "lo"}});
+  CHECK(join_errors(errs) == "");
+}
+
+TEST_CASE("gloo: a bad interface name fails with the fix", "[gloo]") {
+  auto errs = run_ranks(1, [](Context&, int) {}, {{"GPURUN_SOCKET_IFNAME", "nosuchif0"}});
+  CHECK_THAT(errs[0], Catch::Contains("GPURUN_SOCKET_IFNAME"));
 }
