@@ -10,6 +10,7 @@
 #include <gloo/rendezvous/context.h>
 #include <gloo/transport/tcp/device.h>
 #include <gloo/types.h>
+#include <ifaddrs.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -358,9 +359,39 @@ TransportAddress choose_transport_address(const EnvMap& env, const std::string& 
   return {host.data(), "", "hostname (no route to MASTER_ADDR found)"};
 }
 
+namespace {
+
+// The interfaces that have an IPv4 or IPv6 address, as Gloo's TCP transport needs.
+std::vector<std::string> interfaces_with_address() {
+  std::vector<std::string> names;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return names;
+  for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
+    if (a->ifa_addr == nullptr) continue;
+    int family = a->ifa_addr->sa_family;
+    if (family != AF_INET && family != AF_INET6) continue;
+    if (std::find(names.begin(), names.end(), a->ifa_name) == names.end())
+      names.emplace_back(a->ifa_name);
+  }
+  ::freeifaddrs(list);
+  return names;
+}
+
+}  // namespace
+
 std::unique_ptr<Communicator> make_gloo_communicator(GlooConfig cfg) {
   ::gloo::transport::tcp::attr attr;
   if (!cfg.address.iface.empty()) {
+    // Checked here rather than left to Gloo: its error path for an unknown interface leaks the
+    // getifaddrs list, and our message can list the interfaces that do exist.
+    auto names = interfaces_with_address();
+    if (std::find(names.begin(), names.end(), cfg.address.iface) == names.end()) {
+      throw CommError(fmt::format(
+          "cannot open the Gloo TCP transport on interface {} ({}; no such interface with an IP "
+          "address; this host has: {}); set GPURUN_SOCKET_IFNAME to one of them (see `ip -brief "
+          "addr`)",
+          cfg.address.iface, cfg.address.how, fmt::join(names, ", ")));
+    }
     attr.iface = cfg.address.iface;
   } else {
     attr.hostname = cfg.address.hostname;

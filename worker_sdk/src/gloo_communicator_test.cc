@@ -218,4 +218,7 @@ TEST_CASE("gloo on an interface named by GPURUN_SOCKET_IFNAME", "[gloo]") {
 TEST_CASE("gloo: a bad interface name fails with the fix", "[gloo]") {
   auto errs = run_ranks(1, [](Context&, int) {}, {{"GPURUN_SOCKET_IFNAME", "nosuchif0"}});
   CHECK_THAT(errs[0], Catch::Contains("GPURUN_SOCKET_IFNAME"));
+  CHECK_THAT(errs[0], Catch::Contains("interface nosuchif0"));
+  // The message lists the interfaces that exist (loopback always does).
+  CHECK_THAT(errs[0], Catch::Contains("this host has: ") && Catch::Contains("lo"));
 }
