@@ -49,7 +49,7 @@ if [ "${GPURUN_SKIP_FUZZ:-0}" != "1" ] && command -v clang++-16 >/dev/null; then
     # Only the fuzz targets are built here (the rest of the tree is covered by the builds above).
     cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_COMPILER=clang++-16 \
       -DCMAKE_C_COMPILER=clang-16 -DGPURUN_FUZZ=ON -DGPURUN_WITH_CUDA=OFF \
-      -DGPURUN_BUILD_EXAMPLES=OFF -DGPURUN_BUILD_BENCH=OFF -DGPURUN_BUILD_TESTS=ON >/dev/null
+      -DGPURUN_BUILD_EXAMPLES=OFF -DGPURUN_BUILD_BENCH=OFF -DGPURUN_BUILD_TESTS=ON
     cmake --build build-fuzz -j "$(nproc)" --target gpurun_fuzz_targets
     stage "fuzz run (bounded)"
     ctest --test-dir build-fuzz --output-on-failure -L fuzz
