@@ -13,8 +13,9 @@ stage() { echo; echo "=== [$(( $(date +%s) - start ))s] $*"; }
 stage "setup"
 bash scripts/setup.sh
 
-stage "layering (include direction)"
+stage "layering (include direction) and format (.clang-format)"
 bash scripts/check_layering.sh
+bash scripts/check_format.sh
 
 werror=()
 [ "${CI:-}" = "true" ] && werror=(-DGPURUN_WERROR=ON)

@@ -11,11 +11,10 @@
 // With a CUDA build and a visible GPU it also times NCCL all_reduce at world size 1.
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -23,6 +22,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -85,7 +85,8 @@ int child_main(const std::vector<std::size_t>& sizes) {
     double secs = std::chrono::duration<double>(Clock::now() - start).count() / iters;
     secs = comm.all_reduce_value(secs, ReduceOp::kMax);
     if (ctx->is_root()) {
-      std::printf("RESULT {\"bytes\": %zu, \"iters\": %d, \"seconds\": %.9g}\n", bytes, iters, secs);
+      std::printf("RESULT {\"bytes\": %zu, \"iters\": %d, \"seconds\": %.9g}\n", bytes, iters,
+                  secs);
       std::fflush(stdout);
     }
   }
@@ -103,9 +104,11 @@ int nccl_child_main(const std::vector<std::size_t>& sizes) {
     void* d = nullptr;
     if (cudaMalloc(&d, bytes) != cudaSuccess) throw std::runtime_error("cudaMalloc failed");
     const int iters = iters_for(bytes);
-    for (int i = 0; i < kWarmup; ++i) ctx->comm().all_reduce(d, bytes / 4, DataType::kFloat32, ReduceOp::kSum);
+    for (int i = 0; i < kWarmup; ++i)
+      ctx->comm().all_reduce(d, bytes / 4, DataType::kFloat32, ReduceOp::kSum);
     auto start = Clock::now();
-    for (int i = 0; i < iters; ++i) ctx->comm().all_reduce(d, bytes / 4, DataType::kFloat32, ReduceOp::kSum);
+    for (int i = 0; i < iters; ++i)
+      ctx->comm().all_reduce(d, bytes / 4, DataType::kFloat32, ReduceOp::kSum);
     double secs = std::chrono::duration<double>(Clock::now() - start).count() / iters;
     std::printf("RESULT {\"bytes\": %zu, \"iters\": %d, \"seconds\": %.9g}\n", bytes, iters, secs);
     cudaFree(d);
@@ -190,14 +193,18 @@ int free_port() {
   return port;
 }
 
-Results run_sdk(const std::string& self, const std::vector<std::size_t>& sizes, int port, int round) {
+Results run_sdk(const std::string& self, const std::vector<std::size_t>& sizes, int port,
+                int round) {
   std::vector<Child> kids;
   for (int r = 0; r < 2; ++r) {
-    std::map<std::string, std::string> env{
-        {"RANK", std::to_string(r)},         {"WORLD_SIZE", "2"},
-        {"LOCAL_RANK", std::to_string(r)},   {"LOCAL_WORLD_SIZE", "2"},
-        {"MASTER_ADDR", "127.0.0.1"},        {"MASTER_PORT", std::to_string(port)},
-        {"TORCHELASTIC_RUN_ID", fmt::format("bench{}", round)}, {"GPURUN_BACKEND", "gloo"}};
+    std::map<std::string, std::string> env{{"RANK", std::to_string(r)},
+                                           {"WORLD_SIZE", "2"},
+                                           {"LOCAL_RANK", std::to_string(r)},
+                                           {"LOCAL_WORLD_SIZE", "2"},
+                                           {"MASTER_ADDR", "127.0.0.1"},
+                                           {"MASTER_PORT", std::to_string(port)},
+                                           {"TORCHELASTIC_RUN_ID", fmt::format("bench{}", round)},
+                                           {"GPURUN_BACKEND", "gloo"}};
     kids.push_back(spawn({self, "--child", join(sizes)}, env, r == 0));
   }
   std::string out = read_all(kids[0].out_fd);
@@ -238,11 +245,17 @@ int main(int argc, char** argv) {
     std::string json_path = "allreduce_bench.json";
     bool torch = true;
     for (std::size_t i = 0; i < args.size(); ++i) {
-      if (args[i] == "--rounds" && i + 1 < args.size()) rounds = std::stoi(args[++i]);
-      else if (args[i] == "--max-bytes" && i + 1 < args.size()) max_bytes = std::stoull(args[++i]);
-      else if (args[i] == "--json" && i + 1 < args.size()) json_path = args[++i];
-      else if (args[i] == "--no-torch") torch = false;
-      else throw std::runtime_error("usage: allreduce_bench [--rounds N] [--max-bytes B] [--json PATH] [--no-torch]");
+      if (args[i] == "--rounds" && i + 1 < args.size())
+        rounds = std::stoi(args[++i]);
+      else if (args[i] == "--max-bytes" && i + 1 < args.size())
+        max_bytes = std::stoull(args[++i]);
+      else if (args[i] == "--json" && i + 1 < args.size())
+        json_path = args[++i];
+      else if (args[i] == "--no-torch")
+        torch = false;
+      else
+        throw std::runtime_error(
+            "usage: allreduce_bench [--rounds N] [--max-bytes B] [--json PATH] [--no-torch]");
     }
     const std::string self = "/proc/self/exe";
     char exe[4096];
@@ -266,17 +279,23 @@ int main(int argc, char** argv) {
       }
     }
 
-    std::printf("all_reduce, 2 ranks on CPU (loopback TCP), float32 sum, best of %d rounds\n", rounds);
-    std::printf("%10s %7s | %12s %12s | %12s %12s | %9s\n", "size", "iters", "sdk time", "sdk algbw",
-                "torch time", "torch algbw", "sdk/torch");
+    std::printf("all_reduce, 2 ranks on CPU (loopback TCP), float32 sum, best of %d rounds\n",
+                rounds);
+    std::printf("%10s %7s | %12s %12s | %12s %12s | %9s\n", "size", "iters", "sdk time",
+                "sdk algbw", "torch time", "torch algbw", "sdk/torch");
     nlohmann::json rows = nlohmann::json::array();
     for (auto b : sizes) {
       double ts = sdk.count(b) ? sdk[b] : 0, tt = ref.count(b) ? ref[b] : 0;
       double bws = ts > 0 ? b / ts / 1e9 : 0, bwt = tt > 0 ? b / tt / 1e9 : 0;
-      std::printf("%10s %7d | %9.1f us %7.3f GB/s | %9.1f us %7.3f GB/s | %8.2fx\n", human(b).c_str(),
-                  iters_for(b), ts * 1e6, bws, tt * 1e6, bwt, tt > 0 ? tt / ts : 0.0);
-      rows.push_back({{"bytes", b}, {"iters", iters_for(b)}, {"sdk_seconds", ts}, {"sdk_algbw_GBps", bws},
-                      {"torch_seconds", tt}, {"torch_algbw_GBps", bwt},
+      std::printf("%10s %7d | %9.1f us %7.3f GB/s | %9.1f us %7.3f GB/s | %8.2fx\n",
+                  human(b).c_str(), iters_for(b), ts * 1e6, bws, tt * 1e6, bwt,
+                  tt > 0 ? tt / ts : 0.0);
+      rows.push_back({{"bytes", b},
+                      {"iters", iters_for(b)},
+                      {"sdk_seconds", ts},
+                      {"sdk_algbw_GBps", bws},
+                      {"torch_seconds", tt},
+                      {"torch_algbw_GBps", bwt},
                       {"speedup_vs_torch", tt > 0 && ts > 0 ? tt / ts : 0.0}});
     }
 
@@ -298,7 +317,7 @@ int main(int argc, char** argv) {
     }
     std::printf("%s\n", nccl_note.c_str());
     nlohmann::json doc{{"benchmark", "allreduce"}, {"world_size", 2}, {"dtype", "float32"},
-                       {"rounds", rounds}, {"rows", rows}, {"nccl", nccl_note}};
+                       {"rounds", rounds},         {"rows", rows},    {"nccl", nccl_note}};
     std::ofstream(json_path) << doc.dump() << "\n";
     std::printf("JSON %s\n", doc.dump().c_str());
     return 0;

@@ -11,6 +11,7 @@
 // tee'd), the tested workaround; --master_port is a fresh free port per run; its monitor
 // interval is left at the 1.13 default (5 s), which is what its users get.
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -29,8 +30,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
 
 extern char** environ;
 
@@ -81,7 +80,7 @@ double g_last_cpu_ms = 0;  // user+sys CPU of the last process waited for (and i
 
 int wait_for(pid_t pid) {
   int st = 0;
-  struct rusage ru{};
+  struct rusage ru {};
   while (::wait4(pid, &st, 0, &ru) < 0 && errno == EINTR) {
   }
   g_last_cpu_ms = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
@@ -92,7 +91,8 @@ int wait_for(pid_t pid) {
 // The floor: N fork/exec of /bin/true and N waitpid, in this process. *cpu_ms: the children's
 // CPU time plus ours (fork cost) over the same interval.
 double floor_once(int n, double* cpu_ms = nullptr) {
-  struct rusage self0{}, self1{};
+  struct rusage self0 {
+  }, self1{};
   ::getrusage(RUSAGE_SELF, &self0);
   const auto t0 = Clock::now();
   std::vector<pid_t> pids;
@@ -156,7 +156,8 @@ CrashResult crash_once(const std::vector<std::string>& launcher_prefix, const st
   if (::mkdtemp(tmpl) == nullptr) return r;
   const std::string dir = tmpl;
   std::vector<std::string> cmd = launcher_prefix;
-  for (const char* a : {"--quiet", "--rank", "0", "--exit", "1", "--delay", "0.3", "--sleep", "30"}) {
+  for (const char* a :
+       {"--quiet", "--rank", "0", "--exit", "1", "--delay", "0.3", "--sleep", "30"}) {
     cmd.emplace_back(a);
   }
   cmd.insert(cmd.end(), {"--stamp", dir + "/stamp", "--pid-dir", dir});
@@ -209,13 +210,20 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--runs") runs = std::atoi(next().c_str());
-    else if (a == "--torchrun-runs") torchrun_runs = std::atoi(next().c_str());
-    else if (a == "--no-torchrun") torchrun = false;
-    else if (a == "--json") json_path = next();
-    else if (a == "--gpurun") gpurun = next();
-    else if (a == "--hello-env") hello = next();
-    else if (a == "--python") python = next();
+    if (a == "--runs")
+      runs = std::atoi(next().c_str());
+    else if (a == "--torchrun-runs")
+      torchrun_runs = std::atoi(next().c_str());
+    else if (a == "--no-torchrun")
+      torchrun = false;
+    else if (a == "--json")
+      json_path = next();
+    else if (a == "--gpurun")
+      gpurun = next();
+    else if (a == "--hello-env")
+      hello = next();
+    else if (a == "--python")
+      python = next();
     else if (a == "--sizes") {
       sizes.clear();
       std::string s = next();
@@ -225,7 +233,8 @@ int main(int argc, char** argv) {
         p = c == std::string::npos ? s.size() : c + 1;
       }
     } else {
-      std::fprintf(stderr, "launch_bench: unknown option %s (see the comment at the top)\n", a.c_str());
+      std::fprintf(stderr, "launch_bench: unknown option %s (see the comment at the top)\n",
+                   a.c_str());
       return 2;
     }
   }
@@ -239,10 +248,18 @@ int main(int argc, char** argv) {
     }
   }
   auto torchrun_cmd = [&](int n) {
-    return std::vector<std::string>{python, "-m", "torch.distributed.run",
-                                    fmt::format("--nproc_per_node={}", n), "--no_python",
-                                    fmt::format("--master_port={}", free_port()), "-r", "1", "-t",
-                                    "1", "--log_dir", "/tmp/launch_bench_torchrun_logs"};
+    return std::vector<std::string>{python,
+                                    "-m",
+                                    "torch.distributed.run",
+                                    fmt::format("--nproc_per_node={}", n),
+                                    "--no_python",
+                                    fmt::format("--master_port={}", free_port()),
+                                    "-r",
+                                    "1",
+                                    "-t",
+                                    "1",
+                                    "--log_dir",
+                                    "/tmp/launch_bench_torchrun_logs"};
   };
 
   nlohmann::json out;
@@ -258,8 +275,10 @@ int main(int argc, char** argv) {
   }
   const Stats vs = stats(ver);
   out["gpurun_version_only"] = js(vs);
-  std::printf("launch: N no-op workers (/bin/true), wall ms until every worker exited "
-              "(median / p90; %d runs, torchrun %d)\n", runs, torchrun ? torchrun_runs : 0);
+  std::printf(
+      "launch: N no-op workers (/bin/true), wall ms until every worker exited "
+      "(median / p90; %d runs, torchrun %d)\n",
+      runs, torchrun ? torchrun_runs : 0);
   std::printf("(starting the gpurun binary alone, `gpurun --version`: %s ms)\n", cell(vs).c_str());
   std::printf("%-4s %-18s %-18s %-14s %-16s %-22s\n", "N", "fork/exec floor", "gpurun",
               "gpurun/floor", "CPU floor/gpurun", "torchrun 1.13");
@@ -301,9 +320,10 @@ int main(int argc, char** argv) {
   }
 
   const int crash_n = 4;
-  std::printf("\ncrash-to-exit: %d workers, rank 0 exits 1 after 0.3 s, the others sleep 30 s;\n"
-              "ms from the crash until the launcher exited (median / p90), workers left alive\n",
-              crash_n);
+  std::printf(
+      "\ncrash-to-exit: %d workers, rank 0 exits 1 after 0.3 s, the others sleep 30 s;\n"
+      "ms from the crash until the launcher exited (median / p90), workers left alive\n",
+      crash_n);
   std::vector<double> gl, tl;
   int g_surv = 0, t_surv = 0, g_rc = 0, t_rc = 0;
   for (int r = 0; r < std::max(5, runs / 3); ++r) {
@@ -323,8 +343,8 @@ int main(int argc, char** argv) {
   const Stats g = stats(gl), t = stats(tl);
   std::printf("%-10s %-20s survivors %d, exit code %d\n", "gpurun", cell(g).c_str(), g_surv, g_rc);
   if (torchrun) {
-    std::printf("%-10s %-20s survivors %d, exit code %d\n", "torchrun", cell(t, 0).c_str(),
-                t_surv, t_rc);
+    std::printf("%-10s %-20s survivors %d, exit code %d\n", "torchrun", cell(t, 0).c_str(), t_surv,
+                t_rc);
   }
   out["crash_to_exit"] = {{"workers", crash_n},
                           {"gpurun", js(g)},

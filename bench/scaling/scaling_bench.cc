@@ -6,8 +6,8 @@
 // CPU mode (default): every rank is pinned to one BLAS/OpenMP thread so the 1-rank baseline uses
 // one core, as a 1-GPU baseline uses one GPU. GPU mode (--gpu): the examples pick their CUDA
 // paths; the report adds samples/s. Output: a table, then one JSON line (also --json FILE).
-#include <fmt/format.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -132,8 +132,9 @@ double run_concurrent(const std::vector<std::string>& argv, int copies) {
 // fixed single-threaded task (the windowed_image reference). On an idle machine with >= N cores
 // this is ~N; on a shared one it is the ceiling any N-rank speedup could reach.
 double capacity(const std::string& windowed_image, const std::string& dir, int n) {
-  const std::vector<std::string> task = {windowed_image, "--reference", "--image-size", "1024x768",
-                                         "--blur-passes", "40", "--output", dir + "/capacity.png"};
+  const std::vector<std::string> task = {windowed_image, "--reference",        "--image-size",
+                                         "1024x768",     "--blur-passes",      "40",
+                                         "--output",     dir + "/capacity.png"};
   const double one = run_concurrent(task, 1);
   const double many = run_concurrent(task, n);
   return n * one / many;
@@ -147,8 +148,8 @@ std::string shell_join(const std::vector<std::string>& argv) {
 
 struct Example {
   std::string name;
-  std::string unit;        // what throughput counts
-  double work_units = 0;   // units processed per run
+  std::string unit;       // what throughput counts
+  double work_units = 0;  // units processed per run
   std::vector<std::string> args;
 };
 
@@ -161,8 +162,8 @@ std::vector<Example> examples(const Config& c) {
   const int passes = c.gpu ? 64 : (c.quick ? 6 : 60);
   const std::string size = c.gpu ? "4096x4096" : "2048x1536";
   wi.work_units = c.gpu ? 31.0 * 31.0 : 192.0;
-  wi.args = {c.windowed_image, "--image-size", size, "--blur-passes", std::to_string(passes),
-             "--batch-size", c.gpu ? "16" : "4"};
+  wi.args = {c.windowed_image, "--image-size",    size, "--blur-passes", std::to_string(passes),
+             "--batch-size",   c.gpu ? "16" : "4"};
   if (!c.gpu) wi.args.push_back("--cpu");
   out.push_back(wi);
   // train: fixed samples, epochs and global batch; the accumulation steps absorb the rank count.
@@ -172,9 +173,19 @@ std::vector<Example> examples(const Config& c) {
   const int samples = c.gpu ? 400000 : (c.quick ? 4000 : 32000);
   const int epochs = c.gpu ? 5 : (c.quick ? 2 : 8);
   tr.work_units = static_cast<double>(samples) * epochs;
-  tr.args = {c.train, "--samples", std::to_string(samples), "--test-samples", "2000",
-             "--hidden", c.gpu ? "2048,2048" : "256,256", "--epochs", std::to_string(epochs),
-             "--global-batch-size", "2048", "--batch-size", c.gpu ? "256" : "128",
+  tr.args = {c.train,
+             "--samples",
+             std::to_string(samples),
+             "--test-samples",
+             "2000",
+             "--hidden",
+             c.gpu ? "2048,2048" : "256,256",
+             "--epochs",
+             std::to_string(epochs),
+             "--global-batch-size",
+             "2048",
+             "--batch-size",
+             c.gpu ? "256" : "128",
              "--no-progress"};
   if (!c.gpu) tr.args.push_back("--cpu");
   out.push_back(tr);
@@ -243,15 +254,24 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--ranks") ranks_arg = next();
-    else if (a == "--repeat") c.repeat = std::max(1, std::stoi(next()));
-    else if (a == "--only") c.only = next();
-    else if (a == "--gpu") c.gpu = true;
-    else if (a == "--quick") c.quick = true;
-    else if (a == "--json") c.json_path = next();
-    else if (a == "--gpurun") c.gpurun = next();
-    else if (a == "--windowed-image") c.windowed_image = next();
-    else if (a == "--train") c.train = next();
+    if (a == "--ranks")
+      ranks_arg = next();
+    else if (a == "--repeat")
+      c.repeat = std::max(1, std::stoi(next()));
+    else if (a == "--only")
+      c.only = next();
+    else if (a == "--gpu")
+      c.gpu = true;
+    else if (a == "--quick")
+      c.quick = true;
+    else if (a == "--json")
+      c.json_path = next();
+    else if (a == "--gpurun")
+      c.gpurun = next();
+    else if (a == "--windowed-image")
+      c.windowed_image = next();
+    else if (a == "--train")
+      c.train = next();
     else if (a == "-h" || a == "--help") {
       std::fputs(usage().c_str(), stdout);
       return 0;
@@ -274,8 +294,9 @@ int main(int argc, char** argv) {
   if (c.gpu) {
     gpus = count_gpus();
     if (gpus == 0) {
-      std::fprintf(stderr, "scaling_bench: error: --gpu but nvidia-smi lists no GPU; run without "
-                           "--gpu for the CPU figures\n");
+      std::fprintf(stderr,
+                   "scaling_bench: error: --gpu but nvidia-smi lists no GPU; run without "
+                   "--gpu for the CPU figures\n");
       return 2;
     }
   }
@@ -310,8 +331,9 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   bool failed = false;
   const double load_before = load_average();
-  fmt::print("scaling_bench: {} mode, {} CPU cores{}, best of {} run(s) per point, fixed total work\n",
-             c.gpu ? "GPU" : "CPU", cores, c.gpu ? fmt::format(", {} GPUs", gpus) : "", c.repeat);
+  fmt::print(
+      "scaling_bench: {} mode, {} CPU cores{}, best of {} run(s) per point, fixed total work\n",
+      c.gpu ? "GPU" : "CPU", cores, c.gpu ? fmt::format(", {} GPUs", gpus) : "", c.repeat);
   for (const Example& ex : examples(c)) {
     fmt::print("  {}: {}\n", ex.name, shell_join(ex.args));
     double base = 0.0;
@@ -340,8 +362,10 @@ int main(int argc, char** argv) {
         if (!png.empty()) {
           std::ifstream f(png, std::ios::binary);
           std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-          if (!first_png) first_png = bytes;
-          else if (*first_png != bytes) note = "OUTPUT DIFFERS";
+          if (!first_png)
+            first_png = bytes;
+          else if (*first_png != bytes)
+            note = "OUTPUT DIFFERS";
         }
       }
       if (times.empty()) continue;
@@ -354,8 +378,8 @@ int main(int argc, char** argv) {
         base_cpu = cpu;
       }
       const double ceil = c.gpu ? 0.0 : capacity(c.windowed_image, c.work_dir, n);
-      Row row{ex.name, n,    t,    cpu,        base / t, base / t / n, base_cpu / cpu,
-              ceil,    ex.work_units / t, ex.unit, note};
+      Row row{ex.name,           n,       t,   cpu, base / t, base / t / n, base_cpu / cpu, ceil,
+              ex.work_units / t, ex.unit, note};
       if (!c.gpu && n > cores) {
         row.note += (row.note.empty() ? "" : "; ") + fmt::format("{} ranks on {} cores", n, cores);
       }
@@ -364,27 +388,30 @@ int main(int argc, char** argv) {
   }
 
   const double load_after = load_average();
-  fmt::print("\n{:<15} {:>5} {:>9} {:>8} {:>8} {:>10} {:>9} {:>8} {:>8} {:>18}  {}\n",
-             "example", "ranks", "time(s)", "cpu(s)", "speedup", "efficiency", "promised",
-             "ceiling", "cpu-eff", "throughput", "note");
+  fmt::print("\n{:<15} {:>5} {:>9} {:>8} {:>8} {:>10} {:>9} {:>8} {:>8} {:>18}  {}\n", "example",
+             "ranks", "time(s)", "cpu(s)", "speedup", "efficiency", "promised", "ceiling",
+             "cpu-eff", "throughput", "note");
   for (const Row& r : rows) {
     const double p = promised(r.ranks);
-    fmt::print("{:<15} {:>5} {:>9.2f} {:>8.2f} {:>7.2f}x {:>9.0f}% {:>9} {:>7.2f}x {:>7.0f}% {:>10.1f} {}/s  {}\n",
-               r.example, r.ranks, r.seconds, r.cpu_seconds, r.speedup, 100.0 * r.efficiency,
-               p > 0 ? fmt::format("{:.1f}x", p) : std::string("-"), r.ceiling,
-               100.0 * r.work_efficiency,
-               r.throughput, r.unit, r.note);
+    fmt::print(
+        "{:<15} {:>5} {:>9.2f} {:>8.2f} {:>7.2f}x {:>9.0f}% {:>9} {:>7.2f}x {:>7.0f}% {:>10.1f} "
+        "{}/s  {}\n",
+        r.example, r.ranks, r.seconds, r.cpu_seconds, r.speedup, 100.0 * r.efficiency,
+        p > 0 ? fmt::format("{:.1f}x", p) : std::string("-"), r.ceiling, 100.0 * r.work_efficiency,
+        r.throughput, r.unit, r.note);
   }
   if (!c.gpu) {
-    fmt::print("ceiling = N x t(1 copy) / t(N copies at once) of a fixed single-threaded task, "
-               "measured next to each point: the speedup this machine allowed at that moment\n");
+    fmt::print(
+        "ceiling = N x t(1 copy) / t(N copies at once) of a fixed single-threaded task, "
+        "measured next to each point: the speedup this machine allowed at that moment\n");
   }
   if (!c.gpu && std::max(load_before, load_after) > cores) {
-    fmt::print("warning: load average {:.1f} before / {:.1f} after on {} cores: other processes "
-               "shared the CPUs, so wall times (and speedups) understate this code; cpu(s) "
-               "shows the work done and cpu-eff = cpu(1 rank) / cpu(N ranks) the overhead of "
-               "going parallel\n",
-               load_before, load_after, cores);
+    fmt::print(
+        "warning: load average {:.1f} before / {:.1f} after on {} cores: other processes "
+        "shared the CPUs, so wall times (and speedups) understate this code; cpu(s) "
+        "shows the work done and cpu-eff = cpu(1 rank) / cpu(N ranks) the overhead of "
+        "going parallel\n",
+        load_before, load_after, cores);
   }
   std::string json = fmt::format(
       R"({{"bench": "scaling", "mode": "{}", "cpu_cores": {}, "gpus": {}, "repeat": {}, "load_before": {:.2f}, "load_after": {:.2f}, "results": [)",
@@ -393,7 +420,8 @@ int main(int argc, char** argv) {
     const Row& r = rows[i];
     json += fmt::format(
         R"({}{{"example": "{}", "ranks": {}, "seconds": {:.4f}, "cpu_seconds": {:.4f}, "speedup": {:.4f}, "efficiency": {:.4f}, "cpu_efficiency": {:.4f}, "machine_ceiling": {:.4f}, "promised_speedup": {}, "throughput": {:.2f}, "unit": "{}/s", "note": "{}"}})",
-        i ? ", " : "", r.example, r.ranks, r.seconds, r.cpu_seconds, r.speedup, r.efficiency, r.work_efficiency, r.ceiling,
+        i ? ", " : "", r.example, r.ranks, r.seconds, r.cpu_seconds, r.speedup, r.efficiency,
+        r.work_efficiency, r.ceiling,
         promised(r.ranks) > 0 ? fmt::format("{:.1f}", promised(r.ranks)) : "null", r.throughput,
         r.unit, r.note);
   }

@@ -25,6 +25,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <fmt/core.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -44,13 +45,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <fmt/core.h>
-#include <nlohmann/json.hpp>
 
 #ifndef GPURUN_STORE_BIN
 #define GPURUN_STORE_BIN ""
@@ -443,7 +442,8 @@ OpResult run_ops(const std::string& server, const Addr& addr, pid_t server_pid,
     } else if (op == "get") {
       // Pre-populate (a blocking round trip per connection, before the clock starts).
       std::string pre = frame_set(key, value) + frame_keys(kCheck, {key});
-      if (::send(conns[i].fd, pre.data(), pre.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(pre.size()))
+      if (::send(conns[i].fd, pre.data(), pre.size(), MSG_NOSIGNAL) !=
+          static_cast<ssize_t>(pre.size()))
         die("pre-populate send failed");
       char ack;
       if (::recv(conns[i].fd, &ack, 1, MSG_WAITALL) != 1) die("pre-populate failed");
@@ -461,7 +461,8 @@ OpResult run_ops(const std::string& server, const Addr& addr, pid_t server_pid,
   const std::int64_t t_start = now_ns();
   const std::int64_t t_measure = t_start + static_cast<std::int64_t>(warmup_s * 1e9);
   const std::int64_t t_end = t_measure + static_cast<std::int64_t>(duration_s * 1e9);
-  for (std::size_t i = 0; i < conns.size(); ++i) send_request(ep, conns[i], i, frames[i], reply_len);
+  for (std::size_t i = 0; i < conns.size(); ++i)
+    send_request(ep, conns[i], i, frames[i], reply_len);
   std::size_t active = conns.size();
   std::vector<epoll_event> evs(1024);
   std::int64_t last_progress = now_ns();
@@ -495,7 +496,8 @@ OpResult run_ops(const std::string& server, const Addr& addr, pid_t server_pid,
       t = now_ns();
       last_progress = t;
       if (c.sent_ns >= t_measure && t <= t_end) {
-        lat.push_back(static_cast<std::uint32_t>(std::min<std::int64_t>(t - c.sent_ns, UINT32_MAX)));
+        lat.push_back(
+            static_cast<std::uint32_t>(std::min<std::int64_t>(t - c.sent_ns, UINT32_MAX)));
       }
       if (t < t_end) {
         send_request(ep, c, i, frames[i], reply_len);
@@ -524,7 +526,7 @@ struct BarrierResult {
   std::string server;
   int clients = 0;
   double connect_ms = 0, added_ms = 0, total_ms = 0;
-  double server_cpu_ms = 0, driver_cpu_ms = 0;  // CPU time spent during the barrier
+  double server_cpu_ms = 0, driver_cpu_ms = 0;    // CPU time spent during the barrier
   double server_runq_ms = 0, driver_runq_ms = 0;  // runnable but waiting for a CPU
   int connect_retries = 0;
   bool ok = true;
@@ -550,12 +552,14 @@ BarrierResult run_barrier(const std::string& server, const Addr& addr, pid_t ser
   auto start_connect = [&](std::size_t i) {
     Conn& c = conns[i];
     c.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c.fd < 0) die(fmt::format("socket() failed at connection {}: {} (RLIMIT_NOFILE {})", i,
-                                  std::strerror(errno), nofile_limit()));
+    if (c.fd < 0)
+      die(fmt::format("socket() failed at connection {}: {} (RLIMIT_NOFILE {})", i,
+                      std::strerror(errno), nofile_limit()));
     set_nodelay(c.fd);
     c.state = kConnecting;
     int rc = ::connect(c.fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-    if (rc != 0 && errno != EINPROGRESS) die(fmt::format("connect failed: {}", std::strerror(errno)));
+    if (rc != 0 && errno != EINPROGRESS)
+      die(fmt::format("connect failed: {}", std::strerror(errno)));
     ep.add(c.fd, EPOLLOUT, i);
   };
   const SchedStat server0 = process_sched(server_pid), driver0 = process_sched(getpid());
@@ -568,8 +572,8 @@ BarrierResult run_barrier(const std::string& server, const Addr& addr, pid_t ser
   while (released < k) {
     if (now_ns() > deadline) {
       r.ok = false;
-      r.error = fmt::format("not done after {:.0f} s: {} connected, {} added, {} released",
-                            limit_s, connected, added, released);
+      r.error = fmt::format("not done after {:.0f} s: {} connected, {} added, {} released", limit_s,
+                            connected, added, released);
       break;
     }
     int n = ep.wait(evs, 200);
@@ -684,19 +688,32 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) die("missing value for " + a);
       return argv[++i];
     };
-    if (a == "--duration") duration = std::stod(next());
-    else if (a == "--warmup") warmup = std::stod(next());
-    else if (a == "--repeat") repeat = std::max(1, std::stoi(next()));
-    else if (a == "--clients") clients = parse_ints(next());
-    else if (a == "--barrier") barriers = parse_ints(next());
-    else if (a == "--no-barrier") barriers.clear();
-    else if (a == "--ops") ops = parse_list(next());
-    else if (a == "--only") only = next();
-    else if (a == "--ours-bin") ours_bin = next();
-    else if (a == "--python") python = next();
-    else if (a == "--json") json_path = next();
-    else if (a == "--gpurun-addr") gpurun_addr = next();
-    else if (a == "--torch-addr") torch_addr = next();
+    if (a == "--duration")
+      duration = std::stod(next());
+    else if (a == "--warmup")
+      warmup = std::stod(next());
+    else if (a == "--repeat")
+      repeat = std::max(1, std::stoi(next()));
+    else if (a == "--clients")
+      clients = parse_ints(next());
+    else if (a == "--barrier")
+      barriers = parse_ints(next());
+    else if (a == "--no-barrier")
+      barriers.clear();
+    else if (a == "--ops")
+      ops = parse_list(next());
+    else if (a == "--only")
+      only = next();
+    else if (a == "--ours-bin")
+      ours_bin = next();
+    else if (a == "--python")
+      python = next();
+    else if (a == "--json")
+      json_path = next();
+    else if (a == "--gpurun-addr")
+      gpurun_addr = next();
+    else if (a == "--torch-addr")
+      torch_addr = next();
     else if (a == "--help" || a == "-h") {
       std::printf(
           "usage: store_bench [--duration S] [--warmup S] [--repeat N] [--clients 1,16,64,256]\n"
@@ -716,7 +733,8 @@ int main(int argc, char** argv) {
   for (int k : barriers) max_clients = std::max(max_clients, k);
   for (int k : clients) max_clients = std::max(max_clients, k);
   if (nofile_limit() < static_cast<std::uint64_t>(max_clients) + 64)
-    die(fmt::format("RLIMIT_NOFILE is {} (hard limit), {} connections need more; raise it with "
+    die(
+        fmt::format("RLIMIT_NOFILE is {} (hard limit), {} connections need more; raise it with "
                     "ulimit -n",
                     nofile_limit(), max_clients));
 
@@ -800,8 +818,8 @@ int main(int argc, char** argv) {
     for (int rep = 0; rep < repeat; ++rep) {
       for (std::size_t si = 0; si < servers.size(); ++si) {
         auto& s = servers[si];
-        auto r = run_barrier(s.name, s.addr(), s.proc ? s.proc->pid() : 0, k, ++run_id,
-                             barrier_limit);
+        auto r =
+            run_barrier(s.name, s.addr(), s.proc ? s.proc->pid() : 0, k, ++run_id, barrier_limit);
         std::fprintf(stderr,
                      "  %-6s barrier %5d: total %8.1f ms (all connected %.1f, all added %.1f, "
                      "connect retries %d; cpu: server %.0f ms, driver %.0f ms; waiting for a cpu: "
@@ -829,13 +847,16 @@ int main(int argc, char** argv) {
       if (r.server == srv && r.clients == k) return &r;
     return nullptr;
   };
-  std::printf("\nstore_bench: gpurun-store vs torch 1.13 TCPStore server, 1.13 wire dialect, best of "
-              "%d x %.1f s per cell, %ld CPUs, load average %s\n\n",
-              repeat, duration, sysconf(_SC_NPROCESSORS_ONLN), load_before.c_str());
-  std::printf("| op  | clients | gpurun ops/s | p50 | p99 | cpu/op | torch ops/s | p50 | p99 | cpu/op "
-              "| ops/s ratio |\n");
-  std::printf("|-----|--------:|-------------:|----:|----:|-------:|------------:|----:|----:|-------:"
-              "|------------:|\n");
+  std::printf(
+      "\nstore_bench: gpurun-store vs torch 1.13 TCPStore server, 1.13 wire dialect, best of "
+      "%d x %.1f s per cell, %ld CPUs, load average %s\n\n",
+      repeat, duration, sysconf(_SC_NPROCESSORS_ONLN), load_before.c_str());
+  std::printf(
+      "| op  | clients | gpurun ops/s | p50 | p99 | cpu/op | torch ops/s | p50 | p99 | cpu/op "
+      "| ops/s ratio |\n");
+  std::printf(
+      "|-----|--------:|-------------:|----:|----:|-------:|------------:|----:|----:|-------:"
+      "|------------:|\n");
   for (const auto& op : ops) {
     for (int n : clients) {
       const OpResult* a = find_op("gpurun", op, n);
@@ -843,11 +864,10 @@ int main(int argc, char** argv) {
       auto cell = [](const OpResult* r) {
         if (!r) return std::string("- | - | - | -");
         if (!r->ok) return "FAILED (" + r->error + ") | - | - | -";
-        return fmt::format("{} | {} | {} | {}", fmt_rate(r->ops_per_s), fmt_us(r->p50_us),
-                           fmt_us(r->p99_us),
-                           r->server_cpu_us_per_op > 0
-                               ? fmt::format("{:.1f}us", r->server_cpu_us_per_op)
-                               : std::string("-"));
+        return fmt::format(
+            "{} | {} | {} | {}", fmt_rate(r->ops_per_s), fmt_us(r->p50_us), fmt_us(r->p99_us),
+            r->server_cpu_us_per_op > 0 ? fmt::format("{:.1f}us", r->server_cpu_us_per_op)
+                                        : std::string("-"));
       };
       std::string ratio = (a && b && a->ok && b->ok && b->ops_per_s > 0)
                               ? fmt::format("{:.2f}x", a->ops_per_s / b->ops_per_s)
@@ -857,28 +877,29 @@ int main(int argc, char** argv) {
     }
   }
   if (!barriers.empty()) {
-    std::printf("\n| barrier (add + wait) | gpurun total | connected / added | server cpu / "
-                "runq wait | torch total | connected / added | server cpu / runq wait | "
-                "speed-up |\n");
-    std::printf("|---------------------:|-------------:|------------------:|-----------------------:|"
-                "------------:|------------------:|-----------------------:|---------:|\n");
+    std::printf(
+        "\n| barrier (add + wait) | gpurun total | connected / added | server cpu / "
+        "runq wait | torch total | connected / added | server cpu / runq wait | "
+        "speed-up |\n");
+    std::printf(
+        "|---------------------:|-------------:|------------------:|-----------------------:|"
+        "------------:|------------------:|-----------------------:|---------:|\n");
     for (int k : barriers) {
       const BarrierResult* a = find_barrier("gpurun", k);
       const BarrierResult* b = find_barrier("torch", k);
       auto cell = [](const BarrierResult* r) {
         if (!r) return std::string("- | - | -");
         if (!r->ok) return "FAILED | " + r->error + " | -";
-        return fmt::format("{:.0f} ms | {:.0f} / {:.0f} ms | {}", r->total_ms, r->connect_ms,
-                           r->added_ms,
-                           r->server_cpu_ms > 0 ? fmt::format("{:.0f} / {:.0f} ms",
-                                                              r->server_cpu_ms, r->server_runq_ms)
-                                                : std::string("-"));
+        return fmt::format(
+            "{:.0f} ms | {:.0f} / {:.0f} ms | {}", r->total_ms, r->connect_ms, r->added_ms,
+            r->server_cpu_ms > 0
+                ? fmt::format("{:.0f} / {:.0f} ms", r->server_cpu_ms, r->server_runq_ms)
+                : std::string("-"));
       };
       std::string ratio = (a && b && a->ok && b->ok && a->total_ms > 0)
                               ? fmt::format("{:.1f}x", b->total_ms / a->total_ms)
                               : "-";
-      std::printf("| %20d | %s | %s | %8s |\n", k, cell(a).c_str(), cell(b).c_str(),
-                  ratio.c_str());
+      std::printf("| %20d | %s | %s | %8s |\n", k, cell(a).c_str(), cell(b).c_str(), ratio.c_str());
     }
   }
 
@@ -892,19 +913,31 @@ int main(int argc, char** argv) {
   doc["repeat"] = repeat;
   doc["ops"] = json::array();
   for (const auto& r : op_results) {
-    json j{{"server", r.server}, {"op", r.op},           {"clients", r.clients},
-           {"ops", r.ops},       {"ops_per_s", r.ops_per_s}, {"p50_us", r.p50_us},
-           {"p99_us", r.p99_us}, {"mean_us", r.mean_us},  {"ok", r.ok},
+    json j{{"server", r.server},
+           {"op", r.op},
+           {"clients", r.clients},
+           {"ops", r.ops},
+           {"ops_per_s", r.ops_per_s},
+           {"p50_us", r.p50_us},
+           {"p99_us", r.p99_us},
+           {"mean_us", r.mean_us},
+           {"ok", r.ok},
            {"server_cpu_us_per_op", r.server_cpu_us_per_op}};
     if (!r.ok) j["error"] = r.error;
     doc["ops"].push_back(j);
   }
   doc["barrier"] = json::array();
   for (const auto& r : barrier_results) {
-    json j{{"server", r.server},         {"clients", r.clients},       {"total_ms", r.total_ms},
-           {"connect_ms", r.connect_ms}, {"added_ms", r.added_ms},     {"ok", r.ok},
-           {"connect_retries", r.connect_retries}, {"server_cpu_ms", r.server_cpu_ms},
-           {"driver_cpu_ms", r.driver_cpu_ms}, {"server_runq_wait_ms", r.server_runq_ms},
+    json j{{"server", r.server},
+           {"clients", r.clients},
+           {"total_ms", r.total_ms},
+           {"connect_ms", r.connect_ms},
+           {"added_ms", r.added_ms},
+           {"ok", r.ok},
+           {"connect_retries", r.connect_retries},
+           {"server_cpu_ms", r.server_cpu_ms},
+           {"driver_cpu_ms", r.driver_cpu_ms},
+           {"server_runq_wait_ms", r.server_runq_ms},
            {"driver_runq_wait_ms", r.driver_runq_ms}};
     if (!r.ok) j["error"] = r.error;
     doc["barrier"].push_back(j);

@@ -1,6 +1,7 @@
 // hello_env: prints the torchrun/gpurun environment of this worker, one "hello_env[RANK] KEY=VALUE"
 // line per variable, then behaves as told:
-//   --exit N          exit with code N                 --signal SIG  kill itself with SIG (SEGV, 11)
+//   --exit N          exit with code N                 --signal SIG  kill itself with SIG (SEGV,
+//   11)
 //   --rank R          only rank R does --exit/--signal; the others do --sleep and exit 0
 //   --attempt K       ... and only when TORCHELASTIC_RESTART_COUNT == K
 //   --sleep S         sleep S seconds (float) first (the failing rank: --delay S)
@@ -27,12 +28,25 @@
 
 namespace {
 
-const char* const kVars[] = {
-    "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
-    "ROLE_RANK", "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-    "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS",
-    "TORCHELASTIC_ERROR_FILE", "TORCHELASTIC_USE_AGENT_STORE", "OMP_NUM_THREADS",
-    "CUDA_VISIBLE_DEVICES", "GPURUN_GPU"};
+const char* const kVars[] = {"RANK",
+                             "LOCAL_RANK",
+                             "WORLD_SIZE",
+                             "LOCAL_WORLD_SIZE",
+                             "GROUP_RANK",
+                             "GROUP_WORLD_SIZE",
+                             "ROLE_RANK",
+                             "ROLE_NAME",
+                             "ROLE_WORLD_SIZE",
+                             "MASTER_ADDR",
+                             "MASTER_PORT",
+                             "TORCHELASTIC_RUN_ID",
+                             "TORCHELASTIC_RESTART_COUNT",
+                             "TORCHELASTIC_MAX_RESTARTS",
+                             "TORCHELASTIC_ERROR_FILE",
+                             "TORCHELASTIC_USE_AGENT_STORE",
+                             "OMP_NUM_THREADS",
+                             "CUDA_VISIBLE_DEVICES",
+                             "GPURUN_GPU"};
 
 void sleep_seconds(double s) {
   if (s <= 0) return;
@@ -80,19 +94,32 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--exit") exit_code = std::atoi(value());
-    else if (a == "--signal") sig = parse_signal(value());
-    else if (a == "--rank") only_rank = std::atoi(value());
-    else if (a == "--attempt") only_attempt = std::atoi(value());
-    else if (a == "--sleep") sleep_s = std::atof(value());
-    else if (a == "--delay") delay_s = std::atof(value());
-    else if (a == "--lines") lines = std::atol(value());
-    else if (a == "--stderr-lines") err_lines = std::atol(value());
-    else if (a == "--ignore-term") ignore_term = true;
-    else if (a == "--pid-dir") pid_dir = value();
-    else if (a == "--quiet") quiet = true;
-    else if (a == "--stamp") stamp = value();
-    else if (a == "--wait-peers") wait_peers = true;
+    if (a == "--exit")
+      exit_code = std::atoi(value());
+    else if (a == "--signal")
+      sig = parse_signal(value());
+    else if (a == "--rank")
+      only_rank = std::atoi(value());
+    else if (a == "--attempt")
+      only_attempt = std::atoi(value());
+    else if (a == "--sleep")
+      sleep_s = std::atof(value());
+    else if (a == "--delay")
+      delay_s = std::atof(value());
+    else if (a == "--lines")
+      lines = std::atol(value());
+    else if (a == "--stderr-lines")
+      err_lines = std::atol(value());
+    else if (a == "--ignore-term")
+      ignore_term = true;
+    else if (a == "--pid-dir")
+      pid_dir = value();
+    else if (a == "--quiet")
+      quiet = true;
+    else if (a == "--stamp")
+      stamp = value();
+    else if (a == "--wait-peers")
+      wait_peers = true;
     else {
       std::fprintf(stderr, "hello_env: unknown option '%s' (see the comment in hello_env.cc)\n",
                    a.c_str());
@@ -127,8 +154,8 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   for (long i = 0; i < err_lines; ++i) std::fprintf(stderr, "hello_env[%d] err %ld\n", rank, i);
 
-  const bool selected = (only_rank < 0 || only_rank == rank) &&
-                        (only_attempt < 0 || only_attempt == attempt);
+  const bool selected =
+      (only_rank < 0 || only_rank == rank) && (only_attempt < 0 || only_attempt == attempt);
   const bool fails = sig != 0 || exit_code != 0;
   if (selected && fails) {
     if (wait_peers && pid_dir != nullptr) {

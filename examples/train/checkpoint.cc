@@ -1,12 +1,12 @@
 #include "checkpoint.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fmt/format.h>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -49,8 +49,8 @@ void save_checkpoint(const std::string& path, const Checkpoint& ck) {
   std::string header = fmt::format(
       "{}\nversion={}\nepoch={}\nstep={}\nworld_size={}\nrng_seed={}\nn_params={}\n"
       "state_tensors={}\n",
-      kMagic, kVersion, ck.epoch, ck.state.step, ck.world_size, ck.rng_seed,
-      ck.state.params.size(), ck.state.v.empty() ? 1 : 2);
+      kMagic, kVersion, ck.epoch, ck.state.step, ck.world_size, ck.rng_seed, ck.state.params.size(),
+      ck.state.v.empty() ? 1 : 2);
   std::istringstream sig(ck.signature);
   for (std::string line; std::getline(sig, line);) header += "cfg." + line + "\n";
   header += "end\n";

@@ -47,7 +47,8 @@ Split make_blobs(const DatasetOptions& opt) {
     const std::size_t n = d == &s.train ? opt.train_samples : opt.test_samples;
     reserve(*d, n);
     for (std::size_t i = 0; i < n; ++i) {
-      const auto k = static_cast<std::int32_t>(rng.next() % static_cast<std::uint64_t>(opt.classes));
+      const auto k =
+          static_cast<std::int32_t>(rng.next() % static_cast<std::uint64_t>(opt.classes));
       for (std::size_t j = 0; j < f; ++j) {
         d->x.push_back(static_cast<float>(centres[static_cast<std::size_t>(k) * f + j] +
                                           opt.noise * rng.normal()));
@@ -71,10 +72,12 @@ Split make_spirals(const DatasetOptions& opt) {
     const std::size_t n = d == &s.train ? opt.train_samples : opt.test_samples;
     reserve(*d, n);
     for (std::size_t i = 0; i < n; ++i) {
-      const auto k = static_cast<std::int32_t>(rng.next() % static_cast<std::uint64_t>(opt.classes));
+      const auto k =
+          static_cast<std::int32_t>(rng.next() % static_cast<std::uint64_t>(opt.classes));
       const double t = 0.05 + 0.95 * rng.uniform();
-      const double angle = 2.0 * std::numbers::pi * (static_cast<double>(k) / opt.classes + 1.5 * t) +
-                           0.2 * opt.noise * rng.normal();
+      const double angle =
+          2.0 * std::numbers::pi * (static_cast<double>(k) / opt.classes + 1.5 * t) +
+          0.2 * opt.noise * rng.normal();
       d->x.push_back(static_cast<float>(2.0 * t * std::cos(angle)));
       d->x.push_back(static_cast<float>(2.0 * t * std::sin(angle)));
       d->y.push_back(k);

@@ -19,10 +19,12 @@ class UsageError : public std::runtime_error {
 struct Dataset {
   int features = 0;
   int classes = 0;
-  std::vector<float> x;        // row-major, size() * features
+  std::vector<float> x;         // row-major, size() * features
   std::vector<std::int32_t> y;  // labels in [0, classes)
   std::size_t size() const { return y.size(); }
-  const float* row(std::size_t i) const { return x.data() + i * static_cast<std::size_t>(features); }
+  const float* row(std::size_t i) const {
+    return x.data() + i * static_cast<std::size_t>(features);
+  }
 };
 
 struct Split {
@@ -35,8 +37,8 @@ struct DatasetOptions {
   std::string name = "blobs";  // blobs | spirals | digits
   std::size_t train_samples = 8000;
   std::size_t test_samples = 2000;
-  int features = 16;  // blobs only (spirals: 2, digits: 64)
-  int classes = 8;    // blobs and spirals (digits: 10)
+  int features = 16;   // blobs only (spirals: 2, digits: 64)
+  int classes = 8;     // blobs and spirals (digits: 10)
   float noise = 2.0f;  // blobs: within-class sigma (2: ~95% reachable); spirals: angle noise
   std::uint64_t seed = 1234;
   std::string data_file;  // digits: path of digits.csv.gz (default: python3-sklearn's copy)

@@ -38,7 +38,8 @@ TEST_CASE("digits: a missing file names the Debian package", "[dataset]") {
   DatasetOptions o;
   o.name = "digits";
   o.data_file = "/nonexistent/digits.csv.gz";
-  CHECK_THROWS_WITH(make_dataset(o), Catch::Contains("python3-sklearn") && Catch::Contains("--data-file"));
+  CHECK_THROWS_WITH(make_dataset(o),
+                    Catch::Contains("python3-sklearn") && Catch::Contains("--data-file"));
 }
 
 TEST_CASE("digits: parses scikit-learn's CSV layout", "[dataset]") {

@@ -89,8 +89,7 @@ std::unique_ptr<Engine> make_cpu_engine(const ModelShape& shape, const Optimizer
                                         std::uint64_t seed, int threads = 1);
 // Only in builds with CUDA (TRAIN_HAS_CUDA); tf32: allow TF32 tensor-core matmuls (--amp).
 std::unique_ptr<Engine> make_cuda_engine(int device, const ModelShape& shape,
-                                         const OptimizerConfig& opt, std::uint64_t seed,
-                                         bool tf32);
+                                         const OptimizerConfig& opt, std::uint64_t seed, bool tf32);
 
 // Adam bias corrections for step t (1-based), shared by both engines.
 inline double adam_correction(float beta, std::uint64_t t);

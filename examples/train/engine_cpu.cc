@@ -1,11 +1,11 @@
 // CPU engine: OpenBLAS cblas_sgemm for the three matrix products of each layer, plain loops for
 // bias, ReLU, softmax and the optimizer. Deterministic for a fixed thread count.
 #include <cblas.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <fmt/format.h>
 #include <stdexcept>
 
 #include "engine.h"
@@ -162,8 +162,9 @@ class CpuEngine final : public Engine {
       const float* b = W + static_cast<std::size_t>(fin) * fout;
       auto& z = acts_[l + 1];
       z.resize(static_cast<std::size_t>(n) * fout);
-      for (int i = 0; i < n; ++i) std::memcpy(z.data() + static_cast<std::size_t>(i) * fout, b,
-                                              sizeof(float) * static_cast<std::size_t>(fout));
+      for (int i = 0; i < n; ++i)
+        std::memcpy(z.data() + static_cast<std::size_t>(i) * fout, b,
+                    sizeof(float) * static_cast<std::size_t>(fout));
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, fout, fin, 1.0f, in, fin, W, fin,
                   1.0f, z.data(), fout);
       if (l + 1 < L) {
@@ -206,8 +207,8 @@ class CpuEngine final : public Engine {
       float* dW = grads_.data() + shape_.weight_offset(l);
       float* db = dW + static_cast<std::size_t>(fin) * fout;
       const float* a_prev = l == 0 ? x : acts_[l].data();
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, fout, fin, n, 1.0f, delta_.data(),
-                  fout, a_prev, fin, 1.0f, dW, fin);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, fout, fin, n, 1.0f, delta_.data(), fout,
+                  a_prev, fin, 1.0f, dW, fin);
       for (int i = 0; i < n; ++i) {
         const float* di = delta_.data() + static_cast<std::size_t>(i) * fout;
         for (int c = 0; c < fout; ++c) db[c] += di[c];

@@ -61,7 +61,8 @@ __global__ void softmax_xent(const float* z, const int* y, float* delta, double*
   loss[i] = log(sum) - static_cast<double>(zi[label] - mx);
   hit[i] = arg == label ? 1 : 0;
   for (int c = 0; c < C; ++c) {
-    di[c] = static_cast<float>(exp(static_cast<double>(zi[c] - mx)) / sum) - (c == label ? 1.0f : 0.0f);
+    di[c] =
+        static_cast<float>(exp(static_cast<double>(zi[c] - mx)) / sum) - (c == label ? 1.0f : 0.0f);
   }
 }
 // db[c] += sum_i delta[i, c], one thread per column, rows in order (deterministic).
@@ -173,11 +174,13 @@ class CudaEngine final : public Engine {
     const std::size_t n = shape_.num_params();
     s.params.resize(n);
     s.m.resize(n);
-    check(cudaMemcpy(s.params.data(), params_.ptr, n * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy");
+    check(cudaMemcpy(s.params.data(), params_.ptr, n * sizeof(float), cudaMemcpyDeviceToHost),
+          "cudaMemcpy");
     check(cudaMemcpy(s.m.data(), m_.ptr, n * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy");
     if (opt_.kind == "adam") {
       s.v.resize(n);
-      check(cudaMemcpy(s.v.data(), v_.ptr, n * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy");
+      check(cudaMemcpy(s.v.data(), v_.ptr, n * sizeof(float), cudaMemcpyDeviceToHost),
+            "cudaMemcpy");
     }
     s.step = step_;
     return s;
@@ -187,10 +190,12 @@ class CudaEngine final : public Engine {
     if (s.params.size() != n || s.m.size() != n || s.v.size() != (opt_.kind == "adam" ? n : 0)) {
       throw std::runtime_error("checkpoint tensors do not match this model");
     }
-    check(cudaMemcpy(params_.ptr, s.params.data(), n * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy");
+    check(cudaMemcpy(params_.ptr, s.params.data(), n * sizeof(float), cudaMemcpyHostToDevice),
+          "cudaMemcpy");
     check(cudaMemcpy(m_.ptr, s.m.data(), n * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy");
     if (!s.v.empty()) {
-      check(cudaMemcpy(v_.ptr, s.v.data(), n * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy");
+      check(cudaMemcpy(v_.ptr, s.v.data(), n * sizeof(float), cudaMemcpyHostToDevice),
+            "cudaMemcpy");
     }
     step_ = s.step;
   }
@@ -214,9 +219,11 @@ class CudaEngine final : public Engine {
     x_.resize(static_cast<std::size_t>(n) * F);
     y_.resize(static_cast<std::size_t>(n));
     check(cudaMemcpy(x_.ptr, x_host, static_cast<std::size_t>(n) * F * sizeof(float),
-                     cudaMemcpyHostToDevice), "cudaMemcpy x");
+                     cudaMemcpyHostToDevice),
+          "cudaMemcpy x");
     check(cudaMemcpy(y_.ptr, y_host, static_cast<std::size_t>(n) * sizeof(int),
-                     cudaMemcpyHostToDevice), "cudaMemcpy y");
+                     cudaMemcpyHostToDevice),
+          "cudaMemcpy y");
     const float one = 1.0f, zero = 0.0f;
     const float* in = x_.ptr;
     std::size_t widest = 0;
@@ -229,8 +236,9 @@ class CudaEngine final : public Engine {
       z.resize(static_cast<std::size_t>(n) * fout);
       fill_bias<<<blocks(static_cast<std::size_t>(n) * fout), kThreads>>>(z.ptr, b, n, fout);
       // Z^T (fout x n) = W (as col-major W^T, op T) * A^T (col-major fin x n).
-      check(cublasSgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, fout, n, fin, &one, W, fin, in, fin,
-                        &one, z.ptr, fout), "cublasSgemm forward");
+      check(cublasSgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, fout, n, fin, &one, W, fin, in, fin, &one,
+                        z.ptr, fout),
+            "cublasSgemm forward");
       if (l + 1 < L) relu<<<blocks(z.n), kThreads>>>(z.ptr, static_cast<std::size_t>(n) * fout);
       in = z.ptr;
     }
@@ -238,13 +246,15 @@ class CudaEngine final : public Engine {
     prev_.resize(static_cast<std::size_t>(n) * widest);
     loss_.resize(static_cast<std::size_t>(n));
     hit_.resize(static_cast<std::size_t>(n));
-    softmax_xent<<<blocks(static_cast<std::size_t>(n)), kThreads>>>(acts_[L].ptr, y_.ptr, delta_.ptr,
-                                                                    loss_.ptr, hit_.ptr, n, C);
+    softmax_xent<<<blocks(static_cast<std::size_t>(n)), kThreads>>>(
+        acts_[L].ptr, y_.ptr, delta_.ptr, loss_.ptr, hit_.ptr, n, C);
     check(cudaGetLastError(), "forward kernels");
     std::vector<double> loss(static_cast<std::size_t>(n));
     std::vector<int> hit(static_cast<std::size_t>(n));
-    check(cudaMemcpy(loss.data(), loss_.ptr, loss.size() * sizeof(double), cudaMemcpyDeviceToHost), "cudaMemcpy loss");
-    check(cudaMemcpy(hit.data(), hit_.ptr, hit.size() * sizeof(int), cudaMemcpyDeviceToHost), "cudaMemcpy hit");
+    check(cudaMemcpy(loss.data(), loss_.ptr, loss.size() * sizeof(double), cudaMemcpyDeviceToHost),
+          "cudaMemcpy loss");
+    check(cudaMemcpy(hit.data(), hit_.ptr, hit.size() * sizeof(int), cudaMemcpyDeviceToHost),
+          "cudaMemcpy hit");
     BatchStats st;
     st.count = n;
     for (int i = 0; i < n; ++i) {
@@ -262,12 +272,14 @@ class CudaEngine final : public Engine {
       const float* a_prev = l == 0 ? x_.ptr : acts_[l].ptr;
       // dW^T (fin x fout, col-major) += A^T (fin x n) * dZ (n x fout, op T of col-major dZ^T).
       check(cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_T, fin, fout, n, &one, a_prev, fin, delta,
-                        fout, &one, dW, fin), "cublasSgemm dW");
+                        fout, &one, dW, fin),
+            "cublasSgemm dW");
       bias_grad<<<blocks(static_cast<std::size_t>(fout)), kThreads>>>(delta, db, n, fout);
       if (l == 0) break;
       // dA^T (fin x n) = W^T (col-major fin x fout) * dZ^T (fout x n).
       check(cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_N, fin, n, fout, &one, W, fin, delta, fout,
-                        &zero, prev, fin), "cublasSgemm dA");
+                        &zero, prev, fin),
+            "cublasSgemm dA");
       relu_backward<<<blocks(static_cast<std::size_t>(n) * fin), kThreads>>>(
           prev, acts_[l].ptr, static_cast<std::size_t>(n) * fin);
       std::swap(delta, prev);

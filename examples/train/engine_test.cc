@@ -25,7 +25,8 @@ Batch random_batch(int n, int f, int classes, std::uint64_t seed) {
   SplitMix64 rng(seed);
   Batch b;
   for (int i = 0; i < n * f; ++i) b.x.push_back(static_cast<float>(rng.normal()));
-  for (int i = 0; i < n; ++i) b.y.push_back(static_cast<std::int32_t>(rng.next() % static_cast<std::uint64_t>(classes)));
+  for (int i = 0; i < n; ++i)
+    b.y.push_back(static_cast<std::int32_t>(rng.next() % static_cast<std::uint64_t>(classes)));
   return b;
 }
 
@@ -154,7 +155,7 @@ TEST_CASE("training on blobs is deterministic and learns", "[engine]") {
   auto b = train_once();
   const TrainState sa = a->state(), sb = b->state();
   CHECK(std::memcmp(sa.params.data(), sb.params.data(), sa.params.size() * sizeof(float)) == 0);
-  const BatchStats t = a->evaluate(data.test.x.data(), data.test.y.data(),
-                                   static_cast<int>(data.test.size()));
+  const BatchStats t =
+      a->evaluate(data.test.x.data(), data.test.y.data(), static_cast<int>(data.test.size()));
   CHECK(static_cast<double>(t.correct) / static_cast<double>(t.count) > 0.85);
 }

@@ -7,16 +7,16 @@
 // gradients over its micro-batches, all-reduces them in 1 MiB buckets and applies the same
 // optimizer update, so parameters stay bit-identical on every rank (checked at the end).
 #include <fmt/format.h>
+#include <gpurun/worker/communicator.h>
+#include <gpurun/worker/console.h>
+#include <gpurun/worker/sampler.h>
+#include <gpurun/worker/worker.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <optional>
-#include <gpurun/worker/communicator.h>
-#include <gpurun/worker/console.h>
-#include <gpurun/worker/sampler.h>
-#include <gpurun/worker/worker.h>
 #include <span>
 #include <string>
 #include <vector>
@@ -97,8 +97,8 @@ std::uint64_t resume(gw::Context& ctx, Collectives& coll, Engine& eng, const Opt
     try {
       ck = load_checkpoint(path);
       if (const std::string diff = signature_diff(ck.signature, signature); !diff.empty()) {
-        throw UsageError("checkpoint '" + path + "' belongs to a different configuration (" +
-                         diff + "); rerun with the same flags or use another --save-dir");
+        throw UsageError("checkpoint '" + path + "' belongs to a different configuration (" + diff +
+                         "); rerun with the same flags or use another --save-dir");
       }
       if (ck.state.params.size() != eng.num_params()) {
         throw UsageError("checkpoint '" + path + "' holds " +
@@ -134,7 +134,8 @@ std::uint64_t resume(gw::Context& ctx, Collectives& coll, Engine& eng, const Opt
   coll.broadcast_host(ck.state.v.data(), ck.state.v.size());
   eng.load_state(ck.state);
   if (ctx.is_root() && ck.world_size != ctx.world_size()) {
-    say(fmt::format("Note: checkpoint was written by {} ranks, resuming on {} (same effective "
+    say(
+        fmt::format("Note: checkpoint was written by {} ranks, resuming on {} (same effective "
                     "batch; the data order differs, so results are not bitwise those of an "
                     "uninterrupted {}-rank run)",
                     ck.world_size, ctx.world_size(), ck.world_size));
@@ -167,12 +168,14 @@ int run(const Options& opt) {
 #ifdef TRAIN_HAS_CUDA
     eng = make_cuda_engine(ctx.device().index, shape, opt.optimizer, opt.seed, opt.amp);
 #else
-    throw UsageError("this build of train has no CUDA support; rebuild with the CUDA toolkit or "
-                     "pass --cpu");
+    throw UsageError(
+        "this build of train has no CUDA support; rebuild with the CUDA toolkit or "
+        "pass --cpu");
 #endif
   } else {
     eng = make_cpu_engine(shape, opt.optimizer, opt.seed, opt.threads);
-    if (opt.amp) say(fmt::format("Rank {}: --amp has no effect on a CPU rank (fp32 throughout)", rank));
+    if (opt.amp)
+      say(fmt::format("Rank {}: --amp has no effect on a CPU rank (fp32 throughout)", rank));
   }
   Collectives coll(ctx, *eng);
 
@@ -185,13 +188,15 @@ int run(const Options& opt) {
     std::string devs;
     for (std::size_t r = 0; r < devices.size(); ++r) {
       const int d = devices[r].empty() ? -1 : devices[r][0];
-      devs += fmt::format("{}{}", r ? ", " : "", d < 0 ? std::string("cpu") : fmt::format("cuda:{}", d));
+      devs += fmt::format("{}{}", r ? ", " : "",
+                          d < 0 ? std::string("cpu") : fmt::format("cuda:{}", d));
     }
     const int nodes = std::max(1, world / std::max(1, ctx.local_world_size()));
     std::string lr_line = fmt::format("{:g}", plan.lr);
     if (opt.lr_scaling != "none") {
-      lr_line += fmt::format(" (base {:g} x {:.4g}, {} scaling: effective batch {} / base batch {})",
-                             opt.lr, plan.lr_factor, opt.lr_scaling, plan.effective, plan.base);
+      lr_line +=
+          fmt::format(" (base {:g} x {:.4g}, {} scaling: effective batch {} / base batch {})",
+                      opt.lr, plan.lr_factor, opt.lr_scaling, plan.effective, plan.base);
     }
     say("DDP Configuration");
     say("======================================");
@@ -221,9 +226,10 @@ int run(const Options& opt) {
   const std::size_t micro_per_epoch =
       (sampler.num_samples() + static_cast<std::size_t>(plan.per_rank) - 1) /
       static_cast<std::size_t>(plan.per_rank);
-  const std::size_t steps_per_epoch =
-      (micro_per_epoch + static_cast<std::size_t>(plan.accum) - 1) / static_cast<std::size_t>(plan.accum);
-  const auto total_steps = static_cast<std::uint64_t>(steps_per_epoch) * static_cast<std::uint64_t>(opt.epochs);
+  const std::size_t steps_per_epoch = (micro_per_epoch + static_cast<std::size_t>(plan.accum) - 1) /
+                                      static_cast<std::size_t>(plan.accum);
+  const auto total_steps =
+      static_cast<std::uint64_t>(steps_per_epoch) * static_cast<std::uint64_t>(opt.epochs);
   const auto warmup_steps =
       static_cast<std::uint64_t>(opt.warmup_epochs * static_cast<double>(steps_per_epoch) + 0.5);
 
@@ -235,8 +241,10 @@ int run(const Options& opt) {
   auto evaluate = [&](double out[3]) {
     BatchStats st;
     std::size_t k = 0;
-    for (std::size_t i = static_cast<std::size_t>(rank); i < data.test.size(); i += static_cast<std::size_t>(world)) {
-      std::copy(data.test.row(i), data.test.row(i) + F, xb.begin() + static_cast<std::ptrdiff_t>(k * F));
+    for (std::size_t i = static_cast<std::size_t>(rank); i < data.test.size();
+         i += static_cast<std::size_t>(world)) {
+      std::copy(data.test.row(i), data.test.row(i) + F,
+                xb.begin() + static_cast<std::ptrdiff_t>(k * F));
       yb[k++] = data.test.y[i];
       if (k == static_cast<std::size_t>(kEvalBatch)) {
         st += eng->evaluate(xb.data(), yb.data(), static_cast<int>(k));
@@ -265,7 +273,8 @@ int run(const Options& opt) {
     const std::vector<std::size_t> idx = sampler.indices();
     const auto t0 = std::chrono::steady_clock::now();
     std::optional<gw::ProgressBar> bar;
-    if (opt.progress) bar.emplace(ctx, fmt::format("Epoch {}/{}", epoch + 1, opt.epochs), steps_per_epoch, "it");
+    if (opt.progress)
+      bar.emplace(ctx, fmt::format("Epoch {}/{}", epoch + 1, opt.epochs), steps_per_epoch, "it");
     BatchStats train_stats;
     std::size_t pos = 0;
     float lr = 0.0f;
@@ -277,7 +286,8 @@ int run(const Options& opt) {
         const std::size_t n = std::min(static_cast<std::size_t>(plan.per_rank), idx.size() - pos);
         for (std::size_t k = 0; k < n; ++k) {
           const std::size_t i = idx[pos + k];
-          std::copy(data.train.row(i), data.train.row(i) + F, xb.begin() + static_cast<std::ptrdiff_t>(k * F));
+          std::copy(data.train.row(i), data.train.row(i) + F,
+                    xb.begin() + static_cast<std::ptrdiff_t>(k * F));
           yb[k] = data.train.y[i];
         }
         pos += n;
@@ -291,18 +301,21 @@ int run(const Options& opt) {
       eng->step(1.0f / static_cast<float>(local * world), lr);
       train_stats += step_stats;
       if (bar) {
-        bar->update(1, fmt::format("loss={:.4f}", step_stats.loss_sum / static_cast<double>(step_stats.count)));
+        bar->update(1, fmt::format("loss={:.4f}",
+                                   step_stats.loss_sum / static_cast<double>(step_stats.count)));
       }
     }
     if (bar) bar->finish();
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     double tr[3] = {train_stats.loss_sum, static_cast<double>(train_stats.correct),
                     static_cast<double>(train_stats.count)};
     coll.all_reduce_host(tr, 3, gw::ReduceOp::kSum);
     evaluate(test);
     const double samples_per_s = tr[2] / seconds;
     if (ctx.is_root()) {
-      say(fmt::format("Epoch {}/{}: loss {:.4f}, train acc {:.2f}%, test loss {:.4f}, test acc "
+      say(
+          fmt::format("Epoch {}/{}: loss {:.4f}, train acc {:.2f}%, test loss {:.4f}, test acc "
                       "{:.2f}%, {:.0f} samples/s, lr {:.4g}",
                       epoch + 1, opt.epochs, tr[0] / tr[2], 100.0 * tr[1] / tr[2],
                       test[0] / test[2], 100.0 * test[1] / test[2], samples_per_s, lr));
@@ -312,8 +325,8 @@ int run(const Options& opt) {
                      "\"test_loss\": %.6f, \"accuracy\": %.6f, \"samples_per_s\": %.1f, "
                      "\"lr\": %.6g, \"epoch_time_s\": %.4f, \"world_size\": %d}\n",
                      static_cast<unsigned long long>(epoch + 1), tr[0] / tr[2], tr[1] / tr[2],
-                     test[0] / test[2], test[1] / test[2], samples_per_s,
-                     static_cast<double>(lr), seconds, world);
+                     test[0] / test[2], test[1] / test[2], samples_per_s, static_cast<double>(lr),
+                     seconds, world);
         std::fflush(metrics);
       }
       if (!opt.save_dir.empty()) {

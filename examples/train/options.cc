@@ -14,8 +14,8 @@ long long to_ll(const std::string& flag, const std::string& v, long long min) {
   long long out = 0;
   const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
   if (ec != std::errc() || p != v.data() + v.size() || out < min) {
-    throw UsageError(fmt::format("invalid value '{}' for {} (expected an integer >= {})", v, flag,
-                                 min));
+    throw UsageError(
+        fmt::format("invalid value '{}' for {} (expected an integer >= {})", v, flag, min));
   }
   return out;
 }
@@ -29,8 +29,8 @@ float to_float(const std::string& flag, const std::string& v, float min) {
   char* end = nullptr;
   const float out = std::strtof(v.c_str(), &end);
   if (v.empty() || *end != '\0' || !std::isfinite(out) || out < min) {
-    throw UsageError(fmt::format("invalid value '{}' for {} (expected a number >= {})", v, flag,
-                                 min));
+    throw UsageError(
+        fmt::format("invalid value '{}' for {} (expected a number >= {})", v, flag, min));
   }
   return out;
 }
@@ -145,7 +145,8 @@ Options parse_args(int argc, const char* const* argv) {
       std::size_t start = 0;
       while (start <= v.size()) {
         const auto comma = v.find(',', start);
-        const std::string part = v.substr(start, comma == std::string::npos ? comma : comma - start);
+        const std::string part =
+            v.substr(start, comma == std::string::npos ? comma : comma - start);
         opt.hidden.push_back(to_int(arg, part, 1));
         if (comma == std::string::npos) break;
         start = comma + 1;
@@ -237,14 +238,15 @@ BatchPlan plan_batches(const Options& opt, int world_size) {
   return p;
 }
 
-float lr_at(const std::string& schedule, float peak, std::uint64_t step,
-            std::uint64_t warmup_steps, std::uint64_t total_steps) {
+float lr_at(const std::string& schedule, float peak, std::uint64_t step, std::uint64_t warmup_steps,
+            std::uint64_t total_steps) {
   if (step < warmup_steps) {
-    return peak * static_cast<float>(static_cast<double>(step + 1) / static_cast<double>(warmup_steps));
+    return peak *
+           static_cast<float>(static_cast<double>(step + 1) / static_cast<double>(warmup_steps));
   }
   if (schedule == "constant" || total_steps <= warmup_steps) return peak;
-  const double t = static_cast<double>(step - warmup_steps) /
-                   static_cast<double>(total_steps - warmup_steps);
+  const double t =
+      static_cast<double>(step - warmup_steps) / static_cast<double>(total_steps - warmup_steps);
   return static_cast<float>(peak * 0.5 * (1.0 + std::cos(std::numbers::pi * t)));
 }
 

@@ -29,10 +29,11 @@ TEST_CASE("global batch -> per-rank batch and accumulation, as the user guide co
 
 TEST_CASE("a global batch that does not divide names the numbers", "[options]") {
   const Options o = parse({"--global-batch-size", "100", "--batch-size", "16"});
-  CHECK_THROWS_WITH(plan_batches(o, 2),
-                    Catch::Contains("--global-batch-size 100") && Catch::Contains("--batch-size 16") &&
-                        Catch::Contains("world size 2 = 32"));
-  const Options c = parse({"--global-batch-size", "64", "--batch-size", "16", "--grad-accum-steps", "3"});
+  CHECK_THROWS_WITH(plan_batches(o, 2), Catch::Contains("--global-batch-size 100") &&
+                                            Catch::Contains("--batch-size 16") &&
+                                            Catch::Contains("world size 2 = 32"));
+  const Options c =
+      parse({"--global-batch-size", "64", "--batch-size", "16", "--grad-accum-steps", "3"});
   CHECK_THROWS_WITH(plan_batches(c, 2), Catch::Contains("contradicts"));
 }
 
@@ -51,7 +52,8 @@ TEST_CASE("learning-rate scaling relative to the base batch", "[options]") {
   CHECK(plan_batches(o, 4).lr == Approx(0.002));
   o.lr_scaling = "none";
   CHECK(plan_batches(o, 4).lr == Approx(0.001));
-  o = parse({"--batch-size", "32", "--lr", "0.1", "--lr-scaling", "linear", "--base-batch-size", "256"});
+  o = parse(
+      {"--batch-size", "32", "--lr", "0.1", "--lr-scaling", "linear", "--base-batch-size", "256"});
   CHECK(plan_batches(o, 2).lr == Approx(0.025));
 }
 

@@ -47,8 +47,8 @@ void blur_pass(float* src, float* tmp, int ph, int pw) {
     const float* r4 = tmp + static_cast<std::size_t>(y + 2) * pw;
     float* d = src + static_cast<std::size_t>(y) * pw;
     for (int x = kPad; x < pw - kPad; ++x) {
-      d[x] = kBlurW0 * r0[x] + kBlurW1 * r1[x] + kBlurW2 * r2[x] + kBlurW1 * r3[x] +
-             kBlurW0 * r4[x];
+      d[x] =
+          kBlurW0 * r0[x] + kBlurW1 * r1[x] + kBlurW2 * r2[x] + kBlurW1 * r3[x] + kBlurW0 * r4[x];
     }
   }
   replicate_border(src, ph, pw);

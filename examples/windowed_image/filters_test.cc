@@ -11,8 +11,7 @@ namespace {
 
 // A direct, unpadded implementation with clamped indices: the definition the fast path must
 // match bit for bit (same weights, same order of operations).
-void naive(const std::vector<float>& in, std::vector<float>& out, int c, int h, int w,
-           int passes) {
+void naive(const std::vector<float>& in, std::vector<float>& out, int c, int h, int w, int passes) {
   out.assign(in.size(), 0.0f);
   auto cl = [](int v, int hi) { return std::clamp(v, 0, hi); };
   for (int ch = 0; ch < c; ++ch) {

@@ -21,8 +21,8 @@ TEST_CASE("the built-in image is deterministic and not flat", "[image]") {
 }
 
 TEST_CASE("PNG write + read round-trips the pixels", "[image]") {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("wi_test_" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("wi_test_" + std::to_string(::getpid()));
   const std::string path = (dir / "sub" / "x.png").string();  // parent created on write
   const wi::Image img = wi::make_default_image(123, 77);
   wi::write_png(path, img);
@@ -39,8 +39,8 @@ TEST_CASE("reading a missing PNG names the file and the fix", "[image]") {
 }
 
 TEST_CASE("command line parsing", "[options]") {
-  const char* ok[] = {"wi", "--window=96", "--stride", "48", "--batch-size", "4", "--cpu",
-                      "--image-size", "640x480", "--output", "o.png"};
+  const char* ok[] = {"wi",    "--window=96",  "--stride", "48",       "--batch-size", "4",
+                      "--cpu", "--image-size", "640x480",  "--output", "o.png"};
   const auto opt = wi::parse_args(11, ok);
   CHECK(opt.window == 96);
   CHECK(opt.stride == 48);

@@ -3,14 +3,14 @@
 //
 //   gpurun --nproc_per_node=2 ./build/examples/windowed_image/windowed_image --output out/w.png
 #include <fmt/format.h>
-
-#include <algorithm>
-#include <chrono>
-#include <cstdio>
 #include <gpurun/worker/communicator.h>
 #include <gpurun/worker/console.h>
 #include <gpurun/worker/sampler.h>
 #include <gpurun/worker/worker.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <span>
 #include <string>
 #include <vector>
@@ -67,8 +67,9 @@ int run_distributed(const wi::Options& opt) {
   }
 #ifndef WINDOWED_IMAGE_HAS_CUDA
   if (cuda) {
-    throw wi::UsageError("this build of windowed_image has no CUDA kernels (built without "
-                         "CUDA); rebuild with the CUDA toolkit or pass --cpu");
+    throw wi::UsageError(
+        "this build of windowed_image has no CUDA kernels (built without "
+        "CUDA); rebuild with the CUDA toolkit or pass --cpu");
   }
 #endif
 
@@ -96,8 +97,8 @@ int run_distributed(const wi::Options& opt) {
       for (std::size_t k = 0; k < count; ++k) {
         wi::cut_window(img, grid, static_cast<int>(indices[first + k]), batch.data() + k * elems);
       }
-      wi::blur_sobel_cuda(ctx->device().index, batch.data(), results.data() + first * elems,
-                          count, wi::Image::kChannels, grid.window(), opt.filter);
+      wi::blur_sobel_cuda(ctx->device().index, batch.data(), results.data() + first * elems, count,
+                          wi::Image::kChannels, grid.window(), opt.filter);
     }
 #endif
   } else {
@@ -116,15 +117,15 @@ int run_distributed(const wi::Options& opt) {
   std::vector<std::size_t> first_shape;
   for (std::size_t r = 0; r < got_idx.size(); ++r) {
     if (got_data[r].size() != got_idx[r].size() * elems) {
-      throw std::runtime_error(fmt::format("rank {} sent {} floats for {} windows (expected {})",
-                                           r, got_data[r].size(), got_idx[r].size(),
+      throw std::runtime_error(fmt::format("rank {} sent {} floats for {} windows (expected {})", r,
+                                           got_data[r].size(), got_idx[r].size(),
                                            got_idx[r].size() * elems));
     }
     for (std::size_t k = 0; k < got_idx[r].size(); ++k) {
       const auto idx = got_idx[r][k];
       if (idx < 0 || idx >= grid.count()) {
-        throw std::runtime_error(fmt::format("rank {} sent window index {} (of {})", r, idx,
-                                             grid.count()));
+        throw std::runtime_error(
+            fmt::format("rank {} sent window index {} (of {})", r, idx, grid.count()));
       }
       received += stitcher.add(static_cast<int>(idx), got_data[r].data() + k * elems) ? 1 : 0;
     }

@@ -11,8 +11,8 @@ int to_int(const std::string& flag, const std::string& v, int min) {
   int out = 0;
   const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
   if (ec != std::errc() || p != v.data() + v.size() || out < min) {
-    throw UsageError("invalid value '" + v + "' for " + flag + " (expected an integer >= " +
-                     std::to_string(min) + ")");
+    throw UsageError("invalid value '" + v + "' for " + flag +
+                     " (expected an integer >= " + std::to_string(min) + ")");
   }
   return out;
 }
@@ -82,7 +82,8 @@ Options parse_args(int argc, const char* const* argv) {
       const std::string v = next();
       const auto x = v.find('x');
       if (x == std::string::npos) {
-        throw UsageError("invalid value '" + v + "' for --image-size (expected WxH, e.g. 1088x832)");
+        throw UsageError("invalid value '" + v +
+                         "' for --image-size (expected WxH, e.g. 1088x832)");
       }
       opt.image_width = to_int("--image-size", v.substr(0, x), 1);
       opt.image_height = to_int("--image-size", v.substr(x + 1), 1);

@@ -15,15 +15,15 @@
 namespace windowed_image {
 
 struct Options {
-  std::string input;                            // empty: the built-in image
+  std::string input;  // empty: the built-in image
   std::string output = "out/windowed_image.png";
-  int image_width = kDefaultWidth;              // size of the built-in image (--image-size WxH)
+  int image_width = kDefaultWidth;  // size of the built-in image (--image-size WxH)
   int image_height = kDefaultHeight;
   int window = 192;
   int stride = 128;
   int batch_size = 1;  // windows per batch (per rank)
   FilterOptions filter;
-  float gain = 200.0f;  // edge magnitude -> 8-bit: round(min(v * gain, 255))
+  float gain = 200.0f;           // edge magnitude -> 8-bit: round(min(v * gain, 255))
   std::string backend = "auto";  // auto | gloo | nccl
   bool cpu = false;              // force the CPU path even where a GPU is visible
   bool reference = false;        // single process, no launcher, no SDK: the reference output

@@ -19,9 +19,8 @@ std::vector<int> axis_owners(const std::vector<int>& starts, int length, int win
   std::size_t best = 0;
   for (int p = 0; p < length; ++p) {
     // Starts are increasing, so the nearest centre only moves forward as p grows.
-    while (best + 1 < starts.size() &&
-           std::abs(2 * p + 1 - (2 * starts[best + 1] + window)) <
-               std::abs(2 * p + 1 - (2 * starts[best] + window))) {
+    while (best + 1 < starts.size() && std::abs(2 * p + 1 - (2 * starts[best + 1] + window)) <
+                                           std::abs(2 * p + 1 - (2 * starts[best] + window))) {
       ++best;
     }
     owner[static_cast<std::size_t>(p)] = static_cast<int>(best);
@@ -43,8 +42,8 @@ WindowGrid::WindowGrid(int width, int height, int window, int stride)
   if (window > width || window > height) {
     throw UsageError("the image (" + std::to_string(width) + "x" + std::to_string(height) +
                      ") is smaller than one window (" + std::to_string(window) + "x" +
-                     std::to_string(window) + "); pass --window <= " +
-                     std::to_string(width < height ? width : height));
+                     std::to_string(window) +
+                     "); pass --window <= " + std::to_string(width < height ? width : height));
   }
   xs_ = axis_starts(width, window, stride);
   ys_ = axis_starts(height, window, stride);
@@ -72,8 +71,7 @@ void cut_window(const Image& img, const WindowGrid& grid, int index, float* out)
     float* plane = out + static_cast<std::size_t>(c) * n * n;
     for (int y = 0; y < n; ++y) {
       const std::uint8_t* src =
-          &img.data[(static_cast<std::size_t>(w.y0 + y) * img.width + w.x0) * Image::kChannels +
-                    c];
+          &img.data[(static_cast<std::size_t>(w.y0 + y) * img.width + w.x0) * Image::kChannels + c];
       float* dst = plane + static_cast<std::size_t>(y) * n;
       for (int x = 0; x < n; ++x) dst[x] = static_cast<float>(src[x * Image::kChannels]) * kScale;
     }

@@ -42,8 +42,8 @@ TEST_CASE("every pixel's owner window contains it", "[windows]") {
 }
 
 TEST_CASE("WindowGrid rejects impossible geometry with a fix", "[windows]") {
-  CHECK_THROWS_WITH(wi::WindowGrid(100, 80, 192, 128),
-                    Catch::Contains("smaller than one window") && Catch::Contains("--window <= 80"));
+  CHECK_THROWS_WITH(wi::WindowGrid(100, 80, 192, 128), Catch::Contains("smaller than one window") &&
+                                                           Catch::Contains("--window <= 80"));
   CHECK_THROWS_WITH(wi::WindowGrid(400, 400, 64, 65), Catch::Contains("leave gaps"));
   CHECK_THROWS_AS(wi::WindowGrid(400, 400, 0, 1), wi::UsageError);
 }

@@ -85,9 +85,12 @@ std::vector<KfdGpu> read_kfd_topology(const std::string& nodes_dir) {
       std::istringstream ls(line);
       std::string key;
       ls >> key;
-      if (key == "simd_count") ls >> simd_count;
-      else if (key == "unique_id") ls >> unique_id;
-      else if (key == "gpu_id") ls >> gpu_id;
+      if (key == "simd_count")
+        ls >> simd_count;
+      else if (key == "unique_id")
+        ls >> unique_id;
+      else if (key == "gpu_id")
+        ls >> gpu_id;
     }
     if (simd_count <= 0) continue;  // a CPU node
     KfdGpu g;

@@ -47,7 +47,8 @@ struct ParseState {
 
 [[noreturn]] void bad_value(const std::string& origin, const std::string& value,
                             const std::string& expected) {
-  throw ConfigError(fmt::format("invalid value '{}' for {} (expected {})", value, origin, expected));
+  throw ConfigError(
+      fmt::format("invalid value '{}' for {} (expected {})", value, origin, expected));
 }
 
 int parse_int_in(const std::string& value, const std::string& origin, long long lo, long long hi,
@@ -103,8 +104,8 @@ StdSpec parse_std_spec(const std::string& value, const std::string& origin) {
 }
 
 const std::pair<const char*, int> kSignals[] = {
-    {"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT},   {"TERM", SIGTERM},
-    {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"ABRT", SIGABRT},   {"ALRM", SIGALRM},
+    {"HUP", SIGHUP},   {"INT", SIGINT},     {"QUIT", SIGQUIT}, {"TERM", SIGTERM},
+    {"USR1", SIGUSR1}, {"USR2", SIGUSR2},   {"ABRT", SIGABRT}, {"ALRM", SIGALRM},
     {"CONT", SIGCONT}, {"WINCH", SIGWINCH}, {"PIPE", SIGPIPE}, {"XCPU", SIGXCPU},
 };
 
@@ -122,8 +123,8 @@ int parse_signal(const std::string& name_in, const std::string& origin) {
   for (const auto& [n, sig] : kSignals) {
     if (name == n) return sig;
   }
-  if (!name.empty() && std::all_of(name.begin(), name.end(),
-                                   [](unsigned char c) { return std::isdigit(c); })) {
+  if (!name.empty() &&
+      std::all_of(name.begin(), name.end(), [](unsigned char c) { return std::isdigit(c); })) {
     return parse_int_in(name, origin, 1, 64, "a signal number 1-64");
   }
   bad_value(origin, name_in,
@@ -208,10 +209,10 @@ enum class Group { kTorchrun, kLogs, kMultiNode, kExtras, kGeneral };
 enum class EnvKind { kNone, kPet, kGpurun };
 
 struct OptionSpec {
-  const char* name;        // canonical long name, dash form, with "--"
-  char short_name;         // 0 when none
+  const char* name;  // canonical long name, dash form, with "--"
+  char short_name;   // 0 when none
   bool takes_value;
-  EnvKind env;             // PET_<DEST> (torchrun options) or GPURUN_<DEST> (gpurun extras)
+  EnvKind env;  // PET_<DEST> (torchrun options) or GPURUN_<DEST> (gpurun extras)
   Group group;
   const char* metavar;
   const char* help;
@@ -222,23 +223,36 @@ struct OptionSpec {
 // "--nproc-per-node" -> "NPROC_PER_NODE"
 std::string dest_of(const char* name) {
   std::string d(name + 2);
-  for (auto& c : d) c = c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (auto& c : d)
+    c = c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return d;
 }
 
 std::string env_name(const OptionSpec& o) {
   switch (o.env) {
-    case EnvKind::kPet: return "PET_" + dest_of(o.name);
-    case EnvKind::kGpurun: return "GPURUN_" + dest_of(o.name);
-    case EnvKind::kNone: break;
+    case EnvKind::kPet:
+      return "PET_" + dest_of(o.name);
+    case EnvKind::kGpurun:
+      return "GPURUN_" + dest_of(o.name);
+    case EnvKind::kNone:
+      break;
   }
   return "";
 }
 
-#define VALUE(body) \
-  [](ParseState & st, const std::string& value, const std::string& origin) { \
-    (void)st; (void)value; (void)origin; body; }
-#define FLAG(body) [](ParseState & st, bool on) { (void)st; (void)on; body; }
+#define VALUE(body)                                                         \
+  [](ParseState& st, const std::string& value, const std::string& origin) { \
+    (void)st;                                                               \
+    (void)value;                                                            \
+    (void)origin;                                                           \
+    body;                                                                   \
+  }
+#define FLAG(body)              \
+  [](ParseState& st, bool on) { \
+    (void)st;                   \
+    (void)on;                   \
+    body;                       \
+  }
 
 const std::vector<OptionSpec>& options() {
   static const std::vector<OptionSpec> kOptions = {
@@ -248,8 +262,7 @@ const std::vector<OptionSpec>& options() {
        "if any else CPUs (auto) [1]",
        VALUE(parse_nproc(st, value, origin)), nullptr},
       {"--module", 'm', false, EnvKind::kPet, Group::kTorchrun, nullptr,
-       "run PROGRAM as a Python module: python -u -m PROGRAM", nullptr,
-       FLAG(st.cfg.module = on)},
+       "run PROGRAM as a Python module: python -u -m PROGRAM", nullptr, FLAG(st.cfg.module = on)},
       {"--no-python", 0, false, EnvKind::kPet, Group::kTorchrun, nullptr,
        "run PROGRAM directly, even if it ends in .py", nullptr, FLAG(st.cfg.no_python = on)},
       {"--run-path", 0, false, EnvKind::kPet, Group::kTorchrun, nullptr,
@@ -264,8 +277,8 @@ const std::vector<OptionSpec>& options() {
        "worker role: ROLE_NAME and the [NAME<local_rank>] log header [default]",
        VALUE(st.cfg.role = value), nullptr},
       {"--standalone", 0, false, EnvKind::kPet, Group::kTorchrun, nullptr,
-       "single-node job: c10d rendezvous on localhost with a free port and a fresh run id",
-       nullptr, FLAG(st.cfg.standalone = on)},
+       "single-node job: c10d rendezvous on localhost with a free port and a fresh run id", nullptr,
+       FLAG(st.cfg.standalone = on)},
       {"--master-addr", 0, true, EnvKind::kPet, Group::kTorchrun, "ADDR",
        "address workers use to reach the store (MASTER_ADDR) [127.0.0.1]",
        VALUE(st.cfg.master_addr = value), nullptr},
@@ -274,8 +287,7 @@ const std::vector<OptionSpec>& options() {
        VALUE(st.cfg.master_port = parse_int_in(value, origin, 0, 65535, "a port number 0-65535")),
        nullptr},
       {"--signals-to-handle", 0, true, EnvKind::kPet, Group::kTorchrun, "SIGS",
-       "signals forwarded to the workers [SIGTERM,SIGINT,SIGHUP,SIGQUIT]",
-       VALUE({
+       "signals forwarded to the workers [SIGTERM,SIGINT,SIGHUP,SIGQUIT]", VALUE({
          st.cfg.signals_to_handle.clear();
          for (const auto& s : split(value, ',')) {
            if (!trim(s).empty()) st.cfg.signals_to_handle.push_back(parse_signal(s, origin));
@@ -292,8 +304,7 @@ const std::vector<OptionSpec>& options() {
        "accepted for compatibility; gpurun sees worker exits at once [0.1]",
        VALUE(st.cfg.monitor_interval = parse_duration(trim(value), origin)), nullptr},
       {"--start-method", 0, true, EnvKind::kPet, Group::kTorchrun, "spawn|fork|forkserver",
-       "accepted for compatibility (only matters for Python function entrypoints) [spawn]",
-       VALUE({
+       "accepted for compatibility (only matters for Python function entrypoints) [spawn]", VALUE({
          std::string v = trim(value);
          if (v != "spawn" && v != "fork" && v != "forkserver") {
            bad_value(origin, value, "spawn, fork or forkserver");
@@ -316,19 +327,19 @@ const std::vector<OptionSpec>& options() {
        "only these local ranks reach the console, e.g. 0 or 0,3 (files are unaffected)",
        VALUE(st.cfg.local_ranks_filter = parse_rank_filter(value, origin)), nullptr},
       // ---- torchrun: multi-node / rendezvous ----
-      {"--nnodes", 0, true, EnvKind::kPet, Group::kMultiNode, "N|MIN:MAX",
-       "number of nodes [1]", VALUE(parse_nnodes(st, value, origin)), nullptr},
+      {"--nnodes", 0, true, EnvKind::kPet, Group::kMultiNode, "N|MIN:MAX", "number of nodes [1]",
+       VALUE(parse_nnodes(st, value, origin)), nullptr},
       {"--node-rank", 0, true, EnvKind::kPet, Group::kMultiNode, "N",
        "rank of this node (static rendezvous) [0]",
        VALUE(st.cfg.node_rank = parse_int_in(value, origin, 0, 1 << 20, "a non-negative integer")),
        nullptr},
       {"--rdzv-backend", 0, true, EnvKind::kPet, Group::kMultiNode, "static|c10d",
-       "rendezvous backend [static]",
-       VALUE({
+       "rendezvous backend [static]", VALUE({
          std::string v = trim(value);
          if (v == "etcd" || v == "etcd-v2") {
-           throw ConfigError(fmt::format(
-               "{}={} is not supported (gpurun has no etcd client); use static or c10d", origin, v));
+           throw ConfigError(
+               fmt::format("{}={} is not supported (gpurun has no etcd client); use static or c10d",
+                           origin, v));
          }
          if (v != "static" && v != "c10d") bad_value(origin, value, "static or c10d");
          st.cfg.rdzv_backend = v;
@@ -362,16 +373,19 @@ const std::vector<OptionSpec>& options() {
        "colour the [rank N] prefixes (auto = when the console is a TTY and NO_COLOR is unset)",
        VALUE({
          std::string v = trim(value);
-         if (v == "auto") st.cfg.color = ColorMode::kAuto;
-         else if (v == "always") st.cfg.color = ColorMode::kAlways;
-         else if (v == "never") st.cfg.color = ColorMode::kNever;
-         else bad_value(origin, value, "auto, always or never");
+         if (v == "auto")
+           st.cfg.color = ColorMode::kAuto;
+         else if (v == "always")
+           st.cfg.color = ColorMode::kAlways;
+         else if (v == "never")
+           st.cfg.color = ColorMode::kNever;
+         else
+           bad_value(origin, value, "auto, always or never");
          st.color_given = true;
        }),
        nullptr},
       {"--no-tag-output", 0, false, EnvKind::kGpurun, Group::kExtras, nullptr,
-       "do not prefix worker console lines with [rank N]", nullptr,
-       FLAG(st.cfg.tag_output = !on)},
+       "do not prefix worker console lines with [rank N]", nullptr, FLAG(st.cfg.tag_output = !on)},
       {"--dry-run", 0, false, EnvKind::kNone, Group::kExtras, nullptr,
        "print the plan (ranks, GPUs, commands, env, log paths) and exit", nullptr,
        FLAG(st.dry_run = on)},
@@ -383,8 +397,8 @@ const std::vector<OptionSpec>& options() {
       // ---- general ----
       {"--help", 'h', false, EnvKind::kNone, Group::kGeneral, nullptr, "show this help and exit",
        nullptr, FLAG(st.help = on)},
-      {"--version", 0, false, EnvKind::kNone, Group::kGeneral, nullptr,
-       "show the version and exit", nullptr, FLAG(st.version = on)},
+      {"--version", 0, false, EnvKind::kNone, Group::kGeneral, nullptr, "show the version and exit",
+       nullptr, FLAG(st.version = on)},
   };
   return kOptions;
 }
@@ -455,8 +469,8 @@ const OptionSpec& find_long(const std::string& flag) {
   if (prefixed.size() > 1 && flag.size() > 2) {
     std::string names;
     for (const auto* o : prefixed) names += (names.empty() ? "" : ", ") + std::string(o->name);
-    throw ConfigError(fmt::format("ambiguous option '{}' could match {}; spell out more of it",
-                                  flag, names));
+    throw ConfigError(
+        fmt::format("ambiguous option '{}' could match {}; spell out more of it", flag, names));
   }
   unknown_option(flag);
 }
@@ -472,8 +486,10 @@ bool looks_like_negative_number(const std::string& s) {
   if (s.size() < 2 || s[0] != '-') return false;
   bool digit = false;
   for (std::size_t i = 1; i < s.size(); ++i) {
-    if (std::isdigit(static_cast<unsigned char>(s[i]))) digit = true;
-    else if (s[i] != '.') return false;
+    if (std::isdigit(static_cast<unsigned char>(s[i])))
+      digit = true;
+    else if (s[i] != '.')
+      return false;
   }
   return digit;
 }
@@ -502,8 +518,8 @@ std::string display_name(const OptionSpec& o) {
 std::size_t parse_options(ParseState& st, const std::vector<std::string>& args, std::size_t i) {
   while (i < args.size()) {
     const std::string& arg = args[i];
-    if (arg == "--") return i + 1;           // everything after is the program and its args
-    if (!looks_like_option(arg)) return i;   // the program: the rest is passed through untouched
+    if (arg == "--") return i + 1;          // everything after is the program and its args
+    if (!looks_like_option(arg)) return i;  // the program: the rest is passed through untouched
     ++i;
     const OptionSpec* opt = nullptr;
     std::optional<std::string> inline_value;
@@ -800,8 +816,8 @@ std::string substitute_local_rank(const std::string& arg, int local_rank) {
     } else if (next == '{') {
       auto close = arg.find('}', i + 2);
       std::string name = close == std::string::npos ? "" : arg.substr(i + 2, close - i - 2);
-      bool ident = !name.empty() && is_start(name[0]) &&
-                   std::all_of(name.begin(), name.end(), is_cont);
+      bool ident =
+          !name.empty() && is_start(name[0]) && std::all_of(name.begin(), name.end(), is_cont);
       if (ident) {
         out += name == "local_rank" ? value : arg.substr(i, close - i + 1);
         i = close + 1;
@@ -844,7 +860,8 @@ std::string help_text() {
     const char* title;
   };
   const GroupInfo groups[] = {
-      {Group::kTorchrun, "torchrun-compatible options (env fallback PET_<NAME>, e.g. PET_NPROC_PER_NODE)"},
+      {Group::kTorchrun,
+       "torchrun-compatible options (env fallback PET_<NAME>, e.g. PET_NPROC_PER_NODE)"},
       {Group::kLogs, "logs (torchrun layout)"},
       {Group::kMultiNode, "multi-node (static rendezvous; also PET_<NAME>)"},
       {Group::kExtras, "gpurun extras (env fallback GPURUN_<NAME> where it makes sense)"},
@@ -919,22 +936,33 @@ std::string config_to_json(const LaunchConfig& c) {
   using nlohmann::json;
   auto action_name = [](Action a) {
     switch (a) {
-      case Action::kRun: return "run";
-      case Action::kHelp: return "help";
-      case Action::kVersion: return "version";
-      case Action::kInfo: return "info";
-      case Action::kDryRun: return "dry-run";
-      case Action::kDumpConfig: return "dump-config";
-      case Action::kStore: return "store";
+      case Action::kRun:
+        return "run";
+      case Action::kHelp:
+        return "help";
+      case Action::kVersion:
+        return "version";
+      case Action::kInfo:
+        return "info";
+      case Action::kDryRun:
+        return "dry-run";
+      case Action::kDumpConfig:
+        return "dump-config";
+      case Action::kStore:
+        return "store";
     }
     return "?";
   };
   auto nproc_name = [](NprocKind k) {
     switch (k) {
-      case NprocKind::kNumber: return "number";
-      case NprocKind::kGpu: return "gpu";
-      case NprocKind::kCpu: return "cpu";
-      case NprocKind::kAuto: return "auto";
+      case NprocKind::kNumber:
+        return "number";
+      case NprocKind::kGpu:
+        return "gpu";
+      case NprocKind::kCpu:
+        return "cpu";
+      case NprocKind::kAuto:
+        return "auto";
     }
     return "?";
   };
@@ -949,8 +977,8 @@ std::string config_to_json(const LaunchConfig& c) {
   if (c.action == Action::kStore) j["store_args"] = c.store_args;
   j["nnodes"] = {{"min", c.nnodes_min}, {"max", c.nnodes_max}};
   j["node_rank"] = c.node_rank;
-  j["nproc_per_node"] = c.nproc_kind == NprocKind::kNumber ? json(c.nproc_per_node)
-                                                            : json(nproc_name(c.nproc_kind));
+  j["nproc_per_node"] =
+      c.nproc_kind == NprocKind::kNumber ? json(c.nproc_per_node) : json(nproc_name(c.nproc_kind));
   j["rdzv_backend"] = c.rdzv_backend;
   j["rdzv_endpoint"] = c.rdzv_endpoint;
   j["rdzv_id"] = c.rdzv_id;
@@ -966,8 +994,7 @@ std::string config_to_json(const LaunchConfig& c) {
   j["log_dir"] = opt_str(c.log_dir);
   j["redirects"] = std_json(c.redirects);
   j["tee"] = std_json(c.tee);
-  j["local_ranks_filter"] =
-      c.local_ranks_filter ? json(*c.local_ranks_filter) : json(nullptr);
+  j["local_ranks_filter"] = c.local_ranks_filter ? json(*c.local_ranks_filter) : json(nullptr);
   j["master_addr"] = c.master_addr;
   j["master_port"] = c.master_port ? json(*c.master_port) : json(nullptr);
   j["local_addr"] = opt_str(c.local_addr);
@@ -980,8 +1007,9 @@ std::string config_to_json(const LaunchConfig& c) {
   j["timeout_ms"] = c.run_timeout ? json(c.run_timeout->count()) : json(nullptr);
   j["rdzv_timeout_ms"] = c.rdzv_timeout.count();
   j["summary_json"] = opt_str(c.summary_json);
-  j["color"] = c.color == ColorMode::kAuto ? "auto"
-               : c.color == ColorMode::kAlways ? "always" : "never";
+  j["color"] = c.color == ColorMode::kAuto     ? "auto"
+               : c.color == ColorMode::kAlways ? "always"
+                                               : "never";
   j["tag_output"] = c.tag_output;
   j["python"] = c.python;
   j["program"] = c.program;

@@ -67,8 +67,9 @@ TEST_CASE("nproc-per-node accepts a number, gpu, cpu, auto", "[cli]") {
   CHECK(parse({"--nproc-per-node", "auto", "x"}).nproc_kind == NprocKind::kAuto);
   CHECK(parse({"--nproc-per-node", "8", "x"}).nproc_per_node == 8);
   auto err = error_of({"--nproc-per-node", "four", "x"});
-  CHECK(err == "invalid value 'four' for --nproc-per-node (expected a positive number of workers, "
-               "gpu, cpu or auto)");
+  CHECK(err ==
+        "invalid value 'four' for --nproc-per-node (expected a positive number of workers, "
+        "gpu, cpu or auto)");
   CHECK_THAT(error_of({"--nproc-per-node", "0", "x"}), Catch::Contains("--nproc-per-node"));
   CHECK_THAT(error_of({"--nproc-per-node", "-2", "x"}), Catch::Contains("'-2'"));
 }
@@ -145,8 +146,8 @@ TEST_CASE("nnodes N or MIN:MAX", "[cli]") {
 }
 
 TEST_CASE("program arguments pass through untouched", "[cli]") {
-  auto c = parse({"--nproc-per-node", "2", "train.py", "--nproc-per-node", "7", "--lr=0.1", "-m",
-                  "--", "x"});
+  auto c = parse(
+      {"--nproc-per-node", "2", "train.py", "--nproc-per-node", "7", "--lr=0.1", "-m", "--", "x"});
   CHECK(c.nproc_per_node == 2);
   CHECK(c.program == "train.py");
   CHECK(c.program_args == Args{"--nproc-per-node", "7", "--lr=0.1", "-m", "--", "x"});
@@ -197,14 +198,10 @@ TEST_CASE("local ranks filter", "[cli]") {
 }
 
 TEST_CASE("PET_* environment fallbacks; an explicit flag wins", "[cli]") {
-  EnvMap env{{"PET_NPROC_PER_NODE", "3"},
-             {"PET_NNODES", "2"},
-             {"PET_NODE_RANK", "1"},
-             {"PET_MASTER_ADDR", "10.1.1.1"},
-             {"PET_MASTER_PORT", "2222"},
-             {"PET_MAX_RESTARTS", "5"},
-             {"PET_ROLE", "trainer"},
-             {"PET_TEE", "3"},
+  EnvMap env{{"PET_NPROC_PER_NODE", "3"}, {"PET_NNODES", "2"},
+             {"PET_NODE_RANK", "1"},      {"PET_MASTER_ADDR", "10.1.1.1"},
+             {"PET_MASTER_PORT", "2222"}, {"PET_MAX_RESTARTS", "5"},
+             {"PET_ROLE", "trainer"},     {"PET_TEE", "3"},
              {"PET_LOG_DIR", "/logs"}};
   auto c = parse({"x"}, env);
   CHECK(c.nproc_per_node == 3);
@@ -271,7 +268,8 @@ TEST_CASE("module and no-python conflict; run-path wins", "[cli]") {
 }
 
 TEST_CASE("python rule: .py and -m run under the interpreter, native directly", "[cli]") {
-  CHECK(base_command(parse({"train.py", "--a", "1"})) == Args{"python3", "-u", "train.py", "--a", "1"});
+  CHECK(base_command(parse({"train.py", "--a", "1"})) ==
+        Args{"python3", "-u", "train.py", "--a", "1"});
   CHECK(base_command(parse({"-m", "pkg.mod", "a"})) == Args{"python3", "-u", "-m", "pkg.mod", "a"});
   CHECK(base_command(parse({"--no-python", "train.py"})) == Args{"train.py"});
   CHECK(base_command(parse({"./app", "x"})) == Args{"./app", "x"});
@@ -317,10 +315,10 @@ TEST_CASE("actions: help, version, info, dry-run, dump-config, store", "[cli]") 
 }
 
 TEST_CASE("gpurun extras", "[cli]") {
-  auto c = parse({"--timeout", "30s", "--rdzv-timeout", "2m", "--summary-json", "/tmp/s.json",
-                  "--color", "never", "--per-worker-visible-devices", "--no-tag-output",
-                  "--virtual-local-rank", "--shutdown-timeout", "60", "--signals-to-handle",
-                  "SIGTERM,USR1,sigint,2", "x"});
+  auto c =
+      parse({"--timeout", "30s", "--rdzv-timeout", "2m", "--summary-json", "/tmp/s.json", "--color",
+             "never", "--per-worker-visible-devices", "--no-tag-output", "--virtual-local-rank",
+             "--shutdown-timeout", "60", "--signals-to-handle", "SIGTERM,USR1,sigint,2", "x"});
   CHECK(c.run_timeout == std::chrono::seconds(30));
   CHECK(c.rdzv_timeout == std::chrono::minutes(2));
   CHECK(c.summary_json == "/tmp/s.json");
@@ -356,9 +354,10 @@ TEST_CASE("dump-config is JSON of the resolved config", "[cli]") {
 
 TEST_CASE("help lists every group, exit codes and env; version names gpurun", "[cli]") {
   auto h = help_text();
-  for (const char* s : {"usage: gpurun", "torchrun-compatible options", "gpurun extras",
-                        "exit codes:", "environment:", "--nproc-per-node", "--per-worker-visible-devices",
-                        "-r, --redirects", "--local-ranks-filter", "PET_", "GPURUN_FAKE_GPUS"}) {
+  for (const char* s :
+       {"usage: gpurun", "torchrun-compatible options", "gpurun extras",
+        "exit codes:", "environment:", "--nproc-per-node", "--per-worker-visible-devices",
+        "-r, --redirects", "--local-ranks-filter", "PET_", "GPURUN_FAKE_GPUS"}) {
     CHECK_THAT(h, Catch::Contains(s));
   }
   for (const auto& line : split(h, '\n')) CHECK(line.size() <= 100);

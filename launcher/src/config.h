@@ -58,7 +58,8 @@ struct LaunchConfig {
   std::map<std::string, std::string> rdzv_conf;
   bool standalone = false;
   int max_restarts = 0;
-  std::chrono::milliseconds monitor_interval{100};  // accepted for compatibility; we are event driven
+  std::chrono::milliseconds monitor_interval{
+      100};  // accepted for compatibility; we are event driven
   std::string start_method = "spawn";
   std::string role = "default";
   bool module = false;     // -m: python -u -m PROGRAM
@@ -71,16 +72,18 @@ struct LaunchConfig {
   std::string master_addr = "127.0.0.1";
   std::optional<int> master_port;  // unset or 0 = pick a free port atomically (bound, never probed)
   std::optional<std::string> local_addr;
-  std::vector<int> signals_to_handle;  // default SIGTERM,SIGINT,SIGHUP,SIGQUIT (+SIGUSR1/2 forwarded)
+  std::vector<int>
+      signals_to_handle;  // default SIGTERM,SIGINT,SIGHUP,SIGQUIT (+SIGUSR1/2 forwarded)
   std::chrono::milliseconds shutdown_timeout{5000};  // grace between forwarded signal and SIGKILL
   bool virtual_local_rank = false;
 
   // ---- gpurun extras ----
-  bool narrow_visible_devices = false;  // --per-worker-visible-devices: CUDA_VISIBLE_DEVICES=<its GPU>
-  std::optional<std::chrono::milliseconds> run_timeout;    // --timeout: whole run
+  bool narrow_visible_devices =
+      false;  // --per-worker-visible-devices: CUDA_VISIBLE_DEVICES=<its GPU>
+  std::optional<std::chrono::milliseconds> run_timeout;              // --timeout: whole run
   std::chrono::milliseconds rdzv_timeout{std::chrono::minutes(15)};  // --rdzv-timeout
-  std::optional<std::string> summary_json;                  // --summary-json PATH
-  ColorMode color = ColorMode::kAuto;                       // --color auto|always|never
+  std::optional<std::string> summary_json;                           // --summary-json PATH
+  ColorMode color = ColorMode::kAuto;                                // --color auto|always|never
   bool tag_output = true;  // prefix console lines with [rank N] when output goes through gpurun
   std::string python = "python3";  // $PYTHON_EXEC, else $PYTHON, else python3
 
@@ -115,17 +118,17 @@ std::string substitute_local_rank(const std::string& arg, int local_rank);
 
 // ---- GPUs ----
 struct GpuInfo {
-  int index = 0;          // index in the numbering the worker will see (after *_VISIBLE_DEVICES)
-  std::string id;         // what to put in CUDA_VISIBLE_DEVICES for this GPU (index, UUID or MIG id)
-  std::string name;       // "NVIDIA H100 80GB HBM3" when known
-  std::string vendor;     // "nvidia" | "amd" | "fake"
+  int index = 0;       // index in the numbering the worker will see (after *_VISIBLE_DEVICES)
+  std::string id;      // what to put in CUDA_VISIBLE_DEVICES for this GPU (index, UUID or MIG id)
+  std::string name;    // "NVIDIA H100 80GB HBM3" when known
+  std::string vendor;  // "nvidia" | "amd" | "fake"
   std::string uuid;
 };
 
 struct GpuInventory {
   std::vector<GpuInfo> gpus;
   std::string source;  // how they were found: "nvml", "CUDA_VISIBLE_DEVICES", "kfd", "fake", "none"
-  std::string driver_version;  // when known
+  std::string driver_version;      // when known
   std::vector<std::string> notes;  // e.g. "NVML not loadable: libnvidia-ml.so.1 not found"
 };
 
@@ -160,7 +163,7 @@ struct WorkerSpec {
   std::optional<int> gpu;         // GPU index assigned (LOCAL_RANK mapping), if any
   std::string stdout_path;        // "" = not redirected to a file
   std::string stderr_path;
-  bool console_stdout = true;     // after --local-ranks-filter
+  bool console_stdout = true;  // after --local-ranks-filter
   bool console_stderr = true;
 };
 

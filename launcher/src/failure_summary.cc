@@ -78,11 +78,16 @@ std::string format_one(std::size_t idx, const FailureEntry& f, const std::string
 
 std::string outcome_name(Outcome o) {
   switch (o) {
-    case Outcome::kSucceeded: return "succeeded";
-    case Outcome::kWorkerFailed: return "worker_failed";
-    case Outcome::kInterrupted: return "interrupted";
-    case Outcome::kTimedOut: return "timed_out";
-    case Outcome::kSpawnFailed: return "spawn_failed";
+    case Outcome::kSucceeded:
+      return "succeeded";
+    case Outcome::kWorkerFailed:
+      return "worker_failed";
+    case Outcome::kInterrupted:
+      return "interrupted";
+    case Outcome::kTimedOut:
+      return "timed_out";
+    case Outcome::kSpawnFailed:
+      return "spawn_failed";
   }
   return "unknown";
 }
@@ -120,7 +125,8 @@ nlohmann::json failure_json(const FailureEntry& f, const std::string& host) {
   j["time"] = torchrun_time(failure_epoch(f));
   j["timestamp"] = failure_epoch(f);
   j["message"] = torchrun_message(f);
-  j["error_file"] = f.error_file.path.empty() ? nlohmann::json(nullptr) : nlohmann::json(f.error_file.path);
+  j["error_file"] =
+      f.error_file.path.empty() ? nlohmann::json(nullptr) : nlohmann::json(f.error_file.path);
   j["error_file_present"] = f.error_file.present;
   if (!f.error_file.problem.empty()) j["error_file_problem"] = f.error_file.problem;
   if (f.error_file.present && f.error_file.problem.empty()) {
@@ -210,8 +216,9 @@ std::string format_torchrun_block(const FailureReport& report) {
   std::vector<const FailureEntry*> all;
   all.push_back(&*report.root);
   for (const auto& o : report.others) all.push_back(&o);
-  std::sort(all.begin(), all.end(),
-            [](const FailureEntry* a, const FailureEntry* b) { return a->worker.rank < b->worker.rank; });
+  std::sort(all.begin(), all.end(), [](const FailureEntry* a, const FailureEntry* b) {
+    return a->worker.rank < b->worker.rank;
+  });
   const std::string title = report.entrypoint + " FAILED";
   std::size_t width = title.size();
   std::string root_fmt;
@@ -234,8 +241,9 @@ std::string format_torchrun_block(const FailureReport& report) {
   } else {
     for (std::size_t i = 0; i < others.size(); ++i) other_fmt += (i ? "\n" : "") + others[i];
   }
-  return fmt::format("{}\n{}\n{}\nFailures:\n{}\n{}\nRoot Cause (first observed failure):\n{}\n{}\n",
-                     border, title, section, other_fmt, section, root_fmt, border);
+  return fmt::format(
+      "{}\n{}\n{}\nFailures:\n{}\n{}\nRoot Cause (first observed failure):\n{}\n{}\n", border,
+      title, section, other_fmt, section, root_fmt, border);
 }
 
 std::string explain_failure(const FailureEntry& f, bool has_last_lines) {
@@ -259,8 +267,7 @@ std::string explain_failure(const FailureEntry& f, bool has_last_lines) {
     what = w.status->describe();
   }
   return fmt::format("rank {} (pid {}) {}; {}", w.rank, w.pid, what,
-                     has_last_lines ? "see its last output below"
-                                    : "its output (if any) is above");
+                     has_last_lines ? "see its last output below" : "its output (if any) is above");
 }
 
 std::string format_failure_summary(const FailureReport& report) {
@@ -334,7 +341,8 @@ nlohmann::json summary_json(const FailureReport& report) {
   j["interrupt_signal"] =
       r.interrupt_signal ? nlohmann::json(signal_name(r.interrupt_signal)) : nullptr;
   j["running_at_timeout"] = r.running_at_timeout;
-  j["spawn_error"] = r.spawn_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.spawn_error);
+  j["spawn_error"] =
+      r.spawn_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.spawn_error);
   if (report.root) {
     j["root_cause"] = failure_json(*report.root, report.host);
     j["explanation"] = explain_failure(*report.root, !report.root->last_lines.empty());

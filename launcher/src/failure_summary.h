@@ -6,11 +6,10 @@
 #pragma once
 
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "supervisor.h"
 
@@ -32,7 +31,7 @@ ErrorFile parse_error_file(const std::string& path, const std::string& content);
 
 struct FailureEntry {
   WorkerRecord worker;
-  ErrorFile error_file;  // path "" = no error file exported (log dir /dev/null)
+  ErrorFile error_file;                 // path "" = no error file exported (log dir /dev/null)
   std::vector<std::string> last_lines;  // that rank's last stderr lines (or stdout's)
   std::string last_lines_from;          // "stderr", "stdout", "/path/stderr.log"
 };

@@ -1,8 +1,7 @@
 #include "failure_summary.h"
 
-#include <csignal>
-
 #include <catch2/catch.hpp>
+#include <csignal>
 
 using namespace gpurun;
 using namespace gpurun::launcher;
@@ -51,7 +50,9 @@ TEST_CASE("summary: torchrun's block, byte for byte", "[summary]") {
       "------------------------------------------------------------\n"
       "Root Cause (first observed failure):\n"
       "[0]:\n"
-      "  time      : " + t + "\n"
+      "  time      : " +
+      t +
+      "\n"
       "  host      : node7\n"
       "  rank      : 1 (local_rank: 1)\n"
       "  exitcode  : 7 (pid: 1234)\n"
@@ -65,7 +66,8 @@ TEST_CASE("summary: signal death, explanation first, last lines", "[summary]") {
   auto rep = failed_report(ExitStatus::killed(SIGSEGV));
   const std::string s = format_failure_summary(rep);
   CHECK(s.rfind("gpurun: error: rank 1 (pid 1234) killed by SIGSEGV (exit 139); see its last "
-                "output below\n", 0) == 0);
+                "output below\n",
+                0) == 0);
   CHECK(s.find("  | RuntimeError: boom\n") != std::string::npos);
   CHECK(s.find("  exitcode  : -11 (pid: 1234)\n") != std::string::npos);
   CHECK(s.find("  traceback : Signal 11 (SIGSEGV) received by PID 1234\n") != std::string::npos);
@@ -145,7 +147,8 @@ TEST_CASE("summary: interrupted and timed out", "[summary]") {
   rep.result.interrupt_signal = SIGINT;
   rep.result.exit_code = 130;
   rep.result.workers.resize(2);
-  CHECK(format_failure_summary(rep) == "gpurun: interrupted by SIGINT; all 2 workers stopped (exit 130)\n");
+  CHECK(format_failure_summary(rep) ==
+        "gpurun: interrupted by SIGINT; all 2 workers stopped (exit 130)\n");
   rep.result.outcome = Outcome::kTimedOut;
   rep.result.running_at_timeout = {1, 2, 3};
   CHECK(format_failure_summary(rep).find("ranks 1-3 still running") != std::string::npos);

@@ -22,7 +22,7 @@ struct FakeChild {
   };
   std::vector<Output> output;
   std::optional<std::pair<milliseconds, ExitStatus>> exit;  // none: runs until signalled
-  bool ignore_term = false;  // ignores SIGTERM/SIGINT/SIGHUP/SIGQUIT (SIGKILL always works)
+  bool ignore_term = false;    // ignores SIGTERM/SIGINT/SIGHUP/SIGQUIT (SIGKILL always works)
   milliseconds term_delay{0};  // time it takes to die after a terminating signal
   std::string exec_error;      // exec "fails" with this text: exits 127 at once
 
@@ -95,8 +95,8 @@ class FakeProcessRunner final : public ProcessRunner {
     Live& c = it->second;
     sent.push_back({elapsed(), c.id, sig});
     const bool terminating =
-        sig == SIGKILL || ((sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT) &&
-                           !c.ignore_term);
+        sig == SIGKILL ||
+        ((sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT) && !c.ignore_term);
     if (!terminating) return;
     const auto die_at = elapsed() + (sig == SIGKILL ? milliseconds(0) : c.term_delay);
     if (!c.exit_at || *c.exit_at > die_at) {

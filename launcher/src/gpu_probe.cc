@@ -255,9 +255,8 @@ GpuInventory NvmlGpuProbe::probe(const EnvMap& env) {
   }
   // CUDA numbers GPUs fastest-first unless CUDA_DEVICE_ORDER=PCI_BUS_ID; NVML uses PCI order.
   // They agree on machines with identical GPUs; say so when they may not.
-  bool mixed = std::any_of(devices.begin(), devices.end(), [&](const NvmlDevice& d) {
-    return d.name != devices.front().name;
-  });
+  bool mixed = std::any_of(devices.begin(), devices.end(),
+                           [&](const NvmlDevice& d) { return d.name != devices.front().name; });
   auto order = env_get(env, "CUDA_DEVICE_ORDER");
   if (mixed && (!order || *order != "PCI_BUS_ID")) {
     inv.notes.push_back(
@@ -272,14 +271,13 @@ FakeGpuProbe::FakeGpuProbe(int count) : count_(count) {}
 GpuInventory FakeGpuProbe::probe(const EnvMap& env) {
   std::vector<NvmlDevice> devices;
   for (int i = 0; i < count_; ++i) {
-    devices.push_back({fmt::format("GPU-fa4e0000-0000-4000-8000-{:012d}", i),
-                       "Fake GPU", {}});
+    devices.push_back({fmt::format("GPU-fa4e0000-0000-4000-8000-{:012d}", i), "Fake GPU", {}});
   }
-  GpuInventory inv = NvmlGpuProbe(make_fake_nvml(std::move(devices), "fake"), "fake", "fake")
-                         .probe(env);
-  inv.notes.insert(inv.notes.begin(),
-                   fmt::format("GPURUN_FAKE_GPUS={}: pretending {} GPU(s) exist (tests only)",
-                               count_, count_));
+  GpuInventory inv =
+      NvmlGpuProbe(make_fake_nvml(std::move(devices), "fake"), "fake", "fake").probe(env);
+  inv.notes.insert(
+      inv.notes.begin(),
+      fmt::format("GPURUN_FAKE_GPUS={}: pretending {} GPU(s) exist (tests only)", count_, count_));
   return inv;
 }
 

@@ -69,8 +69,8 @@ class NvmlGpuProbe : public GpuProbe {
 // One GPU node of the KFD topology (AMD), in node order.
 struct KfdGpu {
   int node = 0;
-  std::string name;            // e.g. "gfx90a" from the node's name file
-  std::string uuid;            // "GPU-<unique_id as 16 hex digits>" when the kernel exports it
+  std::string name;  // e.g. "gfx90a" from the node's name file
+  std::string uuid;  // "GPU-<unique_id as 16 hex digits>" when the kernel exports it
   long long gpu_id = 0;
 };
 

@@ -141,8 +141,7 @@ TEST_CASE("NvmlGpuProbe: inventory, source, driver, notes", "[gpu_probe]") {
   CHECK(any_note_contains(inv.notes, "selects 2 of 4 GPUs"));
 }
 
-TEST_CASE("NVML absent: 0 GPUs with a note, also when CUDA_VISIBLE_DEVICES is set",
-          "[gpu_probe]") {
+TEST_CASE("NVML absent: 0 GPUs with a note, also when CUDA_VISIBLE_DEVICES is set", "[gpu_probe]") {
   NvmlGpuProbe probe(make_missing_nvml("libnvidia-ml.so.1: cannot open shared object file"));
   auto inv = probe.probe({});
   CHECK(inv.gpus.empty());
@@ -208,9 +207,8 @@ struct TempDir {
   void node(int n, int simd, unsigned long long unique_id, const std::string& name) {
     auto dir = path / std::to_string(n);
     std::filesystem::create_directories(dir);
-    std::ofstream(dir / "properties") << "cpu_cores_count 0\nsimd_count " << simd
-                                      << "\nunique_id " << unique_id << "\ngpu_id " << 1000 + n
-                                      << "\n";
+    std::ofstream(dir / "properties") << "cpu_cores_count 0\nsimd_count " << simd << "\nunique_id "
+                                      << unique_id << "\ngpu_id " << 1000 + n << "\n";
     std::ofstream(dir / "name") << name << "\n";
   }
 };

@@ -5,6 +5,7 @@
 #include "info.h"
 
 #include <arpa/inet.h>
+#include <fmt/format.h>
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netdb.h>
@@ -18,7 +19,6 @@
 #include <iostream>
 #include <map>
 #include <sstream>
-#include <fmt/format.h>
 
 #include "dl_handle.h"
 #include "gpurun/common/unique_fd.h"
@@ -81,8 +81,8 @@ std::optional<std::string> source_address_for(const std::string& host, std::stri
     UniqueFd fd(::socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     if (fd.get() < 0) continue;
     if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0) {  // picks a route; sends nothing
-      last_error = fmt::format("no route to {} ({})", address_text(ai->ai_addr),
-                               std::strerror(errno));
+      last_error =
+          fmt::format("no route to {} ({})", address_text(ai->ai_addr), std::strerror(errno));
       continue;
     }
     sockaddr_storage local{};
@@ -132,18 +132,18 @@ std::string port_status(int port) {
 }
 
 std::vector<std::string> relevant_env(const EnvMap& env) {
-  static const char* kPrefixes[] = {"NCCL_", "CUDA_",  "GLOO_", "MASTER_", "PET_",
-                                    "TORCHELASTIC_", "TORCH_", "GPURUN_", "ROCR_", "HIP_",
-                                    "NVIDIA_", "UCX_", "FI_"};
-  static const char* kExact[] = {"OMP_NUM_THREADS", "WORLD_SIZE", "RANK", "LOCAL_RANK",
+  static const char* kPrefixes[] = {"NCCL_",         "CUDA_",  "GLOO_",   "MASTER_", "PET_",
+                                    "TORCHELASTIC_", "TORCH_", "GPURUN_", "ROCR_",   "HIP_",
+                                    "NVIDIA_",       "UCX_",   "FI_"};
+  static const char* kExact[] = {"OMP_NUM_THREADS",  "WORLD_SIZE",  "RANK",   "LOCAL_RANK",
                                  "LOCAL_WORLD_SIZE", "PYTHON_EXEC", "PYTHON", "LD_LIBRARY_PATH",
-                                 "LOGLEVEL", "USE_LIBUV"};
+                                 "LOGLEVEL",         "USE_LIBUV"};
   std::vector<std::string> out;
   for (const auto& [k, v] : env) {
-    bool match = std::any_of(std::begin(kExact), std::end(kExact),
-                             [&](const char* e) { return k == e; }) ||
-                 std::any_of(std::begin(kPrefixes), std::end(kPrefixes),
-                             [&](const char* p) { return k.rfind(p, 0) == 0; });
+    bool match =
+        std::any_of(std::begin(kExact), std::end(kExact), [&](const char* e) { return k == e; }) ||
+        std::any_of(std::begin(kPrefixes), std::end(kPrefixes),
+                    [&](const char* p) { return k.rfind(p, 0) == 0; });
     if (match) out.push_back(k + "=" + v);
   }
   return out;
@@ -151,13 +151,13 @@ std::vector<std::string> relevant_env(const EnvMap& env) {
 
 std::string cuda_runtime_version() {
   std::string why;
-  auto lib = DlHandle::open({"libcudart.so", "libcudart.so.13", "libcudart.so.12",
-                             "libcudart.so.11.0"},
-                            &why);
+  auto lib = DlHandle::open(
+      {"libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"}, &why);
   if (!lib) return fmt::format("not found ({})", why);
   auto fn = lib.symbol<int (*)(int*)>("cudaRuntimeGetVersion");
   int v = 0;
-  if (!fn || fn(&v) != 0) return fmt::format("unknown ({} has no usable cudaRuntimeGetVersion)", lib.name());
+  if (!fn || fn(&v) != 0)
+    return fmt::format("unknown ({} has no usable cudaRuntimeGetVersion)", lib.name());
   return fmt::format("{} ({})", cuda_style_version(v), lib.name());
 }
 
@@ -167,7 +167,8 @@ std::string cuda_driver_version() {
   if (!lib) return fmt::format("not found ({})", why);
   auto fn = lib.symbol<int (*)(int*)>("cuDriverGetVersion");
   int v = 0;
-  if (!fn || fn(&v) != 0) return fmt::format("unknown ({} has no usable cuDriverGetVersion)", lib.name());
+  if (!fn || fn(&v) != 0)
+    return fmt::format("unknown ({} has no usable cuDriverGetVersion)", lib.name());
   return fmt::format("{} ({})", cuda_style_version(v), lib.name());
 }
 
@@ -177,10 +178,11 @@ std::string nccl_version() {
   if (!lib) return fmt::format("not found ({})", why);
   auto fn = lib.symbol<int (*)(int*)>("ncclGetVersion");
   int v = 0;
-  if (!fn || fn(&v) != 0) return fmt::format("unknown ({} has no usable ncclGetVersion)", lib.name());
+  if (!fn || fn(&v) != 0)
+    return fmt::format("unknown ({} has no usable ncclGetVersion)", lib.name());
   // NCCL_VERSION_CODE: major*10000 + minor*100 + patch since 2.9, major*1000 + ... before.
   std::string text = v >= 20900 ? fmt::format("{}.{}.{}", v / 10000, (v % 10000) / 100, v % 100)
-                                 : fmt::format("{}.{}.{}", v / 1000, (v % 1000) / 100, v % 100);
+                                : fmt::format("{}.{}.{}", v / 1000, (v % 1000) / 100, v % 100);
   return fmt::format("{} ({})", text, lib.name());
 }
 
@@ -210,8 +212,7 @@ std::string info_text(const LaunchConfig& cfg, const EnvMap& env, GpuProbe& prob
   for (const auto& i : ifaces) {
     std::string addrs;
     for (const auto& a : i.addresses) addrs += (addrs.empty() ? "" : " ") + a;
-    out << fmt::format("  {:<12} {:<5} {}\n", i.name,
-                       i.loopback ? "loop" : (i.up ? "up" : "down"),
+    out << fmt::format("  {:<12} {:<5} {}\n", i.name, i.loopback ? "loop" : (i.up ? "up" : "down"),
                        addrs.empty() ? "(no address)" : addrs);
   }
   std::string why;

@@ -1,12 +1,12 @@
 #include "info.h"
 
 #include <arpa/inet.h>
+#include <fmt/format.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-#include <fmt/format.h>
 
 #include "gpu_probe.h"
 #include "gpurun/common/unique_fd.h"
@@ -69,8 +69,9 @@ TEST_CASE("interfaces include loopback; loopback reaches 127.0.0.1", "[info]") {
 }
 
 TEST_CASE("relevant_env keeps only distributed-job variables", "[info]") {
-  EnvMap env{{"NCCL_DEBUG", "INFO"}, {"HOME", "/root"}, {"PET_NNODES", "2"},
-             {"OMP_NUM_THREADS", "4"}, {"CUDA_VISIBLE_DEVICES", "0"}, {"TERM", "xterm"}};
+  EnvMap env{{"NCCL_DEBUG", "INFO"},        {"HOME", "/root"},
+             {"PET_NNODES", "2"},           {"OMP_NUM_THREADS", "4"},
+             {"CUDA_VISIBLE_DEVICES", "0"}, {"TERM", "xterm"}};
   CHECK(relevant_env(env) == std::vector<std::string>{"CUDA_VISIBLE_DEVICES=0", "NCCL_DEBUG=INFO",
                                                       "OMP_NUM_THREADS=4", "PET_NNODES=2"});
 }
@@ -97,8 +98,8 @@ TEST_CASE("info_text: GPUs, versions, interfaces, port, env", "[info]") {
   CHECK_THAT(text, Catch::Contains("NCCL "));
   CHECK_THAT(text, Catch::Contains("CUDA runtime"));
   CHECK_THAT(text, Catch::Contains("MASTER_ADDR 127.0.0.1 is reached via"));
-  CHECK_THAT(text, Catch::Contains(fmt::format("--master-port {}: in use by pid {}", busy.port,
-                                               ::getpid())));
+  CHECK_THAT(text, Catch::Contains(
+                       fmt::format("--master-port {}: in use by pid {}", busy.port, ::getpid())));
   CHECK_THAT(text, Catch::Contains("  NCCL_DEBUG=WARN\n"));
   CHECK_THAT(text, !Catch::Contains("HOME="));
 

@@ -79,18 +79,17 @@ class DlopenNvml : public NvmlLibrary {
         lib_.symbol<nvmlReturn_t (*)(unsigned, nvmlDevice_t*)>("nvmlDeviceGetHandleByIndex_v2");
     get_uuid_ = lib_.symbol<nvmlReturn_t (*)(nvmlDevice_t, char*, unsigned)>("nvmlDeviceGetUUID");
     get_name_ = lib_.symbol<nvmlReturn_t (*)(nvmlDevice_t, char*, unsigned)>("nvmlDeviceGetName");
-    driver_version_ =
-        lib_.symbol<nvmlReturn_t (*)(char*, unsigned)>("nvmlSystemGetDriverVersion");
+    driver_version_ = lib_.symbol<nvmlReturn_t (*)(char*, unsigned)>("nvmlSystemGetDriverVersion");
     // Optional (MIG-capable drivers only).
-    mig_mode_ = lib_.symbol<nvmlReturn_t (*)(nvmlDevice_t, unsigned*, unsigned*)>(
-        "nvmlDeviceGetMigMode");
-    max_mig_ = lib_.symbol<nvmlReturn_t (*)(nvmlDevice_t, unsigned*)>(
-        "nvmlDeviceGetMaxMigDeviceCount");
+    mig_mode_ =
+        lib_.symbol<nvmlReturn_t (*)(nvmlDevice_t, unsigned*, unsigned*)>("nvmlDeviceGetMigMode");
+    max_mig_ =
+        lib_.symbol<nvmlReturn_t (*)(nvmlDevice_t, unsigned*)>("nvmlDeviceGetMaxMigDeviceCount");
     mig_handle_ = lib_.symbol<nvmlReturn_t (*)(nvmlDevice_t, unsigned, nvmlDevice_t*)>(
         "nvmlDeviceGetMigDeviceHandleByIndex");
     if (!init_ || !get_count_ || !get_handle_ || !get_uuid_ || !get_name_) {
-      error_ = fmt::format("{} lacks nvmlInit_v2/nvmlDeviceGetCount_v2 (driver too old)",
-                           lib_.name());
+      error_ =
+          fmt::format("{} lacks nvmlInit_v2/nvmlDeviceGetCount_v2 (driver too old)", lib_.name());
       return;
     }
     nvmlReturn_t rc = init_();

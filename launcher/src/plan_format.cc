@@ -40,7 +40,8 @@ std::string wrap(const std::vector<std::string>& words, std::size_t indent, std:
 }
 
 std::string stream_text(const std::string& path, bool console) {
-  if (path.empty()) return console ? "console" : "dropped (not shown on the console and no log file)";
+  if (path.empty())
+    return console ? "console" : "dropped (not shown on the console and no log file)";
   return console ? "console + " + path : path;
 }
 
@@ -56,8 +57,7 @@ std::string format_plan(const LaunchConfig& cfg, const std::vector<WorkerSpec>& 
   };
 
   out << fmt::format("gpurun plan (dry run, nothing started): {} worker{} on node {} of {}",
-                     workers.size(), workers.size() == 1 ? "" : "s", cfg.node_rank,
-                     cfg.nnodes_max);
+                     workers.size(), workers.size() == 1 ? "" : "s", cfg.node_rank, cfg.nnodes_max);
   if (first) out << fmt::format(", world size {}", env_value(*first, "WORLD_SIZE"));
   out << "\n";
 
@@ -74,10 +74,10 @@ std::string format_plan(const LaunchConfig& cfg, const std::vector<WorkerSpec>& 
     out << fmt::format("  store:   {}:{}{}\n", env_value(*first, "MASTER_ADDR"), port,
                        port == "0" ? " (a free port is bound when the run starts)" : "");
   }
-  std::string device_policy = cfg.virtual_local_rank ? "one GPU per worker, LOCAL_RANK=0 (--virtual-local-rank)"
-                              : cfg.narrow_visible_devices
-                                  ? "CUDA_VISIBLE_DEVICES narrowed to each worker's GPU"
-                                  : "worker uses GPU LOCAL_RANK; CUDA_VISIBLE_DEVICES unchanged";
+  std::string device_policy =
+      cfg.virtual_local_rank       ? "one GPU per worker, LOCAL_RANK=0 (--virtual-local-rank)"
+      : cfg.narrow_visible_devices ? "CUDA_VISIBLE_DEVICES narrowed to each worker's GPU"
+                                   : "worker uses GPU LOCAL_RANK; CUDA_VISIBLE_DEVICES unchanged";
   out << "  devices: " << device_policy << "\n";
   if (cfg.log_dir) out << "  logs:    " << *cfg.log_dir << "\n";
 

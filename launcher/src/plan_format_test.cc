@@ -8,8 +8,8 @@ using namespace gpurun::launcher;
 
 TEST_CASE("format_plan shows ranks, GPUs, commands, gpurun's env and log paths", "[plan]") {
   EnvMap base{{"HOME", "/home/u"}, {"CUDA_VISIBLE_DEVICES", "0,1"}};
-  auto cfg = resolve_config({"--nproc-per-node", "3", "--log-dir", "/logs", "-t", "0:3",
-                             "train.py", "--name", "it's ${local_rank}"},
+  auto cfg = resolve_config({"--nproc-per-node", "3", "--log-dir", "/logs", "-t", "0:3", "train.py",
+                             "--name", "it's ${local_rank}"},
                             base);
   auto gpus = FakeGpuProbe(2).probe(base);
   AttemptFacts f;
@@ -29,11 +29,13 @@ TEST_CASE("format_plan shows ranks, GPUs, commands, gpurun's env and log paths",
   CHECK_THAT(plan, Catch::Contains("\nrank 2 (local rank 2)  no GPU\n"));
   CHECK_THAT(plan, Catch::Contains("  command: python3 -u train.py --name 'it'\\''s 1'\n"));
   CHECK_THAT(plan, Catch::Contains("RANK=2 LOCAL_RANK=2 WORLD_SIZE=3"));
-  CHECK_THAT(plan, Catch::Contains("TORCHELASTIC_ERROR_FILE=/logs/none_ab12/attempt_0/1/error.json"));
+  CHECK_THAT(plan,
+             Catch::Contains("TORCHELASTIC_ERROR_FILE=/logs/none_ab12/attempt_0/1/error.json"));
   CHECK_THAT(plan, Catch::Contains("CUDA_VISIBLE_DEVICES=0,1"));
   CHECK_THAT(plan, Catch::Contains("GPURUN_GPU=''"));  // rank 2
-  CHECK_THAT(plan, !Catch::Contains("HOME="));          // inherited env is not listed
-  CHECK_THAT(plan, Catch::Contains("  stdout:  console + /logs/none_ab12/attempt_0/0/stdout.log\n"));
+  CHECK_THAT(plan, !Catch::Contains("HOME="));         // inherited env is not listed
+  CHECK_THAT(plan,
+             Catch::Contains("  stdout:  console + /logs/none_ab12/attempt_0/0/stdout.log\n"));
   CHECK_THAT(plan, Catch::Contains("  stderr:  console\n"));
   // env lines are wrapped to stay readable
   for (const auto& line : split(plan, '\n')) {

@@ -14,9 +14,9 @@
 // nothing is ever polled on a timer. Children are reaped in exactly one place (reap_children).
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -69,7 +69,7 @@ std::string resolve_executable(const std::string& name, const EnvMap& env) {
   auto path = env_get(env, "PATH").value_or("/usr/local/bin:/usr/bin:/bin");
   for (const auto& dir : split(path, ':')) {
     std::string candidate = (dir.empty() ? std::string(".") : dir) + "/" + name;
-    struct stat st{};
+    struct stat st {};
     if (::access(candidate.c_str(), X_OK) == 0 && ::stat(candidate.c_str(), &st) == 0 &&
         S_ISREG(st.st_mode)) {
       return candidate;
@@ -175,7 +175,7 @@ class PosixProcessRunner final : public ProcessRunner {
     install(SIGCHLD, /*respect_ignored=*/false);
     // A closed console (gpurun ... | head) must not kill gpurun (and with it every worker);
     // writes then fail with EPIPE and the output is dropped. Children get SIGPIPE back (below).
-    struct sigaction ign{};
+    struct sigaction ign {};
     ign.sa_handler = SIG_IGN;
     ::sigemptyset(&ign.sa_mask);
     ::sigaction(SIGPIPE, &ign, &old_sigpipe_);
@@ -234,8 +234,7 @@ class PosixProcessRunner final : public ProcessRunner {
           target.reset(::fcntl(null_fd_.get(), F_DUPFD_CLOEXEC, 3));
           break;
         case StreamMode::kFile:
-          target.reset(
-              ::open(setup.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+          target.reset(::open(setup.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
           if (!target) {
             throw SpawnError(fmt::format("cannot open log file '{}' ({}); check --log-dir",
                                          setup.path, std::strerror(errno)));
@@ -321,9 +320,15 @@ class PosixProcessRunner final : public ProcessRunner {
         if (it == children_.end()) continue;
         Child& c = it->second;
         switch (owners[i].second) {
-          case 1: read_stream(c, Stream::kStdout, events); break;
-          case 2: read_stream(c, Stream::kStderr, events); break;
-          case 3: read_exec_error(c); break;
+          case 1:
+            read_stream(c, Stream::kStdout, events);
+            break;
+          case 2:
+            read_stream(c, Stream::kStderr, events);
+            break;
+          case 3:
+            read_exec_error(c);
+            break;
         }
       }
       reap_children(events);
@@ -344,10 +349,10 @@ class PosixProcessRunner final : public ProcessRunner {
   };
 
   void install(int sig, bool respect_ignored) {
-    struct sigaction old{};
+    struct sigaction old {};
     ::sigaction(sig, nullptr, &old);
     if (respect_ignored && old.sa_handler == SIG_IGN) return;  // e.g. SIGHUP under nohup
-    struct sigaction sa{};
+    struct sigaction sa {};
     sa.sa_handler = on_signal;
     ::sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART | (sig == SIGCHLD ? SA_NOCLDSTOP : 0);
@@ -459,7 +464,7 @@ class PosixProcessRunner final : public ProcessRunner {
   UniqueFd sig_read_, sig_write_, null_fd_;
   std::map<int, struct sigaction> old_actions_;
   std::vector<int> handled_signals_;
-  struct sigaction old_sigpipe_{};
+  struct sigaction old_sigpipe_ {};
 };
 
 }  // namespace

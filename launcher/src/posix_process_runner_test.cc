@@ -92,17 +92,17 @@ TEST_CASE("posix runner: exec failure is reported through the error pipe", "[run
   CHECK(c.exits[1].exec_error == "No such file or directory");
 }
 
-TEST_CASE("posix runner: each child leads its own process group; signal_group reaches "
-          "grandchildren",
-          "[runner]") {
+TEST_CASE(
+    "posix runner: each child leads its own process group; signal_group reaches "
+    "grandchildren",
+    "[runner]") {
   auto runner = make_posix_process_runner();
   char tmpl[] = "/tmp/gpurun_runner_test_XXXXXX";
   REQUIRE(::mkdtemp(tmpl) != nullptr);
   const std::string pidfile = std::string(tmpl) + "/grandchild";
   // The grandchild writes its pid; the child waits on it.
-  const pid_t pid = runner->spawn(
-      sh(0, "sleep 30 & echo $! > " + pidfile + ".tmp; mv " + pidfile + ".tmp " + pidfile +
-                "; wait"));
+  const pid_t pid = runner->spawn(sh(
+      0, "sleep 30 & echo $! > " + pidfile + ".tmp; mv " + pidfile + ".tmp " + pidfile + "; wait"));
   CHECK(::getpgid(pid) == pid);
   pid_t grandchild = 0;
   const auto until = Clock::now() + 5s;
@@ -126,8 +126,7 @@ TEST_CASE("posix runner: each child leads its own process group; signal_group re
   ::rmdir(tmpl);
 }
 
-TEST_CASE("posix runner: watched signals come back as events; exit is seen at once",
-          "[runner]") {
+TEST_CASE("posix runner: watched signals come back as events; exit is seen at once", "[runner]") {
   auto runner = make_posix_process_runner();
   runner->watch_signals({SIGUSR1});
   ::kill(::getpid(), SIGUSR1);

@@ -7,6 +7,7 @@
 // A busy --master-port is exit 3 (ExitCode::kRendezvousFailed): it is not a usage error (the
 // same command works once the port is free), and 3 is what scripts see for any store failure.
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,8 +18,6 @@
 #include <fstream>
 #include <random>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "config.h"
 #include "failure_summary.h"
@@ -109,9 +108,10 @@ LogTree LogTree::create(const LaunchConfig& cfg, const std::string& run_id, cons
     std::string tmpl =
         env_get(env, "TMPDIR").value_or("/tmp") + "/gpurun_XXXXXX";  // torchrun: torchelastic_
     if (::mkdtemp(tmpl.data()) == nullptr) {
-      throw ConfigError(fmt::format("cannot create a temporary log directory '{}' ({}); set "
-                                    "TMPDIR or pass --log-dir",
-                                    tmpl, std::strerror(errno)));
+      throw ConfigError(
+          fmt::format("cannot create a temporary log directory '{}' ({}); set "
+                      "TMPDIR or pass --log-dir",
+                      tmpl, std::strerror(errno)));
     }
     base = tmpl;
     t.temp_base_ = base;
@@ -213,9 +213,10 @@ std::string bind_error_message(const BindError& e, const std::string& host, int 
         addr, e.code().message());
   }
   if (e.code() == std::errc::permission_denied) {
-    return fmt::format("cannot bind store on {} ({}); ports below 1024 need privileges, pick "
-                       "another --master-port or 0 (auto)",
-                       addr, e.code().message());
+    return fmt::format(
+        "cannot bind store on {} ({}); ports below 1024 need privileges, pick "
+        "another --master-port or 0 (auto)",
+        addr, e.code().message());
   }
   return fmt::format("cannot bind store on {} ({}); check --master-addr/--master-port", addr,
                      e.what());
@@ -271,10 +272,9 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
     facts.run_id = run_id;
     facts.master_addr = cfg.master_addr;
     facts.master_port = cfg.master_port.value_or(0);
-    facts.attempt_log_dir =
-        cfg.log_dir && *cfg.log_dir != "/dev/null"
-            ? fmt::format("{}/{}_XXXXXXXX/attempt_0", *cfg.log_dir, run_id)
-            : "";
+    facts.attempt_log_dir = cfg.log_dir && *cfg.log_dir != "/dev/null"
+                                ? fmt::format("{}/{}_XXXXXXXX/attempt_0", *cfg.log_dir, run_id)
+                                : "";
     facts.world_size = nproc;
     std::vector<std::string> notes;
     auto workers = plan_workers(cfg, nproc, gpus, facts, env, &notes);
@@ -380,7 +380,8 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
   report.host = hostname();
   report.result = result;
   if (result.first_failure) report.root = make_entry(*result.first_failure, last_specs, mux);
-  for (const auto& o : result.other_failures) report.others.push_back(make_entry(o, last_specs, mux));
+  for (const auto& o : result.other_failures)
+    report.others.push_back(make_entry(o, last_specs, mux));
   const std::string summary = format_failure_summary(report);
   if (!summary.empty()) write_stderr(summary);
   if (cfg.summary_json) {
@@ -399,4 +400,3 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
 }
 
 }  // namespace gpurun::launcher
-

@@ -47,8 +47,8 @@ void wait_for_nodes(rendezvous::Store& store, const std::vector<std::string>& ke
         "timed out after {} waiting for {} from node rank{} {} on the store at {}; start gpurun "
         "on every node with the same --nnodes/--master-addr/--master-port, or raise "
         "--rdzv-timeout",
-        format_duration(timeout), what, missing.size() == 1 ? "" : "s",
-        format_rank_list(missing), endpoint));
+        format_duration(timeout), what, missing.size() == 1 ? "" : "s", format_rank_list(missing),
+        endpoint));
   }
 }
 
@@ -65,8 +65,9 @@ int run_multinode(const LaunchConfig& cfg, const EnvMap& env) {
   const int node_rank = cfg.node_rank;
   const int port = cfg.master_port.value_or(29500);
   if (port == 0) {
-    throw ConfigError("--master-port 0 cannot work with --nnodes > 1 (the other nodes must know "
-                      "the port); pass the same fixed --master-port to every node");
+    throw ConfigError(
+        "--master-port 0 cannot work with --nnodes > 1 (the other nodes must know "
+        "the port); pass the same fixed --master-port to every node");
   }
   const std::string endpoint = fmt::format("{}:{}", cfg.master_addr, port);
 
@@ -143,7 +144,8 @@ int run_multinode(const LaunchConfig& cfg, const EnvMap& env) {
     store.set(fmt::format("torchelastic/exit_barrier/{}", node_rank), to_bytes("1"));
     if (node_rank == 0) {
       std::vector<std::string> keys;
-      for (int g = 0; g < nnodes; ++g) keys.push_back(fmt::format("torchelastic/exit_barrier/{}", g));
+      for (int g = 0; g < nnodes; ++g)
+        keys.push_back(fmt::format("torchelastic/exit_barrier/{}", g));
       wait_for_nodes(store, keys, cfg.rdzv_timeout, "the exit barrier", endpoint);
     }
   } catch (const Error& e) {

@@ -47,8 +47,7 @@ TEST_CASE("wire_streams: tee, redirect, console, filtered", "[run]") {
   CHECK(!ro.console_stderr);
 }
 
-TEST_CASE("log tree: torchrun layout, attempts recreated, temp base removed when empty",
-          "[run]") {
+TEST_CASE("log tree: torchrun layout, attempts recreated, temp base removed when empty", "[run]") {
   char tmpl[] = "/tmp/gpurun_run_test_XXXXXX";
   REQUIRE(::mkdtemp(tmpl) != nullptr);
   const std::string root = tmpl;

@@ -11,7 +11,9 @@
 namespace gpurun::launcher {
 
 namespace {
-bool contains(const std::vector<int>& v, int x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+bool contains(const std::vector<int>& v, int x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
 std::string sorted_rank_list(std::vector<int> ranks) {
   std::sort(ranks.begin(), ranks.end());
   ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
@@ -75,8 +77,8 @@ SupervisorResult Supervisor::run(const PlanFn& plan) {
                                restart_count < options_.max_restarts;
       if (restartable) {
         say(fmt::format("gpurun: rank {} (pid {}) {}; restarting all {} workers (restart {} of {})",
-                        f.rank, f.pid, f.status ? f.status->describe() : "failed",
-                        a.workers.size(), restart_count + 1, options_.max_restarts));
+                        f.rank, f.pid, f.status ? f.status->describe() : "failed", a.workers.size(),
+                        restart_count + 1, options_.max_restarts));
         continue;
       }
       return result;
@@ -136,9 +138,10 @@ void Supervisor::handle_signal(Attempt& a, int sig, SupervisorResult& result) {
       kill_all(a);
       return;
     }
-    say(fmt::format("gpurun: received {}; forwarding it to {} workers (SIGKILL in {}; send it "
-                    "again to kill now)",
-                    signal_name(sig), a.running.size(), format_duration(options_.shutdown_timeout)));
+    say(fmt::format(
+        "gpurun: received {}; forwarding it to {} workers (SIGKILL in {}; send it "
+        "again to kill now)",
+        signal_name(sig), a.running.size(), format_duration(options_.shutdown_timeout)));
     begin_stop(a, sig);
     return;
   }
@@ -146,8 +149,8 @@ void Supervisor::handle_signal(Attempt& a, int sig, SupervisorResult& result) {
   for (auto& [pid, idx] : a.running) runner_.signal_group(pid, sig);
 }
 
-void Supervisor::run_attempt(int restart_count, const std::vector<PlannedWorker>& plan,
-                             Attempt& a, SupervisorResult& result) {
+void Supervisor::run_attempt(int restart_count, const std::vector<PlannedWorker>& plan, Attempt& a,
+                             SupervisorResult& result) {
   a.workers.reserve(plan.size());
   for (const auto& w : plan) {
     WorkerRecord rec;
@@ -207,8 +210,7 @@ void Supervisor::run_attempt(int restart_count, const std::vector<PlannedWorker>
             if (others > 0 && !a.stopping) {
               say(fmt::format("gpurun: rank {} (pid {}) {}; stopping the other {} worker{}", w.rank,
                               w.pid,
-                              w.exec_error.empty() ? w.status->describe()
-                                                   : "could not be started",
+                              w.exec_error.empty() ? w.status->describe() : "could not be started",
                               others, others == 1 ? "" : "s"));
             }
             stop_now = true;
@@ -239,7 +241,8 @@ void Supervisor::run_attempt(int restart_count, const std::vector<PlannedWorker>
     }
     if (a.killed && now >= a.kill_deadline && !a.running.empty()) {
       for (auto& [pid, idx] : a.running) result.not_reaped.push_back(a.workers[idx].rank);
-      say(fmt::format("gpurun: ranks {} did not exit {} after SIGKILL (uninterruptible sleep?); "
+      say(
+          fmt::format("gpurun: ranks {} did not exit {} after SIGKILL (uninterruptible sleep?); "
                       "giving up on them",
                       sorted_rank_list(result.not_reaped), format_duration(options_.kill_wait)));
       a.running.clear();

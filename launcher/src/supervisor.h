@@ -63,8 +63,8 @@ enum class Outcome { kSucceeded, kWorkerFailed, kInterrupted, kTimedOut, kSpawnF
 struct SupervisorResult {
   Outcome outcome = Outcome::kSucceeded;
   int exit_code = 0;
-  int restarts = 0;                          // restarts performed (attempts - 1)
-  std::vector<WorkerRecord> workers;         // the last attempt, by local rank
+  int restarts = 0;                           // restarts performed (attempts - 1)
+  std::vector<WorkerRecord> workers;          // the last attempt, by local rank
   std::optional<WorkerRecord> first_failure;  // root cause of the last attempt's failure
   std::vector<WorkerRecord> other_failures;   // failed on their own, not stopped by gpurun
   int interrupt_signal = 0;                   // the stop signal gpurun received, if any

@@ -75,7 +75,8 @@ TEST_CASE("first failure's exit code is passed through and the others are stoppe
   for (const auto& s : h.fake.sent) CHECK(s.at == 50ms);
   CHECK(h.fake.elapsed() == 50ms);
   REQUIRE(!h.notices.empty());
-  CHECK(h.notices[0] == "gpurun: rank 12 (pid 1002) exited with code 3; stopping the other 3 workers");
+  CHECK(h.notices[0] ==
+        "gpurun: rank 12 (pid 1002) exited with code 3; stopping the other 3 workers");
 }
 
 TEST_CASE("a signal death maps to 128+signal", "[supervisor]") {
@@ -181,8 +182,7 @@ TEST_CASE("SIGUSR1 is forwarded and the run goes on", "[supervisor]") {
   }
 }
 
-TEST_CASE("restarts: the whole group restarts with the restart count incremented",
-          "[supervisor]") {
+TEST_CASE("restarts: the whole group restarts with the restart count incremented", "[supervisor]") {
   Harness h;
   h.opts.max_restarts = 2;
   h.fake.script = [](int id, int attempt) {

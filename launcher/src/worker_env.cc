@@ -152,9 +152,8 @@ std::vector<WorkerSpec> plan_workers(const LaunchConfig& cfg, int nproc, const G
     set("TORCHELASTIC_RESTART_COUNT", std::to_string(facts.restart_count));
     set("TORCHELASTIC_MAX_RESTARTS", std::to_string(cfg.max_restarts));
     set("TORCHELASTIC_ERROR_FILE",
-        facts.attempt_log_dir.empty()
-            ? std::string()
-            : fmt::format("{}/{}/error.json", facts.attempt_log_dir, lr));
+        facts.attempt_log_dir.empty() ? std::string()
+                                      : fmt::format("{}/{}/error.json", facts.attempt_log_dir, lr));
     set("TORCHELASTIC_USE_AGENT_STORE", "True");
     // 2.x name and the pre-2.2 name (1.13 reads the latter); each passed through if set.
     set("TORCH_NCCL_ASYNC_ERROR_HANDLING", inherited_or("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1"));
@@ -192,8 +191,10 @@ std::vector<WorkerSpec> plan_workers(const LaunchConfig& cfg, int nproc, const G
     const int tee = cfg.tee.for_rank(lr);
     const int to_file = redirect | tee;  // tee implies a redirect
     if (!facts.attempt_log_dir.empty()) {
-      if (to_file & kStdOut) w.stdout_path = fmt::format("{}/{}/stdout.log", facts.attempt_log_dir, lr);
-      if (to_file & kStdErr) w.stderr_path = fmt::format("{}/{}/stderr.log", facts.attempt_log_dir, lr);
+      if (to_file & kStdOut)
+        w.stdout_path = fmt::format("{}/{}/stdout.log", facts.attempt_log_dir, lr);
+      if (to_file & kStdErr)
+        w.stderr_path = fmt::format("{}/{}/stderr.log", facts.attempt_log_dir, lr);
     }
     const bool in_filter = !cfg.local_ranks_filter || cfg.local_ranks_filter->count(lr) > 0;
     // A redirected stream reaches the console only when tee'd; a rank outside the filter reaches

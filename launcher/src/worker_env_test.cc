@@ -1,7 +1,8 @@
+#include "worker_env.h"
+
 #include <catch2/catch.hpp>
 
 #include "config.h"
-#include "worker_env.h"
 
 using namespace gpurun;
 using namespace gpurun::launcher;
@@ -59,7 +60,8 @@ TEST_CASE("resolve_nproc: number, cpu, auto, gpu", "[worker_env]") {
 }
 
 TEST_CASE("the full torchrun worker environment", "[worker_env]") {
-  auto cfg = cfg_for({"--nproc-per-node", "4", "--max-restarts", "2", "--role", "trainer", "./app"});
+  auto cfg =
+      cfg_for({"--nproc-per-node", "4", "--max-restarts", "2", "--role", "trainer", "./app"});
   auto f = facts();
   f.restart_count = 1;
   f.attempt_log_dir = "/logs/run42_abc/attempt_1";
@@ -169,8 +171,9 @@ TEST_CASE("per-worker-visible-devices narrows through the parent's list", "[work
   CHECK(env_of(ws[2], "GPURUN_GPU") == "");
   CHECK(ws[1].gpu == 1);
   REQUIRE(notes.size() == 2);
-  CHECK(notes[1] == "rank 2 will have no GPU and may fall back to CPU (3 workers, 2 GPUs visible "
-                    "via nvml)");
+  CHECK(notes[1] ==
+        "rank 2 will have no GPU and may fall back to CPU (3 workers, 2 GPUs visible "
+        "via nvml)");
 }
 
 TEST_CASE("virtual-local-rank: LOCAL_RANK=0 and one GPU each", "[worker_env]") {
@@ -201,8 +204,9 @@ TEST_CASE("more workers than GPUs: a note naming the ranks", "[worker_env]") {
   CHECK(env_of(ws[3], "GPURUN_GPU") == "");
   CHECK(env_of(ws[3], "GPURUN_GPU_ID") == "");
   REQUIRE(notes.size() == 2);
-  CHECK(notes[1] == "ranks 2,3 will have no GPU and may fall back to CPU (4 workers, 2 GPUs "
-                    "visible via nvml)");
+  CHECK(notes[1] ==
+        "ranks 2,3 will have no GPU and may fall back to CPU (4 workers, 2 GPUs "
+        "visible via nvml)");
   notes.clear();
   plan_workers(cfg_for({"./app"}), 8, nvidia({"0"}), facts(), {{"OMP_NUM_THREADS", "2"}}, &notes);
   REQUIRE(notes.size() == 1);

@@ -110,9 +110,8 @@ void MemoryStore::wait_locked(std::unique_lock<std::mutex>& lock,
     for (const auto& k : keys) {
       if (data_.find(k) == data_.end()) missing.push_back("'" + k + "'");
     }
-    throw StoreTimeout(fmt::format("{}: timed out after {} in {} waiting for key(s) {}",
-                                   describe(), format_duration(timeout), op,
-                                   fmt::join(missing, ", ")));
+    throw StoreTimeout(fmt::format("{}: timed out after {} in {} waiting for key(s) {}", describe(),
+                                   format_duration(timeout), op, fmt::join(missing, ", ")));
   }
 }
 
@@ -138,8 +137,8 @@ std::vector<Bytes> MemoryStore::multi_get(const std::vector<std::string>& keys) 
 void MemoryStore::multi_set(const std::vector<std::string>& keys,
                             const std::vector<Bytes>& values) {
   if (keys.size() != values.size()) {
-    throw Error(fmt::format("multi_set: {} keys but {} values; pass one value per key",
-                            keys.size(), values.size()));
+    throw Error(fmt::format("multi_set: {} keys but {} values; pass one value per key", keys.size(),
+                            values.size()));
   }
   {
     std::lock_guard lock(mu_);

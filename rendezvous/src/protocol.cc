@@ -28,24 +28,42 @@ const F* program(Op op) {
   static constexpr F kNothing[] = {F::kEnd};
   static constexpr F kU32Only[] = {F::kU32, F::kEnd};
   switch (op) {
-    case Op::kValidate: return kU32Only;
-    case Op::kSet: return kKeyVal;
-    case Op::kCompareSet: return kKeyValVal;
-    case Op::kGet: return kKeyOnly;
-    case Op::kAdd: return kKeyI64;
-    case Op::kCheck: return kKeyList;
-    case Op::kWait: return kKeyList;
-    case Op::kGetNumKeys: return kNothing;
-    case Op::kDeleteKey: return kKeyOnly;
-    case Op::kAppend: return kKeyVal;
-    case Op::kMultiGet: return kKeyList;
-    case Op::kMultiSet: return kPairList;
-    case Op::kCancelWait: return kNothing;
-    case Op::kPing: return kU32Only;
-    case Op::kQueuePush: return kKeyVal;
-    case Op::kQueuePop: return kKeyOnly;
-    case Op::kQueueLen: return kKeyOnly;
-    case Op::kWatchKey: return kKeyOnly;
+    case Op::kValidate:
+      return kU32Only;
+    case Op::kSet:
+      return kKeyVal;
+    case Op::kCompareSet:
+      return kKeyValVal;
+    case Op::kGet:
+      return kKeyOnly;
+    case Op::kAdd:
+      return kKeyI64;
+    case Op::kCheck:
+      return kKeyList;
+    case Op::kWait:
+      return kKeyList;
+    case Op::kGetNumKeys:
+      return kNothing;
+    case Op::kDeleteKey:
+      return kKeyOnly;
+    case Op::kAppend:
+      return kKeyVal;
+    case Op::kMultiGet:
+      return kKeyList;
+    case Op::kMultiSet:
+      return kPairList;
+    case Op::kCancelWait:
+      return kNothing;
+    case Op::kPing:
+      return kU32Only;
+    case Op::kQueuePush:
+      return kKeyVal;
+    case Op::kQueuePop:
+      return kKeyOnly;
+    case Op::kQueueLen:
+      return kKeyOnly;
+    case Op::kWatchKey:
+      return kKeyOnly;
   }
   return kNothing;
 }
@@ -54,24 +72,42 @@ const F* program(Op op) {
 
 const char* op_name(Op op) {
   switch (op) {
-    case Op::kValidate: return "VALIDATE";
-    case Op::kSet: return "SET";
-    case Op::kCompareSet: return "COMPARE_SET";
-    case Op::kGet: return "GET";
-    case Op::kAdd: return "ADD";
-    case Op::kCheck: return "CHECK";
-    case Op::kWait: return "WAIT";
-    case Op::kGetNumKeys: return "GETNUMKEYS";
-    case Op::kDeleteKey: return "DELETE_KEY";
-    case Op::kAppend: return "APPEND";
-    case Op::kMultiGet: return "MULTI_GET";
-    case Op::kMultiSet: return "MULTI_SET";
-    case Op::kCancelWait: return "CANCEL_WAIT";
-    case Op::kPing: return "PING";
-    case Op::kQueuePush: return "QUEUE_PUSH";
-    case Op::kQueuePop: return "QUEUE_POP";
-    case Op::kQueueLen: return "QUEUE_LEN";
-    case Op::kWatchKey: return "WATCH_KEY";
+    case Op::kValidate:
+      return "VALIDATE";
+    case Op::kSet:
+      return "SET";
+    case Op::kCompareSet:
+      return "COMPARE_SET";
+    case Op::kGet:
+      return "GET";
+    case Op::kAdd:
+      return "ADD";
+    case Op::kCheck:
+      return "CHECK";
+    case Op::kWait:
+      return "WAIT";
+    case Op::kGetNumKeys:
+      return "GETNUMKEYS";
+    case Op::kDeleteKey:
+      return "DELETE_KEY";
+    case Op::kAppend:
+      return "APPEND";
+    case Op::kMultiGet:
+      return "MULTI_GET";
+    case Op::kMultiSet:
+      return "MULTI_SET";
+    case Op::kCancelWait:
+      return "CANCEL_WAIT";
+    case Op::kPing:
+      return "PING";
+    case Op::kQueuePush:
+      return "QUEUE_PUSH";
+    case Op::kQueuePop:
+      return "QUEUE_POP";
+    case Op::kQueueLen:
+      return "QUEUE_LEN";
+    case Op::kWatchKey:
+      return "WATCH_KEY";
   }
   return "?";
 }
@@ -150,8 +186,8 @@ ParseStatus RequestParser::parse(std::span<const std::uint8_t> buf, Request& out
     if (buf.empty()) return need_more(1);
     auto op = op_from_wire(*dialect_, buf[0]);
     if (!op) {
-      return fail(fmt::format("unknown query type 0x{:02x} ({} dialect)", buf[0],
-                              dialect_name(*dialect_)));
+      return fail(
+          fmt::format("unknown query type 0x{:02x} ({} dialect)", buf[0], dialect_name(*dialect_)));
     }
     if (*op == Op::kValidate) {
       return fail("VALIDATE sent again on an already validated 2.x connection");
@@ -268,8 +304,8 @@ namespace {
 Writer begin(Dialect d, Op op, std::vector<std::uint8_t>& out) {
   auto b = wire_byte(d, op);
   if (!b) {
-    throw ProtocolError(fmt::format("{} is not part of the PyTorch {} store protocol",
-                                    op_name(op), dialect_name(d)));
+    throw ProtocolError(fmt::format("{} is not part of the PyTorch {} store protocol", op_name(op),
+                                    dialect_name(d)));
   }
   Writer w(out);
   w.u8(*b);
@@ -339,8 +375,8 @@ void encode_multi_set(Dialect d, std::span<const std::string> keys,
                       std::span<const std::vector<std::uint8_t>> values,
                       std::vector<std::uint8_t>& out) {
   if (keys.size() != values.size()) {
-    throw ProtocolError(fmt::format("multi_set given {} keys but {} values", keys.size(),
-                                    values.size()));
+    throw ProtocolError(
+        fmt::format("multi_set given {} keys but {} values", keys.size(), values.size()));
   }
   Writer w = begin(d, Op::kMultiSet, out);
   w.u64(keys.size());
@@ -389,8 +425,8 @@ ReplyParse parse_reply(ReplyKind kind, std::span<const std::uint8_t> buf, Reply&
     std::uint64_t len = load_u64(buf.data() + pos);
     if (len > max_value_bytes) {
       r.status = ParseStatus::kError;
-      r.error = fmt::format("reply value length {} exceeds the limit of {} bytes", len,
-                            max_value_bytes);
+      r.error =
+          fmt::format("reply value length {} exceeds the limit of {} bytes", len, max_value_bytes);
       return 2;
     }
     if (buf.size() - pos - 8 < len) {

@@ -1,7 +1,6 @@
 #include "protocol.h"
 
 #include <catch2/catch.hpp>
-
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -84,8 +83,8 @@ Fed feed(const B& data, std::size_t chunk, std::optional<Dialect> fixed = std::n
 
 TEST_CASE("protocol: 1.13 golden request bytes parse", "[protocol]") {
   // §5.1: set("k1","v1") as sent by a 1.13 client.
-  B set = {0x00, 0x03, 0, 0, 0, 0, 0, 0, 0, 0x2f, 0x6b, 0x31,
-           0x02, 0,    0, 0, 0, 0, 0, 0, 0x76, 0x31};
+  B set = {0x00, 0x03, 0, 0, 0, 0, 0, 0, 0, 0x2f, 0x6b,
+           0x31, 0x02, 0, 0, 0, 0, 0, 0, 0, 0x76, 0x31};
   B get = {0x02, 0x03, 0, 0, 0, 0, 0, 0, 0, 0x2f, 0x6b, 0x31};
   B add = cat({{0x03}, str("/ctr"), {0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}});
   B wait = cat({{0x05}, u64le(1), str("/k1")});
@@ -210,8 +209,8 @@ TEST_CASE("protocol: every query type round-trips through encoder and parser", "
     encode_keys(d, Op::kWait, keys, wire);
     encode_num_keys(d, wire);
     encode_delete_key(d, "k", wire);
-    std::vector<Op> expect = {Op::kSet,   Op::kGet,        Op::kAdd,      Op::kCompareSet,
-                              Op::kCheck, Op::kWait,       Op::kGetNumKeys, Op::kDeleteKey};
+    std::vector<Op> expect = {Op::kSet,   Op::kGet,  Op::kAdd,        Op::kCompareSet,
+                              Op::kCheck, Op::kWait, Op::kGetNumKeys, Op::kDeleteKey};
     if (d == Dialect::kV2) {
       encode_append(d, "k", bytes_of("more"), wire);
       encode_keys(d, Op::kMultiGet, keys, wire);
@@ -249,9 +248,8 @@ TEST_CASE("protocol: every query type round-trips through encoder and parser", "
     if (d == Dialect::kV2) {
       CHECK(got[o + 8].value == "more");
       std::vector<std::pair<std::string, std::string>> pairs;
-      for_each_pair(got[o + 10], [&](std::string_view k, std::string_view v) {
-        pairs.emplace_back(k, v);
-      });
+      for_each_pair(got[o + 10],
+                    [&](std::string_view k, std::string_view v) { pairs.emplace_back(k, v); });
       REQUIRE(pairs.size() == 3);
       CHECK(pairs[2].first == "ccc");
       CHECK(pairs[2].second == std::string("\0\xff", 2));

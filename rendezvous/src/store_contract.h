@@ -2,9 +2,8 @@
 // without a prefix), as c10d's StoreTestCommon does. `make` returns a fresh, empty store.
 #pragma once
 
-#include <catch2/catch.hpp>
-
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <functional>
 #include <memory>
 #include <thread>

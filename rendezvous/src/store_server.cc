@@ -531,15 +531,14 @@ void ServerCore::handle(Session& s, const Request& req) {
       if (it != kv_.end()) {
         auto v = parse_counter(it->second);
         if (!v) {
-          s.close(fmt::format("ADD on key '{}' whose value is not an integer",
-                              printable(req.key)));
+          s.close(fmt::format("ADD on key '{}' whose value is not an integer", printable(req.key)));
           return;
         }
         current = *v;
       }
       // Two's complement wrap instead of signed-overflow UB.
       auto result = static_cast<std::int64_t>(static_cast<std::uint64_t>(current) +
-                                               static_cast<std::uint64_t>(req.delta));
+                                              static_cast<std::uint64_t>(req.delta));
       char digits[24];
       auto [end, ec] = std::to_chars(digits, digits + sizeof digits, result);
       (void)ec;
@@ -607,9 +606,8 @@ void ServerCore::handle(Session& s, const Request& req) {
       });
       break;
     case Op::kMultiSet:
-      protocol::for_each_pair(req, [&](std::string_view k, std::string_view v) {
-        set_value(k, v);
-      });
+      protocol::for_each_pair(req,
+                              [&](std::string_view k, std::string_view v) { set_value(k, v); });
       break;
     case Op::kCancelWait:
       cancel_wait(s);
@@ -657,8 +655,8 @@ void raise_fd_limit() {
   if (::setrlimit(RLIMIT_NOFILE, &lim) == 0) {
     GPURUN_LOG_INFO("store", "raised RLIMIT_NOFILE from {} to {}", old, lim.rlim_max);
   } else {
-    GPURUN_LOG_WARN("store", "could not raise RLIMIT_NOFILE from {} to {}: {}", old,
-                    lim.rlim_max, std::strerror(errno));
+    GPURUN_LOG_WARN("store", "could not raise RLIMIT_NOFILE from {} to {}: {}", old, lim.rlim_max,
+                    std::strerror(errno));
   }
 }
 

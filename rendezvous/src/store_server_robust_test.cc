@@ -7,7 +7,6 @@
 #include <sys/resource.h>
 
 #include <catch2/catch.hpp>
-
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -57,10 +56,14 @@ class FrameGen {
   Buf frame(bool v2) {
     switch (pick(10)) {
       case 0:
-      case 1: return garbage();
-      case 2: return truncated(v2);
-      case 3: return huge(v2);
-      default: return valid(v2);
+      case 1:
+        return garbage();
+      case 2:
+        return truncated(v2);
+      case 3:
+        return huge(v2);
+      default:
+        return valid(v2);
     }
   }
 
@@ -81,15 +84,16 @@ class FrameGen {
   }
   Buf huge(bool v2) {
     std::uint8_t op = static_cast<std::uint8_t>(v2 ? 1 + pick(16) : pick(9));
-    std::uint64_t len = pick(2) ? (std::uint64_t{1} << (20 + pick(44))) : ~std::uint64_t{0} - pick(8);
+    std::uint64_t len =
+        pick(2) ? (std::uint64_t{1} << (20 + pick(44))) : ~std::uint64_t{0} - pick(8);
     return cat({{op}, u64le(len), garbage()});
   }
   Buf valid(bool v2) {
     using protocol::Op;
-    static constexpr Op kOps[] = {Op::kSet,        Op::kCompareSet, Op::kGet,      Op::kAdd,
-                                  Op::kCheck,      Op::kWait,       Op::kGetNumKeys, Op::kDeleteKey,
-                                  Op::kAppend,     Op::kMultiGet,   Op::kMultiSet, Op::kCancelWait,
-                                  Op::kPing,       Op::kQueuePush,  Op::kQueuePop, Op::kQueueLen};
+    static constexpr Op kOps[] = {Op::kSet,    Op::kCompareSet, Op::kGet,        Op::kAdd,
+                                  Op::kCheck,  Op::kWait,       Op::kGetNumKeys, Op::kDeleteKey,
+                                  Op::kAppend, Op::kMultiGet,   Op::kMultiSet,   Op::kCancelWait,
+                                  Op::kPing,   Op::kQueuePush,  Op::kQueuePop,   Op::kQueueLen};
     Dialect d = v2 ? Dialect::kV2 : Dialect::kV113;
     Buf out;
     for (int tries = 0; tries < 8; ++tries) {
@@ -105,26 +109,54 @@ class FrameGen {
         vs.push_back(vb);
       }
       switch (op) {
-        case Op::kSet: protocol::encode_set(d, k, vb, out); break;
-        case Op::kCompareSet: protocol::encode_compare_set(d, k, Buf{}, vb, out); break;
-        case Op::kGet: protocol::encode_get(d, k, out); break;
+        case Op::kSet:
+          protocol::encode_set(d, k, vb, out);
+          break;
+        case Op::kCompareSet:
+          protocol::encode_compare_set(d, k, Buf{}, vb, out);
+          break;
+        case Op::kGet:
+          protocol::encode_get(d, k, out);
+          break;
         case Op::kAdd:
           // Only on counter keys, so most ADDs succeed.
-          protocol::encode_add(d, "c/" + std::to_string(pick(4)), static_cast<std::int64_t>(pick(5)) - 2, out);
+          protocol::encode_add(d, "c/" + std::to_string(pick(4)),
+                               static_cast<std::int64_t>(pick(5)) - 2, out);
           break;
         case Op::kCheck:
         case Op::kWait:
-        case Op::kMultiGet: protocol::encode_keys(d, op, ks, out); break;
-        case Op::kGetNumKeys: protocol::encode_num_keys(d, out); break;
-        case Op::kDeleteKey: protocol::encode_delete_key(d, k, out); break;
-        case Op::kAppend: protocol::encode_append(d, k, vb, out); break;
-        case Op::kMultiSet: protocol::encode_multi_set(d, ks, vs, out); break;
-        case Op::kCancelWait: protocol::encode_cancel_wait(d, out); break;
-        case Op::kPing: protocol::encode_ping(d, static_cast<std::uint32_t>(rng_()), out); break;
-        case Op::kQueuePush: protocol::encode_queue_push(d, k, vb, out); break;
-        case Op::kQueuePop: protocol::encode_queue_pop(d, k, out); break;
-        case Op::kQueueLen: protocol::encode_queue_len(d, k, out); break;
-        default: break;
+        case Op::kMultiGet:
+          protocol::encode_keys(d, op, ks, out);
+          break;
+        case Op::kGetNumKeys:
+          protocol::encode_num_keys(d, out);
+          break;
+        case Op::kDeleteKey:
+          protocol::encode_delete_key(d, k, out);
+          break;
+        case Op::kAppend:
+          protocol::encode_append(d, k, vb, out);
+          break;
+        case Op::kMultiSet:
+          protocol::encode_multi_set(d, ks, vs, out);
+          break;
+        case Op::kCancelWait:
+          protocol::encode_cancel_wait(d, out);
+          break;
+        case Op::kPing:
+          protocol::encode_ping(d, static_cast<std::uint32_t>(rng_()), out);
+          break;
+        case Op::kQueuePush:
+          protocol::encode_queue_push(d, k, vb, out);
+          break;
+        case Op::kQueuePop:
+          protocol::encode_queue_pop(d, k, out);
+          break;
+        case Op::kQueueLen:
+          protocol::encode_queue_len(d, k, out);
+          break;
+        default:
+          break;
       }
       break;
     }

@@ -1,11 +1,11 @@
 // StoreServer against raw sockets: golden bytes (§9 of the protocol doc), framing, waiters,
 // CANCEL_WAIT, limits, isolation of a misbehaving connection, both dialects on one server.
-#include <catch2/catch.hpp>
+#include "gpurun/rendezvous/store_server.h"
 
+#include <catch2/catch.hpp>
 #include <thread>
 
 #include "gpurun/common/error.h"
-#include "gpurun/rendezvous/store_server.h"
 #include "test_util.h"
 
 using namespace gpurun::rendezvous;
@@ -63,7 +63,8 @@ TEST_CASE("server: 1.13 golden bytes", "[server]") {
   StoreServerThread srv(opts());
   RawClient c(srv.port());
   // §5.1/5.2: set("k1","v1"), WAIT [/k1], GET /k1.
-  c.send({0x00, 0x03, 0, 0, 0, 0, 0, 0, 0, 0x2f, 0x6b, 0x31, 0x02, 0, 0, 0, 0, 0, 0, 0, 0x76, 0x31});
+  c.send(
+      {0x00, 0x03, 0, 0, 0, 0, 0, 0, 0, 0x2f, 0x6b, 0x31, 0x02, 0, 0, 0, 0, 0, 0, 0, 0x76, 0x31});
   c.send(wait113({"/k1"}));
   CHECK(c.recv(1) == Buf{0x00});
   c.send({0x02, 0x03, 0, 0, 0, 0, 0, 0, 0, 0x2f, 0x6b, 0x31});
@@ -117,7 +118,7 @@ TEST_CASE("server: 2.x handshake, golden bytes and every 2.x op", "[server]") {
   c.send(get2("/k"));
   CHECK(c.recv_bytes() == "v++");
   c.send(cat({{0x0B}, u64le(2), wstr("/a"), wstr("1"), wstr("/b"), wstr("2")}));  // MULTI_SET
-  c.send(keys2(0x0A, {"/b", "/missing", "/a"}));                                // MULTI_GET
+  c.send(keys2(0x0A, {"/b", "/missing", "/a"}));                                  // MULTI_GET
   CHECK(c.recv_bytes() == "2");
   CHECK(c.recv_bytes().empty());
   CHECK(c.recv_bytes() == "1");

@@ -90,14 +90,16 @@ struct TcpStore::Impl {
   // ---- low-level I/O ----
 
   [[noreturn]] void io_error(const What& w, const std::string& why) const {
-    throw NetworkError(fmt::format("store {}: connection lost during {} ({}); is the store server "
-                                   "still running?",
-                                   address, describe_what(w), why));
+    throw NetworkError(
+        fmt::format("store {}: connection lost during {} ({}); is the store server "
+                    "still running?",
+                    address, describe_what(w), why));
   }
   [[noreturn]] void io_timeout(const What& w, std::chrono::milliseconds t) const {
-    throw StoreTimeout(fmt::format("store {}: timed out after {} in {}; is the store server "
-                                   "overloaded or stopped? (GPURUN_STORE_TIMEOUT raises the limit)",
-                                   address, format_duration(t), describe_what(w)));
+    throw StoreTimeout(
+        fmt::format("store {}: timed out after {} in {}; is the store server "
+                    "overloaded or stopped? (GPURUN_STORE_TIMEOUT raises the limit)",
+                    address, format_duration(t), describe_what(w)));
   }
 
   // Returns false on timeout; throws NetworkError on failure.
@@ -151,8 +153,8 @@ struct TcpStore::Impl {
           return true;
         }
         if (r.status == ParseStatus::kError) {
-          throw ProtocolError(fmt::format("store {}: bad reply to {} ({})", address,
-                                          describe_what(w), r.error));
+          throw ProtocolError(
+              fmt::format("store {}: bad reply to {} ({})", address, describe_what(w), r.error));
         }
         need = r.need;
       }
@@ -162,7 +164,8 @@ struct TcpStore::Impl {
         c.rlen -= c.rpos;
         c.rpos = 0;
       }
-      if (c.rbuf.size() - c.rlen < 4096) c.rbuf.resize(std::max<std::size_t>(c.rbuf.size() * 2, 65536));
+      if (c.rbuf.size() - c.rlen < 4096)
+        c.rbuf.resize(std::max<std::size_t>(c.rbuf.size() * 2, 65536));
       if (!wait_fd(c, POLLIN, deadline, w)) return false;
       ssize_t n = ::recv(c.fd.get(), c.rbuf.data() + c.rlen, c.rbuf.size() - c.rlen, 0);
       if (n > 0) {
@@ -325,13 +328,10 @@ struct TcpStore::Impl {
     bool ok_ = false;
   };
 
-
   bool wait_on(TcpStore& self, Conn& c, const std::vector<std::string>& keys,
                std::chrono::milliseconds timeout, std::string_view op);
 
-  std::string wire(const std::string& key) const {
-    return opts.torch_key_prefix ? "/" + key : key;
-  }
+  std::string wire(const std::string& key) const { return opts.torch_key_prefix ? "/" + key : key; }
   std::vector<std::string> wire(const std::vector<std::string>& keys) const {
     if (!opts.torch_key_prefix) return keys;
     std::vector<std::string> out;
@@ -377,11 +377,11 @@ TcpStore::~TcpStore() = default;
 std::string TcpStore::describe() const { return "store " + impl_->address; }
 
 // Sends the request in the lease's wbuf and reads one reply; timeouts name `w`.
-#define GPURUN_TCPSTORE_ROUNDTRIP(conn, kind, count, reply, d, w)                         \
-  do {                                                                                    \
-    if (!impl_->send_all((conn), (d).at, (w))) impl_->io_timeout((w), (d).timeout);       \
-    if (!impl_->recv_reply((conn), (kind), (count), (reply), (d).at, (w)))                \
-      impl_->io_timeout((w), (d).timeout);                                                \
+#define GPURUN_TCPSTORE_ROUNDTRIP(conn, kind, count, reply, d, w)                   \
+  do {                                                                              \
+    if (!impl_->send_all((conn), (d).at, (w))) impl_->io_timeout((w), (d).timeout); \
+    if (!impl_->recv_reply((conn), (kind), (count), (reply), (d).at, (w)))          \
+      impl_->io_timeout((w), (d).timeout);                                          \
   } while (0)
 
 void TcpStore::set(const std::string& key, const Bytes& value) {
@@ -464,7 +464,7 @@ void TcpStore::wait(const std::vector<std::string>& keys, std::chrono::milliseco
 // After a 1.13 timeout the connection is closed (a stray STOP_WAITING may follow), so the lease
 // drops it.
 bool TcpStore::Impl::wait_on(TcpStore& self, Conn& c, const std::vector<std::string>& keys,
-                       std::chrono::milliseconds timeout, std::string_view op) {
+                             std::chrono::milliseconds timeout, std::string_view op) {
   Deadline d(timeout);
   What w{op, keys};
   protocol::encode_keys(opts.dialect, Op::kWait, wire(keys), c.wbuf);
@@ -474,8 +474,8 @@ bool TcpStore::Impl::wait_on(TcpStore& self, Conn& c, const std::vector<std::str
     Impl::reset_rbuf_if_drained(c);
     if (r.u8 != protocol::kStopWaiting) {
       c.fd.reset();
-      throw ProtocolError(fmt::format("store {}: unexpected reply {:#04x} to {}",
-                                      address, r.u8, describe_what(w)));
+      throw ProtocolError(
+          fmt::format("store {}: unexpected reply {:#04x} to {}", address, r.u8, describe_what(w)));
     }
     return true;
   }
@@ -494,16 +494,16 @@ bool TcpStore::Impl::wait_on(TcpStore& self, Conn& c, const std::vector<std::str
       Impl::reset_rbuf_if_drained(c);
       if (r.u8 != protocol::kWaitCanceled) {
         c.fd.reset();
-        throw ProtocolError(fmt::format("store {}: expected WAIT_CANCELED, got {:#04x}",
-                                        address, r.u8));
+        throw ProtocolError(
+            fmt::format("store {}: expected WAIT_CANCELED, got {:#04x}", address, r.u8));
       }
       return true;
     }
     Impl::reset_rbuf_if_drained(c);
     if (r.u8 != protocol::kWaitCanceled) {
       c.fd.reset();
-      throw ProtocolError(fmt::format("store {}: unexpected reply {:#04x} to CANCEL_WAIT",
-                                      address, r.u8));
+      throw ProtocolError(
+          fmt::format("store {}: unexpected reply {:#04x} to CANCEL_WAIT", address, r.u8));
     }
   } else {
     c.fd.reset();  // 1.13: the registration stays on the server; never reuse this connection
@@ -642,8 +642,8 @@ void TcpStore::append(const std::string& key, const Bytes& value) {
 
 bool TcpStore::ping() {
   if (options_.dialect != Dialect::kV2) {
-    throw ProtocolError(fmt::format("store {}: PING is only part of the 2.x protocol",
-                                    impl_->address));
+    throw ProtocolError(
+        fmt::format("store {}: PING is only part of the 2.x protocol", impl_->address));
   }
   Deadline d(timeout());
   Impl::Lease l(*impl_, d.timeout);

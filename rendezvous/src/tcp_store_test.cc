@@ -1,11 +1,12 @@
 // TcpStore against a StoreServerThread on port 0: the Store contract (with and without a
 // PrefixStore, both dialects), connect retry, and what timeouts say.
-#include <catch2/catch.hpp>
+#include "gpurun/rendezvous/tcp_store.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <catch2/catch.hpp>
 #include <future>
 #include <thread>
 
@@ -13,7 +14,6 @@
 #include "gpurun/common/unique_fd.h"
 #include "gpurun/rendezvous/prefix_store.h"
 #include "gpurun/rendezvous/store_server.h"
-#include "gpurun/rendezvous/tcp_store.h"
 #include "store_contract.h"
 
 using namespace gpurun::rendezvous;
@@ -60,8 +60,8 @@ TEST_CASE("PrefixStore over TcpStore meets the Store contract", "[tcpstore]") {
   std::unique_ptr<StoreServerThread> srv;
   testing::check_store_contract([&] {
     srv = std::make_unique<StoreServerThread>(server_opts());
-    return std::make_shared<PrefixStore>(
-        "/worker/attempt_0", std::make_shared<TcpStore>(client_opts(srv->port())));
+    return std::make_shared<PrefixStore>("/worker/attempt_0",
+                                         std::make_shared<TcpStore>(client_opts(srv->port())));
   });
 }
 
@@ -81,8 +81,7 @@ TEST_CASE("TcpStore: torch key prefix and world_size init key match PyTorch", "[
   CHECK(a.ping());
 }
 
-TEST_CASE("TcpStore: timeouts name the address, the operation and the missing keys",
-          "[tcpstore]") {
+TEST_CASE("TcpStore: timeouts name the address, the operation and the missing keys", "[tcpstore]") {
   StoreServerThread srv(server_opts());
   for (Dialect d : {Dialect::kV2, Dialect::kV113}) {
     CAPTURE(static_cast<int>(d));

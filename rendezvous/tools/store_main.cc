@@ -25,25 +25,24 @@ int store_main(int argc, char** argv) {
       "foreground; prints 'gpurun store listening on <host>:<port>' once it accepts connections\n"
       "and stops on SIGINT/SIGTERM.\n\nOptions");
   unsigned port = 0;
-  desc.add_options()
-      ("help,h", "print this help")
-      ("host", po::value(&opts.host)->default_value(opts.host),
-       "address to bind: 127.0.0.1, 0.0.0.0 (every IPv4 interface), :: (every interface), ::1, "
-       "or a host name")
-      ("port,p", po::value(&port)->default_value(0), "TCP port; 0 picks a free port")
-      ("max-connections", po::value(&opts.max_connections)->default_value(opts.max_connections),
-       "refuse connections beyond this many")
-      ("max-key-bytes", po::value(&opts.max_key_bytes)->default_value(opts.max_key_bytes),
-       "longest key accepted (PyTorch's libuv server: 8192)")
-      ("max-value-bytes", po::value(&opts.max_value_bytes)->default_value(opts.max_value_bytes),
-       "largest value accepted (PyTorch's libuv server: 8 MiB)")
-      ("max-keys-per-request",
-       po::value(&opts.max_keys_per_request)->default_value(opts.max_keys_per_request),
-       "most keys in one WAIT/CHECK/MULTI_GET/MULTI_SET (PyTorch's libuv server: 131072)")
-      ("no-raise-fd-limit", po::bool_switch(&no_raise),
-       "keep RLIMIT_NOFILE as it is (default: raise the soft limit to the hard limit)")
-      ("log-level", po::value(&log_level),
-       "error|warn|info|debug|trace (default: GPURUN_LOG_LEVEL or warn)");
+  desc.add_options()("help,h", "print this help")(
+      "host", po::value(&opts.host)->default_value(opts.host),
+      "address to bind: 127.0.0.1, 0.0.0.0 (every IPv4 interface), :: (every interface), ::1, "
+      "or a host name")("port,p", po::value(&port)->default_value(0),
+                        "TCP port; 0 picks a free port")(
+      "max-connections", po::value(&opts.max_connections)->default_value(opts.max_connections),
+      "refuse connections beyond this many")(
+      "max-key-bytes", po::value(&opts.max_key_bytes)->default_value(opts.max_key_bytes),
+      "longest key accepted (PyTorch's libuv server: 8192)")(
+      "max-value-bytes", po::value(&opts.max_value_bytes)->default_value(opts.max_value_bytes),
+      "largest value accepted (PyTorch's libuv server: 8 MiB)")(
+      "max-keys-per-request",
+      po::value(&opts.max_keys_per_request)->default_value(opts.max_keys_per_request),
+      "most keys in one WAIT/CHECK/MULTI_GET/MULTI_SET (PyTorch's libuv server: 131072)")(
+      "no-raise-fd-limit", po::bool_switch(&no_raise),
+      "keep RLIMIT_NOFILE as it is (default: raise the soft limit to the hard limit)")(
+      "log-level", po::value(&log_level),
+      "error|warn|info|debug|trace (default: GPURUN_LOG_LEVEL or warn)");
   try {
     po::variables_map vm;
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);

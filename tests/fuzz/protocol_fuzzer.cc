@@ -73,9 +73,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   feed(in, 3, Dialect::kV113, small);
   feed(in, 7, Dialect::kV2, defaults);
   // Client side: every reply kind over the same bytes.
-  for (auto kind : {proto::ReplyKind::kU8, proto::ReplyKind::kU32, proto::ReplyKind::kI64,
-                    proto::ReplyKind::kBytes, proto::ReplyKind::kBytesList,
-                    proto::ReplyKind::kQueuePop}) {
+  for (auto kind :
+       {proto::ReplyKind::kU8, proto::ReplyKind::kU32, proto::ReplyKind::kI64,
+        proto::ReplyKind::kBytes, proto::ReplyKind::kBytesList, proto::ReplyKind::kQueuePop}) {
     proto::Reply r;
     auto res = proto::parse_reply(kind, in, r, size % 5, 1024);
     if (res.status == proto::ParseStatus::kRequest) check(res.consumed <= size);

@@ -31,8 +31,9 @@ int main(int argc, char** argv) {
   }
   std::printf("replayed %zu input(s)\n", files);
   if (files == 0) {
-    std::fprintf(stderr, "protocol_fuzz_replay: error: no inputs found; pass corpus files or "
-                         "directories\n");
+    std::fprintf(stderr,
+                 "protocol_fuzz_replay: error: no inputs found; pass corpus files or "
+                 "directories\n");
     return 1;
   }
   return 0;

@@ -8,18 +8,18 @@
 //
 // Scenario "all" exercises every Store op (see run_all). Scenario "share" is the short exchange
 // with a torch client used by tests/store/torch_client_test.py; "connect" only connects (with
-// --world-size: the ADD "init/" 1 a PyTorch client sends) and reads num_keys. Before an op that needs the
-// Python side to act (a blocking wait/get) the client prints {"op":"wait_begin"|"get_begin"}.
+// --world-size: the ADD "init/" 1 a PyTorch client sends) and reads num_keys. Before an op that
+// needs the Python side to act (a blocking wait/get) the client prints
+// {"op":"wait_begin"|"get_begin"}.
 #include <chrono>
 #include <cstdio>
 #include <exception>
 #include <functional>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "gpurun/common/error.h"
 #include "gpurun/rendezvous/tcp_store.h"
@@ -46,9 +46,7 @@ std::string hex(const Bytes& b) {
   return out;
 }
 
-void emit(json j) {
-  std::cout << j.dump() << '\n' << std::flush;
-}
+void emit(json j) { std::cout << j.dump() << '\n' << std::flush; }
 
 long long ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - t0).count();
@@ -131,7 +129,9 @@ void run_all(TcpStore& store) {
   step("multi_set", [&](json&) {
     store.multi_set({"c/m1", "c/m2"}, {to_bytes("one"), to_bytes("two")});
   });
-  step("multi_get", [&](json& j) { j["values_hex"] = bytes_list(store.multi_get({"c/m2", "c/m1"})); });
+  step("multi_get", [&](json& j) {
+    j["values_hex"] = bytes_list(store.multi_get({"c/m2", "c/m1"}));
+  });
   // Blocking ops woken by the Python side: it acts when it reads the *_begin line.
   step("wait_begin", [&](json& j) { j["key"] = "c/late"; });
   step("wait", [&](json& j) {
@@ -154,11 +154,12 @@ void run_share(TcpStore& store) {
 }
 
 int usage(const char* why) {
-  std::fprintf(stderr,
-               "store_interop_client: error: %s\nusage: store_interop_client --host H --port P "
-               "[--dialect v113|v2] [--torch-prefix] [--scenario all|share|connect] [--world-size N] "
-               "[--timeout-ms T] [--connect-timeout-ms T]\n",
-               why);
+  std::fprintf(
+      stderr,
+      "store_interop_client: error: %s\nusage: store_interop_client --host H --port P "
+      "[--dialect v113|v2] [--torch-prefix] [--scenario all|share|connect] [--world-size N] "
+      "[--timeout-ms T] [--connect-timeout-ms T]\n",
+      why);
   return 2;
 }
 

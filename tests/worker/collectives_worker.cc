@@ -71,7 +71,8 @@ void check_type(Communicator& comm, std::size_t n) {
   if (r == 0) {
     for (int q = 0; q < w; ++q) {
       const auto& g = got[static_cast<std::size_t>(q)];
-      expect(g.size() == n + static_cast<std::size_t>(q), fmt::format("gather size {} n={}", tn, n));
+      expect(g.size() == n + static_cast<std::size_t>(q),
+             fmt::format("gather size {} n={}", tn, n));
       for (std::size_t i = 0; i < g.size(); ++i)
         expect(g[i] == value<T>(q, i), fmt::format("gather {} n={}", tn, n));
     }
@@ -83,7 +84,8 @@ void check_type(Communicator& comm, std::size_t n) {
   comm.reduce_scatter(send.data(), recv.data(), n, data_type_of<T>(), ReduceOp::kMax);
   for (std::size_t i = 0; i < n; ++i) {
     T want = value<T>(0, static_cast<std::size_t>(r) * n + i);
-    for (int q = 1; q < w; ++q) want = std::max(want, value<T>(q, static_cast<std::size_t>(r) * n + i));
+    for (int q = 1; q < w; ++q)
+      want = std::max(want, value<T>(q, static_cast<std::size_t>(r) * n + i));
     expect(recv[i] == want, fmt::format("reduce_scatter {} n={}", tn, n));
   }
   comm.barrier();
@@ -129,8 +131,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "rank %d: all_reduce unexpectedly succeeded\n", ctx->rank());
       return 1;
     }
-    for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{1000},
-                          std::size_t{65537}}) {
+    for (std::size_t n :
+         {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{1000}, std::size_t{65537}}) {
       check_type<float>(comm, n);
       check_type<double>(comm, n);
       check_type<std::int32_t>(comm, n);

@@ -106,9 +106,10 @@ std::string ArrivalTracker::describe_laggards(std::uint64_t seq, const char* op)
   auto lag = laggards(seq, &note);
   if (!note.empty()) return note;
   if (lag.empty()) {
-    return fmt::format("every rank reached {} #{}, so the failure is in the connection between "
-                       "ranks, not a missing rank",
-                       op, seq);
+    return fmt::format(
+        "every rank reached {} #{}, so the failure is in the connection between "
+        "ranks, not a missing rank",
+        op, seq);
   }
   std::vector<std::string> parts;
   std::vector<int> ranks;

@@ -21,11 +21,21 @@ std::string json_quote(std::string_view s) {
   std::string out = "\"";
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20) {
           out += fmt::format("\\u{:04x}", c);
@@ -63,7 +73,8 @@ std::string format_progress(std::string_view label, std::uint64_t count, std::ui
   if (!out.empty()) out += ": ";
   if (total > 0) {
     const double frac = std::min(1.0, static_cast<double>(count) / static_cast<double>(total));
-    const double eta = rate > 0 ? static_cast<double>(total > count ? total - count : 0) / rate : -1;
+    const double eta =
+        rate > 0 ? static_cast<double>(total > count ? total - count : 0) / rate : -1;
     out += fmt::format("{:3.0f}% {}/{} {} [{}<{}, {:.1f} {}/s]", frac * 100.0, count, total, unit,
                        hms(secs), hms(eta), rate, unit);
   } else {
@@ -158,7 +169,8 @@ void ProgressBar::update(std::uint64_t n, std::string_view postfix) {
     return;
   }
   // Not a terminal (a log file, gpurun's pipe): one line per 10% or every 30 s.
-  int decile = s.total > 0 ? static_cast<int>(std::min<std::uint64_t>(10, s.count * 10 / s.total)) : -1;
+  int decile =
+      s.total > 0 ? static_cast<int>(std::min<std::uint64_t>(10, s.count * 10 / s.total)) : -1;
   if ((s.total > 0 && decile > s.last_decile) || now - s.last_draw >= std::chrono::seconds(30)) {
     s.last_decile = std::max(s.last_decile, decile);
     if (s.total > 0 && s.count >= s.total) return;  // finish() prints the last line

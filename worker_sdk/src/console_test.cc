@@ -1,11 +1,11 @@
-#include <catch2/catch.hpp>
+#include "gpurun/worker/console.h"
 
+#include <catch2/catch.hpp>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 
 #include "console_detail.h"
-#include "gpurun/worker/console.h"
 
 using namespace gpurun::worker;
 using namespace gpurun::worker::detail;
@@ -37,7 +37,8 @@ TEST_CASE("run_main writes the error file and returns 1", "[console]") {
 }
 
 TEST_CASE("progress line shows count, rate, ETA and postfix", "[console]") {
-  auto s = format_progress("train", 450, 1000, "it", std::chrono::duration<double>(12.0), "loss=0.31");
+  auto s =
+      format_progress("train", 450, 1000, "it", std::chrono::duration<double>(12.0), "loss=0.31");
   CHECK(s == "train:  45% 450/1000 it [00:12<00:15, 37.5 it/s] loss=0.31");
   auto u = format_progress("", 5, 0, "img", std::chrono::duration<double>(0.0), "");
   CHECK(u == "5 img [00:00, 0.0 img/s]");

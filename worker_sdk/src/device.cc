@@ -21,8 +21,8 @@ std::vector<int> parse_int_list(const std::string& text, const std::string& what
     try {
       v = parse_int(f, what);
     } catch (const ConfigError&) {
-      throw ConfigError(fmt::format("{}='{}' is not a comma-separated list of ranks (e.g. \"0,1\")",
-                                    what, text));
+      throw ConfigError(
+          fmt::format("{}='{}' is not a comma-separated list of ranks (e.g. \"0,1\")", what, text));
     }
     if (v < 0) throw ConfigError(fmt::format("{}='{}' has a negative rank", what, text));
     out.push_back(static_cast<int>(v));
@@ -74,8 +74,8 @@ DeviceChoice choose_device(const LaunchInfo& info, const EnvMap& env, bool use_g
     c.why = fmt::format("{} (LOCAL_RANK={}, {} GPUs visible)", c.device.str(), info.local_rank,
                         visible_gpus);
   } else {
-    c.why = fmt::format("CPU (LOCAL_RANK={} but only {} GPUs visible: hybrid job)",
-                        info.local_rank, visible_gpus);
+    c.why = fmt::format("CPU (LOCAL_RANK={} but only {} GPUs visible: hybrid job)", info.local_rank,
+                        visible_gpus);
   }
   return c;
 }

@@ -23,12 +23,12 @@
 
 #include "arrival.h"
 #include "gloo_store_adapter.h"
-#include "reduce_kernels.h"
 #include "gpurun/common/duration.h"
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
 #include "gpurun/common/unique_fd.h"
 #include "gpurun/rendezvous/prefix_store.h"
+#include "reduce_kernels.h"
 
 namespace gpurun::worker::detail {
 namespace {
@@ -69,12 +69,18 @@ bool is_loopback_name(const std::string& h) {
 template <typename F>
 decltype(auto) visit_type(DataType t, F&& f) {
   switch (t) {
-    case DataType::kFloat32: return f(float{});
-    case DataType::kFloat64: return f(double{});
-    case DataType::kInt32: return f(std::int32_t{});
-    case DataType::kInt64: return f(std::int64_t{});
-    case DataType::kUInt8: return f(std::uint8_t{});
-    default: break;
+    case DataType::kFloat32:
+      return f(float{});
+    case DataType::kFloat64:
+      return f(double{});
+    case DataType::kInt32:
+      return f(std::int32_t{});
+    case DataType::kInt64:
+      return f(std::int64_t{});
+    case DataType::kUInt8:
+      return f(std::uint8_t{});
+    default:
+      break;
   }
   throw CommError(fmt::format(
       "{} is not supported by the Gloo backend (float32, float64, int32, int64 and uint8 are); "
@@ -98,7 +104,9 @@ class GlooCommunicator final : public Communicator {
 
   void all_reduce(void* buf, std::size_t count, DataType type, ReduceOp op) override {
     const std::size_t bytes = count * size_of(type);
-    run("all_reduce", [&] { return fmt::format("{} x {}, {}", count, to_string(type), to_string(op)); },
+    run(
+        "all_reduce",
+        [&] { return fmt::format("{} x {}, {}", count, to_string(type), to_string(op)); },
         [&](std::uint32_t tag) {
           if (count == 0) return;
           void* p = stage_in(buf, bytes, 0);
@@ -111,7 +119,8 @@ class GlooCommunicator final : public Communicator {
   void broadcast(void* buf, std::size_t count, DataType type, int root) override {
     check_root(root, "broadcast");
     const std::size_t bytes = count * size_of(type);
-    run("broadcast", [&] { return fmt::format("{} x {}, root {}", count, to_string(type), root); },
+    run(
+        "broadcast", [&] { return fmt::format("{} x {}, root {}", count, to_string(type), root); },
         [&](std::uint32_t tag) {
           if (count == 0 || size_ == 1) return;
           void* p = rank_ == root ? stage_in(buf, bytes, 0) : host_ptr(buf, bytes, 0);
@@ -129,7 +138,8 @@ class GlooCommunicator final : public Communicator {
   void all_gather(const void* send, void* recv, std::size_t count, DataType type) override {
     const std::size_t bytes = count * size_of(type);
     const std::size_t total = bytes * static_cast<std::size_t>(size_);
-    run("all_gather", [&] { return fmt::format("{} x {} per rank", count, to_string(type)); },
+    run(
+        "all_gather", [&] { return fmt::format("{} x {} per rank", count, to_string(type)); },
         [&](std::uint32_t tag) {
           if (count == 0) return;
           reserve_staging(total + bytes);  // both regions first: growing later would move `out`
@@ -155,14 +165,17 @@ class GlooCommunicator final : public Communicator {
               int root) override {
     check_root(root, "gather");
     if (counts.size() != static_cast<std::size_t>(size_)) {
-      throw CommError(fmt::format("gather on rank {}: counts has {} entries but the group has {} "
-                                  "ranks; pass one count per rank (the same on every rank)",
-                                  rank_, counts.size(), size_));
+      throw CommError(
+          fmt::format("gather on rank {}: counts has {} entries but the group has {} "
+                      "ranks; pass one count per rank (the same on every rank)",
+                      rank_, counts.size(), size_));
     }
     const std::size_t es = size_of(type);
     std::size_t total = 0;
     for (auto c : counts) total += c;
-    run("gather", [&] { return fmt::format("{} x {} in all, root {}", total, to_string(type), root); },
+    run(
+        "gather",
+        [&] { return fmt::format("{} x {} in all, root {}", total, to_string(type), root); },
         [&](std::uint32_t tag) {
           const auto slot = ::gloo::Slot::build(kGatherSlotPrefix, tag);
           const std::size_t mine = counts[static_cast<std::size_t>(rank_)] * es;
@@ -198,7 +211,9 @@ class GlooCommunicator final : public Communicator {
                       ReduceOp op) override {
     const std::size_t bytes = count * size_of(type);
     const std::size_t total = bytes * static_cast<std::size_t>(size_);
-    run("reduce_scatter", [&] { return fmt::format("{} x {} per rank, {}", count, to_string(type), to_string(op)); },
+    run(
+        "reduce_scatter",
+        [&] { return fmt::format("{} x {} per rank, {}", count, to_string(type), to_string(op)); },
         [&](std::uint32_t tag) {
           if (count == 0) return;
           // Ring allreduce of the whole buffer, keep our block: Gloo's fastest path on TCP for
@@ -206,7 +221,8 @@ class GlooCommunicator final : public Communicator {
           scratch_.resize(total);
           memory_in(scratch_.data(), send, total);
           visit_type(type, [&](auto zero) {
-            allreduce_typed<decltype(zero)>(scratch_.data(), count * static_cast<std::size_t>(size_), op, tag);
+            allreduce_typed<decltype(zero)>(scratch_.data(),
+                                            count * static_cast<std::size_t>(size_), op, tag);
           });
           const std::uint8_t* block = scratch_.data() + bytes * static_cast<std::size_t>(rank_);
           if (memory_) {
@@ -219,7 +235,8 @@ class GlooCommunicator final : public Communicator {
   }
 
   void barrier() override {
-    run("barrier", [] { return std::string("barrier"); },
+    run(
+        "barrier", [] { return std::string("barrier"); },
         [&](std::uint32_t tag) {
           if (size_ == 1) return;
           ::gloo::BarrierOptions o(ctx_);
@@ -239,9 +256,15 @@ class GlooCommunicator final : public Communicator {
       o.setOutput(data, count);
       switch (op) {
         case ReduceOp::kSum:
-        case ReduceOp::kAvg: o.setReduceFunction(sum_kernel<T>()); break;
-        case ReduceOp::kMax: o.setReduceFunction(max_kernel<T>()); break;
-        case ReduceOp::kMin: o.setReduceFunction(min_kernel<T>()); break;
+        case ReduceOp::kAvg:
+          o.setReduceFunction(sum_kernel<T>());
+          break;
+        case ReduceOp::kMax:
+          o.setReduceFunction(max_kernel<T>());
+          break;
+        case ReduceOp::kMin:
+          o.setReduceFunction(min_kernel<T>());
+          break;
       }
       o.setTag(tag);
       o.setTimeout(timeout_);
@@ -257,9 +280,10 @@ class GlooCommunicator final : public Communicator {
 
   void check_root(int root, const char* op) const {
     if (root < 0 || root >= size_) {
-      throw CommError(fmt::format("{} on rank {}: root {} is not a rank of this group (0..{}); "
-                                  "pass a root in range",
-                                  op, rank_, root, size_ - 1));
+      throw CommError(
+          fmt::format("{} on rank {}: root {} is not a rank of this group (0..{}); "
+                      "pass a root in range",
+                      op, rank_, root, size_ - 1));
     }
   }
 
@@ -296,9 +320,10 @@ class GlooCommunicator final : public Communicator {
   template <typename Describe, typename Body>
   void run(const char* op, Describe&& describe, Body&& body, DataType type) {
     if (!broken_.empty()) {
-      throw CommError(fmt::format("{} on rank {} refused (this communicator failed earlier: {}); "
-                                  "create a new one or restart the job",
-                                  op, rank_, broken_));
+      throw CommError(
+          fmt::format("{} on rank {} refused (this communicator failed earlier: {}); "
+                      "create a new one or restart the job",
+                      op, rank_, broken_));
     }
     if (type == DataType::kFloat16 || type == DataType::kBFloat16) {
       visit_type(type, [](auto) {});  // throws the "not supported" CommError
@@ -347,8 +372,9 @@ TransportAddress choose_transport_address(const EnvMap& env, const std::string& 
     }
   }
   if (is_loopback_name(master_addr)) {
-    return {"127.0.0.1", "", master_addr.empty() ? "no MASTER_ADDR: loopback"
-                                                 : fmt::format("MASTER_ADDR={} is loopback", master_addr)};
+    return {"127.0.0.1", "",
+            master_addr.empty() ? "no MASTER_ADDR: loopback"
+                                : fmt::format("MASTER_ADDR={} is loopback", master_addr)};
   }
   auto local = local_address_towards(master_addr, master_port);
   if (!local.empty()) {

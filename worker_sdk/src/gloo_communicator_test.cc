@@ -1,11 +1,11 @@
 // Gloo collectives with ranks as threads on one MemoryStore: every collective, every type,
 // sizes 0, 1, non-multiples of the world size and multi-segment, world sizes 1..4.
-#include <catch2/catch.hpp>
+#include "gloo_communicator.h"
 
+#include <catch2/catch.hpp>
 #include <cmath>
 
 #include "gpurun/common/error.h"
-#include "gloo_communicator.h"
 #include "test_util.h"
 
 using namespace gpurun;
@@ -38,7 +38,7 @@ void check_all(Communicator& comm, std::size_t n) {
         mx = std::max(mx, value<T>(q, i));
         mn = std::min(mn, value<T>(q, i));
       }
-      T want = op == ReduceOp::kSum ? sum
+      T want = op == ReduceOp::kSum   ? sum
                : op == ReduceOp::kMax ? mx
                : op == ReduceOp::kMin ? mn
                                       : static_cast<T>(sum / static_cast<T>(w));
@@ -72,9 +72,11 @@ void check_all(Communicator& comm, std::size_t n) {
     if (r == root) {
       expect(got.size() == static_cast<std::size_t>(w), "gather ranks");
       for (int q = 0; q < w; ++q) {
-        expect(got[static_cast<std::size_t>(q)].size() == n + static_cast<std::size_t>(q), "gather size");
+        expect(got[static_cast<std::size_t>(q)].size() == n + static_cast<std::size_t>(q),
+               "gather size");
         for (std::size_t i = 0; i < n + static_cast<std::size_t>(q); ++i)
-          expect(got[static_cast<std::size_t>(q)][i] == value<T>(q, i), fmt::format("gather {} n={}", tn, n));
+          expect(got[static_cast<std::size_t>(q)][i] == value<T>(q, i),
+                 fmt::format("gather {} n={}", tn, n));
       }
     } else {
       expect(got.empty(), "gather non-root");
@@ -88,7 +90,8 @@ void check_all(Communicator& comm, std::size_t n) {
     comm.reduce_scatter(send.data(), recv.data(), n, data_type_of<T>(), ReduceOp::kSum);
     for (std::size_t i = 0; i < n; ++i) {
       T want = 0;
-      for (int q = 0; q < w; ++q) want = static_cast<T>(want + value<T>(q, static_cast<std::size_t>(r) * n + i));
+      for (int q = 0; q < w; ++q)
+        want = static_cast<T>(want + value<T>(q, static_cast<std::size_t>(r) * n + i));
       expect(recv[i] == want, fmt::format("reduce_scatter {} n={} i={}", tn, n, i));
     }
   }
@@ -190,7 +193,8 @@ TEST_CASE("gloo: a rank that never arrives is named by the others", "[gloo]") {
   CHECK(join_errors(errs) == "");
   for (int r : {0, 1}) {
     INFO(seen[static_cast<std::size_t>(r)]);
-    CHECK_THAT(seen[static_cast<std::size_t>(r)], Catch::Contains("rank 2 has not arrived at all_reduce #2"));
+    CHECK_THAT(seen[static_cast<std::size_t>(r)],
+               Catch::Contains("rank 2 has not arrived at all_reduce #2"));
     CHECK_THAT(seen[static_cast<std::size_t>(r)], Catch::Contains("last seen in barrier #1"));
   }
 }
@@ -208,10 +212,12 @@ TEST_CASE("gloo transport address: env interface, loopback, route to MASTER_ADDR
 }
 
 TEST_CASE("gloo on an interface named by GPURUN_SOCKET_IFNAME", "[gloo]") {
-  auto errs = run_ranks(2, [](Context& ctx, int r) {
-    auto v = ctx.comm().all_reduce_value<double>(r + 1.0);
-    expect(v == 3.0, fmt::format("sum {}", v));
-  }, {{"GPURUN_SOCKET_IFNAME", "lo"}});
+  auto errs = run_ranks(2,
+                        [](Context& ctx, int r) {
+                          auto v = ctx.comm().all_reduce_value<double>(r + 1.0);
+                          expect(v == 3.0, fmt::format("sum {}", v));
+                        },
+                        {{"GPURUN_SOCKET_IFNAME", "lo"}});
   CHECK(join_errors(errs) == "");
 }
 

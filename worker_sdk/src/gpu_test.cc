@@ -27,13 +27,17 @@ struct DeviceBuffer {
     void* p = nullptr;
     expect(cudaMalloc(&p, std::max<std::size_t>(1, n) * sizeof(T)) == cudaSuccess, "cudaMalloc");
     ptr = static_cast<T*>(p);
-    if (n) expect(cudaMemcpy(ptr, host.data(), n * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess, "h2d");
+    if (n)
+      expect(cudaMemcpy(ptr, host.data(), n * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess,
+             "h2d");
   }
   explicit DeviceBuffer(std::size_t count) : DeviceBuffer(std::vector<T>(count)) {}
   ~DeviceBuffer() { cudaFree(ptr); }
   std::vector<T> host() const {
     std::vector<T> out(n);
-    if (n) expect(cudaMemcpy(out.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess, "d2h");
+    if (n)
+      expect(cudaMemcpy(out.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess,
+             "d2h");
     return out;
   }
   T* ptr = nullptr;

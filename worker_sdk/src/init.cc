@@ -88,9 +88,12 @@ constexpr bool kNcclCompiled =
 
 const char* vote_name(GpuVote v) {
   switch (v) {
-    case GpuVote::kCuda: return "cuda";
-    case GpuVote::kFakeCuda: return "fake";
-    case GpuVote::kCpu: return "cpu";
+    case GpuVote::kCuda:
+      return "cuda";
+    case GpuVote::kFakeCuda:
+      return "fake";
+    case GpuVote::kCpu:
+      return "cpu";
   }
   return "cpu";
 }
@@ -148,7 +151,8 @@ Backend agree_on_backend(rendezvous::Store& store, const LaunchInfo& info, const
     } catch (const StoreTimeout&) {
       throw CommError(fmt::format(
           "timed out after {} waiting for every rank to join group '{}' through {} ({}); check "
-          "that those ranks started and call gpurun::init() (their logs), or raise GPURUN_COMM_TIMEOUT",
+          "that those ranks started and call gpurun::init() (their logs), or raise "
+          "GPURUN_COMM_TIMEOUT",
           format_duration(timeout), group, store.describe(), ranks_missing(store, keys)));
     }
     std::vector<GpuVote> votes;
@@ -172,7 +176,8 @@ Backend agree_on_backend(rendezvous::Store& store, const LaunchInfo& info, const
         "joined; {}); check rank 0's log and the missing ranks' logs",
         format_duration(timeout), decision_key, ranks_missing(store, keys)));
   }
-  if (decision.rfind("error:", 0) == 0) throw ConfigError(decision.substr(6) + " (reported by rank 0)");
+  if (decision.rfind("error:", 0) == 0)
+    throw ConfigError(decision.substr(6) + " (reported by rank 0)");
   return parse_backend(decision, "backend decision from rank 0");
 }
 

@@ -1,9 +1,10 @@
+#include "init.h"
+
 #include <catch2/catch.hpp>
 
 #include "device.h"
 #include "gpurun/common/error.h"
 #include "gpurun/rendezvous/memory_store.h"
-#include "init.h"
 #include "test_util.h"
 
 using namespace gpurun;
@@ -21,7 +22,8 @@ TEST_CASE("backend decision", "[init]") {
   CHECK(decide_backend(Backend::kGloo, "", {V::kCuda, V::kCuda}, true) == Backend::kGloo);
   CHECK(decide_backend(Backend::kNccl, "", {V::kCuda}, true) == Backend::kNccl);
   try {
-    decide_backend(Backend::kNccl, "GPURUN_BACKEND=nccl", {V::kCuda, V::kCuda, V::kCpu, V::kCpu}, true);
+    decide_backend(Backend::kNccl, "GPURUN_BACKEND=nccl", {V::kCuda, V::kCuda, V::kCpu, V::kCpu},
+                   true);
     FAIL("expected ConfigError");
   } catch (const ConfigError& e) {
     CHECK_THAT(e.what(), Catch::Contains("GPURUN_BACKEND=nccl but ranks 2,3 have no GPU"));
@@ -32,8 +34,9 @@ TEST_CASE("backend decision", "[init]") {
   CHECK_THROWS_WITH(decide_backend(Backend::kNccl, "X", {V::kFakeCuda}, true),
                     Catch::Contains("fake GPUs"));
   CHECK(parse_backend("NCCL", "x") == Backend::kNccl);
-  CHECK_THROWS_WITH(parse_backend("mpi", "GPURUN_BACKEND"),
-                    Catch::Contains("GPURUN_BACKEND='mpi' is not a backend; use nccl, gloo or auto"));
+  CHECK_THROWS_WITH(
+      parse_backend("mpi", "GPURUN_BACKEND"),
+      Catch::Contains("GPURUN_BACKEND='mpi' is not a backend; use nccl, gloo or auto"));
 }
 
 TEST_CASE("timeout resolution", "[init]") {
@@ -130,17 +133,17 @@ TEST_CASE("init_with: a rank that never joins is named", "[init]") {
 }
 
 TEST_CASE("init_with: hybrid group (fake GPUs on ranks 0,1) agrees on gloo and stages", "[init]") {
-  auto errs = run_ranks(
-      4,
-      [](Context& ctx, int r) {
-        testing::expect(ctx.backend() == Backend::kGloo, "backend is not gloo");
-        testing::expect(ctx.device().is_cuda() == (r < 2), "device " + ctx.device().str());
-        std::vector<double> v(37, r + 1.0);
-        ctx.comm().all_reduce(std::span(v), ReduceOp::kSum);
-        for (double x : v) testing::expect(x == 10.0, fmt::format("sum {}", x));
-        auto all = ctx.comm().all_gather(std::span<const double>(v.data(), 2));
-        testing::expect(all.size() == 8 && all[7] == 10.0, "all_gather");
-      },
-      {{"GPURUN_FAKE_GPU_RANKS", "0,1"}});
+  auto errs = run_ranks(4,
+                        [](Context& ctx, int r) {
+                          testing::expect(ctx.backend() == Backend::kGloo, "backend is not gloo");
+                          testing::expect(ctx.device().is_cuda() == (r < 2),
+                                          "device " + ctx.device().str());
+                          std::vector<double> v(37, r + 1.0);
+                          ctx.comm().all_reduce(std::span(v), ReduceOp::kSum);
+                          for (double x : v) testing::expect(x == 10.0, fmt::format("sum {}", x));
+                          auto all = ctx.comm().all_gather(std::span<const double>(v.data(), 2));
+                          testing::expect(all.size() == 8 && all[7] == 10.0, "all_gather");
+                        },
+                        {{"GPURUN_FAKE_GPU_RANKS", "0,1"}});
   CHECK(join_errors(errs) == "");
 }

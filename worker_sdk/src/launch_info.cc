@@ -58,7 +58,8 @@ std::optional<int> slurm_tasks_on_node(const std::string& spec, int node) {
         auto x = part.find('x', paren);
         auto close = part.find(')', paren);
         if (x == std::string::npos || close == std::string::npos) return std::nullopt;
-        rep = static_cast<int>(parse_int(part.substr(x + 1, close - x - 1), "SLURM_TASKS_PER_NODE"));
+        rep =
+            static_cast<int>(parse_int(part.substr(x + 1, close - x - 1), "SLURM_TASKS_PER_NODE"));
       }
     } catch (const ConfigError&) {
       return std::nullopt;
@@ -74,9 +75,9 @@ void read_master(const EnvMap& env, LaunchInfo& info, std::string_view how) {
   auto port = env_get(env, "MASTER_PORT");
   if (info.world_size > 1 && (!addr || addr->empty() || !port)) {
     std::string_view missing = (!addr || addr->empty()) ? "MASTER_ADDR" : "MASTER_PORT";
-    throw ConfigError(fmt::format(
-        "{} is not set but WORLD_SIZE={} (the ranks need a store to meet at); {}", missing,
-        info.world_size, how));
+    throw ConfigError(
+        fmt::format("{} is not set but WORLD_SIZE={} (the ranks need a store to meet at); {}",
+                    missing, info.world_size, how));
   }
   if (addr) info.master_addr = *addr;
   if (port) {
@@ -92,8 +93,8 @@ void validate(const LaunchInfo& info, std::string_view rank_var, std::string_vie
               std::string_view local_rank_var, std::string_view local_world_var,
               std::string_view how) {
   if (info.world_size < 1) {
-    throw ConfigError(fmt::format("{}={} (a job needs at least one rank); {}", world_var,
-                                  info.world_size, how));
+    throw ConfigError(
+        fmt::format("{}={} (a job needs at least one rank); {}", world_var, info.world_size, how));
   }
   if (info.rank >= info.world_size) {
     throw ConfigError(fmt::format("{}={} but {}={}; {}, or set {} < {}", rank_var, info.rank,
@@ -132,8 +133,9 @@ LaunchInfo read_launch_info(const EnvMap& env) {
                                     *env_get(env, "WORLD_SIZE"), how));
     }
     if (!env_get(env, "WORLD_SIZE")) {
-      throw ConfigError(fmt::format("RANK={} is set but WORLD_SIZE is not; {}, or set WORLD_SIZE too",
-                                    *env_get(env, "RANK"), how));
+      throw ConfigError(
+          fmt::format("RANK={} is set but WORLD_SIZE is not; {}, or set WORLD_SIZE too",
+                      *env_get(env, "RANK"), how));
     }
     info.rank = read_int(env, "RANK", how);
     info.world_size = read_int(env, "WORLD_SIZE", how);
@@ -161,14 +163,16 @@ LaunchInfo read_launch_info(const EnvMap& env) {
              "OMPI_COMM_WORLD_LOCAL_SIZE", how);
     read_master(env, info, how);
     read_common(env, info, how);
-    info.run_id = env_get(env, "TORCHELASTIC_RUN_ID")
-                      .value_or(env_get(env, "PMIX_NAMESPACE")
-                                    .value_or(env_get(env, "OMPI_MCA_ess_base_jobid").value_or("mpirun")));
+    info.run_id =
+        env_get(env, "TORCHELASTIC_RUN_ID")
+            .value_or(env_get(env, "PMIX_NAMESPACE")
+                          .value_or(env_get(env, "OMPI_MCA_ess_base_jobid").value_or("mpirun")));
     return info;
   }
 
   // srun sets SLURM_STEP_ID; an sbatch script's batch step has SLURM_PROCID=0 but is one process.
-  if (env_get(env, "SLURM_PROCID") && (env_get(env, "SLURM_STEP_ID") || env_get(env, "SLURM_STEPID"))) {
+  if (env_get(env, "SLURM_PROCID") &&
+      (env_get(env, "SLURM_STEP_ID") || env_get(env, "SLURM_STEPID"))) {
     info.launcher = Launcher::kSrun;
     std::string how =
         "under srun, start a store (`gpurun-store --port 29500`) and export MASTER_ADDR=<store "

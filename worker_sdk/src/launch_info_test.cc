@@ -28,9 +28,13 @@ TEST_CASE("launch info: nothing set is a 1-rank job", "[launch_info]") {
 }
 
 TEST_CASE("launch info: torchrun variables", "[launch_info]") {
-  auto info = read_launch_info({{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "1"},
-                                {"LOCAL_WORLD_SIZE", "2"}, {"MASTER_ADDR", "node0"},
-                                {"MASTER_PORT", "29500"}, {"TORCHELASTIC_RESTART_COUNT", "2"},
+  auto info = read_launch_info({{"RANK", "3"},
+                                {"WORLD_SIZE", "4"},
+                                {"LOCAL_RANK", "1"},
+                                {"LOCAL_WORLD_SIZE", "2"},
+                                {"MASTER_ADDR", "node0"},
+                                {"MASTER_PORT", "29500"},
+                                {"TORCHELASTIC_RESTART_COUNT", "2"},
                                 {"TORCHELASTIC_RUN_ID", "abc"}});
   CHECK(info.rank == 3);
   CHECK(info.world_size == 4);
@@ -46,7 +50,8 @@ TEST_CASE("launch info: torchrun variables", "[launch_info]") {
 }
 
 TEST_CASE("launch info: errors name the variable and how to launch", "[launch_info]") {
-  auto e = error_of({{"RANK", "5"}, {"WORLD_SIZE", "4"}, {"MASTER_ADDR", "a"}, {"MASTER_PORT", "1"}});
+  auto e =
+      error_of({{"RANK", "5"}, {"WORLD_SIZE", "4"}, {"MASTER_ADDR", "a"}, {"MASTER_PORT", "1"}});
   CHECK_THAT(e, Catch::Contains("RANK=5 but WORLD_SIZE=4"));
   CHECK_THAT(e, Catch::Contains("gpurun --nproc-per-node=N"));
   CHECK_THAT(e, Catch::Contains("set RANK < WORLD_SIZE"));
@@ -61,18 +66,25 @@ TEST_CASE("launch info: errors name the variable and how to launch", "[launch_in
   CHECK_THAT(e, Catch::Contains("MASTER_ADDR is not set but WORLD_SIZE=2"));
   e = error_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}});
   CHECK_THAT(e, Catch::Contains("MASTER_PORT is not set"));
-  e = error_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "70000"}});
+  e = error_of(
+      {{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "70000"}});
   CHECK_THAT(e, Catch::Contains("MASTER_PORT=70000 is not a TCP port"));
-  e = error_of({{"RANK", "0"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "2"}, {"LOCAL_WORLD_SIZE", "2"},
-                {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"}});
+  e = error_of({{"RANK", "0"},
+                {"WORLD_SIZE", "4"},
+                {"LOCAL_RANK", "2"},
+                {"LOCAL_WORLD_SIZE", "2"},
+                {"MASTER_ADDR", "h"},
+                {"MASTER_PORT", "1"}});
   CHECK_THAT(e, Catch::Contains("LOCAL_RANK=2 but LOCAL_WORLD_SIZE=2"));
   e = error_of({{"RANK", "0"}, {"WORLD_SIZE", "0"}});
   CHECK_THAT(e, Catch::Contains("WORLD_SIZE=0"));
 }
 
 TEST_CASE("launch info: mpirun fallback", "[launch_info]") {
-  EnvMap env{{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"},
-             {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}, {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"}};
+  EnvMap env{{"OMPI_COMM_WORLD_RANK", "1"},
+             {"OMPI_COMM_WORLD_SIZE", "2"},
+             {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+             {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"}};
   auto e = error_of(env);
   CHECK_THAT(e, Catch::Contains("MASTER_ADDR is not set"));
   CHECK_THAT(e, Catch::Contains("mpirun -x MASTER_ADDR"));
@@ -93,9 +105,15 @@ TEST_CASE("launch info: mpirun fallback", "[launch_info]") {
 }
 
 TEST_CASE("launch info: srun fallback", "[launch_info]") {
-  EnvMap env{{"SLURM_PROCID", "3"}, {"SLURM_NTASKS", "4"}, {"SLURM_LOCALID", "1"},
-             {"SLURM_STEP_ID", "0"}, {"SLURM_JOB_ID", "77"}, {"SLURM_NODEID", "1"},
-             {"SLURM_TASKS_PER_NODE", "2(x2)"}, {"MASTER_ADDR", "n0"}, {"MASTER_PORT", "5"}};
+  EnvMap env{{"SLURM_PROCID", "3"},
+             {"SLURM_NTASKS", "4"},
+             {"SLURM_LOCALID", "1"},
+             {"SLURM_STEP_ID", "0"},
+             {"SLURM_JOB_ID", "77"},
+             {"SLURM_NODEID", "1"},
+             {"SLURM_TASKS_PER_NODE", "2(x2)"},
+             {"MASTER_ADDR", "n0"},
+             {"MASTER_PORT", "5"}};
   auto info = read_launch_info(env);
   CHECK(info.launcher == Launcher::kSrun);
   CHECK(info.rank == 3);

@@ -16,31 +16,41 @@ namespace {
 
 ncclDataType_t nccl_type(DataType t) {
   switch (t) {
-    case DataType::kFloat32: return ncclFloat32;
-    case DataType::kFloat64: return ncclFloat64;
-    case DataType::kInt32: return ncclInt32;
-    case DataType::kInt64: return ncclInt64;
-    case DataType::kUInt8: return ncclUint8;
-    case DataType::kFloat16: return ncclFloat16;
-    case DataType::kBFloat16: return ncclBfloat16;
+    case DataType::kFloat32:
+      return ncclFloat32;
+    case DataType::kFloat64:
+      return ncclFloat64;
+    case DataType::kInt32:
+      return ncclInt32;
+    case DataType::kInt64:
+      return ncclInt64;
+    case DataType::kUInt8:
+      return ncclUint8;
+    case DataType::kFloat16:
+      return ncclFloat16;
+    case DataType::kBFloat16:
+      return ncclBfloat16;
   }
   return ncclFloat32;
 }
 
 ncclRedOp_t nccl_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return ncclSum;
-    case ReduceOp::kMax: return ncclMax;
-    case ReduceOp::kMin: return ncclMin;
-    case ReduceOp::kAvg: return ncclAvg;
+    case ReduceOp::kSum:
+      return ncclSum;
+    case ReduceOp::kMax:
+      return ncclMax;
+    case ReduceOp::kMin:
+      return ncclMin;
+    case ReduceOp::kAvg:
+      return ncclAvg;
   }
   return ncclSum;
 }
 
 std::string nccl_message(ncclResult_t r, ncclComm_t comm) {
   const char* last = ncclGetLastError(comm);
-  return fmt::format("{}{}{}", ncclGetErrorString(r), last && *last ? ": " : "",
-                     last ? last : "");
+  return fmt::format("{}{}{}", ncclGetErrorString(r), last && *last ? ": " : "", last ? last : "");
 }
 
 void cuda_check(cudaError_t err, const std::string& what) {
@@ -64,32 +74,36 @@ class NcclCommunicator final : public Communicator {
     if (rank_ == 0) {
       ncclResult_t r = ncclGetUniqueId(&id);
       if (r != ncclSuccess) {
-        throw CommError(fmt::format("ncclGetUniqueId on rank 0 failed ({}); check NCCL_SOCKET_IFNAME "
-                                    "and that a network interface is up",
-                                    nccl_message(r, nullptr)));
+        throw CommError(
+            fmt::format("ncclGetUniqueId on rank 0 failed ({}); check NCCL_SOCKET_IFNAME "
+                        "and that a network interface is up",
+                        nccl_message(r, nullptr)));
       }
       cfg.run_store->set(key, rendezvous::Bytes(id.internal, id.internal + sizeof(id.internal)));
     } else {
       try {
         cfg.run_store->wait({key}, timeout_);
       } catch (const StoreTimeout&) {
-        throw CommError(fmt::format("timed out after {} waiting for key '{}' (rank 0 never published "
-                                    "it); check rank 0's log",
-                                    format_duration(timeout_), key));
+        throw CommError(
+            fmt::format("timed out after {} waiting for key '{}' (rank 0 never published "
+                        "it); check rank 0's log",
+                        format_duration(timeout_), key));
       }
       auto v = cfg.run_store->get(key);
       if (v.size() != sizeof(id.internal)) {
-        throw CommError(fmt::format("key '{}' holds {} bytes, not an ncclUniqueId ({} bytes); is "
-                                    "another job using the same store and run id?",
-                                    key, v.size(), sizeof(id.internal)));
+        throw CommError(
+            fmt::format("key '{}' holds {} bytes, not an ncclUniqueId ({} bytes); is "
+                        "another job using the same store and run id?",
+                        key, v.size(), sizeof(id.internal)));
       }
       std::copy(v.begin(), v.end(), id.internal);
     }
     ncclResult_t r = ncclCommInitRank(&comm_, size_, id, rank_);
     if (r != ncclSuccess) {
-      throw CommError(fmt::format("ncclCommInitRank(rank {}, world {}, cuda:{}) failed ({}); set "
-                                  "NCCL_DEBUG=INFO for details",
-                                  rank_, size_, device_, nccl_message(r, comm_)));
+      throw CommError(
+          fmt::format("ncclCommInitRank(rank {}, world {}, cuda:{}) failed ({}); set "
+                      "NCCL_DEBUG=INFO for details",
+                      rank_, size_, device_, nccl_message(r, comm_)));
     }
     cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     cuda_check(cudaMalloc(&scratch_, sizeof(float)), "cudaMalloc(barrier scratch)");
@@ -130,9 +144,10 @@ class NcclCommunicator final : public Communicator {
               int root) override {
     check_root(root, "gather");
     if (counts.size() != static_cast<std::size_t>(size_)) {
-      throw CommError(fmt::format("gather on rank {}: counts has {} entries but the group has {} "
-                                  "ranks; pass one count per rank",
-                                  rank_, counts.size(), size_));
+      throw CommError(
+          fmt::format("gather on rank {}: counts has {} entries but the group has {} "
+                      "ranks; pass one count per rank",
+                      rank_, counts.size(), size_));
     }
     const std::size_t es = size_of(type);
     run("gather", [&]() -> ncclResult_t {
@@ -169,26 +184,27 @@ class NcclCommunicator final : public Communicator {
     });
   }
   void barrier() override {
-    run("barrier", [&] {
-      return ncclAllReduce(scratch_, scratch_, 1, ncclFloat32, ncclSum, comm_, stream_);
-    });
+    run("barrier",
+        [&] { return ncclAllReduce(scratch_, scratch_, 1, ncclFloat32, ncclSum, comm_, stream_); });
   }
 
  private:
   void check_root(int root, const char* op) const {
     if (root < 0 || root >= size_) {
-      throw CommError(fmt::format("{} on rank {}: root {} is not a rank of this group (0..{}); "
-                                  "pass a root in range",
-                                  op, rank_, root, size_ - 1));
+      throw CommError(
+          fmt::format("{} on rank {}: root {} is not a rank of this group (0..{}); "
+                      "pass a root in range",
+                      op, rank_, root, size_ - 1));
     }
   }
 
   template <typename Enqueue>
   void run(const char* op, Enqueue&& enqueue) {
     if (aborted_) {
-      throw CommError(fmt::format("nccl {} on rank {} refused (the communicator was aborted after "
-                                  "an earlier failure); restart the job",
-                                  op, rank_));
+      throw CommError(
+          fmt::format("nccl {} on rank {} refused (the communicator was aborted after "
+                      "an earlier failure); restart the job",
+                      op, rank_));
     }
     const std::uint64_t seq = tracker_.enter(op);
     cuda_check(cudaSetDevice(device_), fmt::format("cudaSetDevice({})", device_));
@@ -208,7 +224,8 @@ class NcclCommunicator final : public Communicator {
       cudaError_t st = cudaStreamQuery(stream_);
       if (st == cudaSuccess) return;
       if (st != cudaErrorNotReady) {
-        fail(op, seq, fmt::format("CUDA error {}: {}", cudaGetErrorName(st), cudaGetErrorString(st)));
+        fail(op, seq,
+             fmt::format("CUDA error {}: {}", cudaGetErrorName(st), cudaGetErrorString(st)));
       }
       ncclResult_t async = ncclSuccess;
       ncclCommGetAsyncError(comm_, &async);
@@ -216,9 +233,10 @@ class NcclCommunicator final : public Communicator {
         fail(op, seq, fmt::format("NCCL async error: {}", nccl_message(async, comm_)));
       }
       if (Clock::now() >= deadline) {
-        fail(op, seq, fmt::format("timed out after {}",
-                                  format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      Clock::now() - start))));
+        fail(op, seq,
+             fmt::format("timed out after {}",
+                         format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(
+                             Clock::now() - start))));
       }
       if (++spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
     }

@@ -17,9 +17,9 @@ namespace gpurun::worker::detail {
 struct NcclConfig {
   int rank = 0;
   int size = 1;
-  int device = 0;                                 // CUDA ordinal
-  std::shared_ptr<rendezvous::Store> run_store;   // run/attempt-scoped (uid key lives here)
-  std::shared_ptr<rendezvous::Store> group_store; // group-scoped (arrival keys)
+  int device = 0;                                  // CUDA ordinal
+  std::shared_ptr<rendezvous::Store> run_store;    // run/attempt-scoped (uid key lives here)
+  std::shared_ptr<rendezvous::Store> group_store;  // group-scoped (arrival keys)
   std::string group = "default";
   std::chrono::milliseconds timeout{30 * 60 * 1000};
 };

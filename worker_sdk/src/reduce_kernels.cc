@@ -5,15 +5,21 @@ namespace {
 
 struct Sum {
   template <typename T>
-  static T apply(T x, T y) { return static_cast<T>(x + y); }
+  static T apply(T x, T y) {
+    return static_cast<T>(x + y);
+  }
 };
 struct Max {
   template <typename T>
-  static T apply(T x, T y) { return x < y ? y : x; }
+  static T apply(T x, T y) {
+    return x < y ? y : x;
+  }
 };
 struct Min {
   template <typename T>
-  static T apply(T x, T y) { return y < x ? y : x; }
+  static T apply(T x, T y) {
+    return y < x ? y : x;
+  }
 };
 
 // Separate loops for the aliasing cases so each one can be vectorized without runtime checks.
@@ -38,15 +44,21 @@ void kernel(void* c_, const void* a_, const void* b_, std::size_t n) {
 }  // namespace
 
 template <typename T>
-ReduceKernel sum_kernel() { return &kernel<T, Sum>; }
+ReduceKernel sum_kernel() {
+  return &kernel<T, Sum>;
+}
 template <typename T>
-ReduceKernel max_kernel() { return &kernel<T, Max>; }
+ReduceKernel max_kernel() {
+  return &kernel<T, Max>;
+}
 template <typename T>
-ReduceKernel min_kernel() { return &kernel<T, Min>; }
+ReduceKernel min_kernel() {
+  return &kernel<T, Min>;
+}
 
-#define GPURUN_INSTANTIATE(T)              \
-  template ReduceKernel sum_kernel<T>();   \
-  template ReduceKernel max_kernel<T>();   \
+#define GPURUN_INSTANTIATE(T)            \
+  template ReduceKernel sum_kernel<T>(); \
+  template ReduceKernel max_kernel<T>(); \
   template ReduceKernel min_kernel<T>();
 GPURUN_INSTANTIATE(float)
 GPURUN_INSTANTIATE(double)

@@ -40,14 +40,16 @@ DistributedSampler::DistributedSampler(std::size_t dataset_size, int num_replica
                                        SamplerOptions options)
     : n_(dataset_size), replicas_(num_replicas), rank_(rank), opt_(options) {
   if (num_replicas < 1) {
-    throw ConfigError(fmt::format("DistributedSampler: num_replicas={} (need at least 1); pass "
-                                  "ctx->world_size()",
-                                  num_replicas));
+    throw ConfigError(
+        fmt::format("DistributedSampler: num_replicas={} (need at least 1); pass "
+                    "ctx->world_size()",
+                    num_replicas));
   }
   if (rank < 0 || rank >= num_replicas) {
-    throw ConfigError(fmt::format("DistributedSampler: rank {} is not in [0, {}); pass "
-                                  "ctx->rank() and ctx->world_size()",
-                                  rank, num_replicas));
+    throw ConfigError(
+        fmt::format("DistributedSampler: rank {} is not in [0, {}); pass "
+                    "ctx->rank() and ctx->world_size()",
+                    rank, num_replicas));
   }
   const auto R = static_cast<std::size_t>(num_replicas);
   // torch: drop_last and n % R != 0 -> ceil((n - R) / R) (= n / R, and 0 when n < R);
@@ -64,7 +66,8 @@ std::vector<std::size_t> DistributedSampler::indices() const {
   std::vector<std::size_t> all;
   all.reserve(std::max(n_, total_size_));
   if (opt_.shuffle) {
-    for (auto v : torch_randperm(n_, opt_.seed + epoch_)) all.push_back(static_cast<std::size_t>(v));
+    for (auto v : torch_randperm(n_, opt_.seed + epoch_))
+      all.push_back(static_cast<std::size_t>(v));
   } else {
     for (std::size_t i = 0; i < n_; ++i) all.push_back(i);
   }

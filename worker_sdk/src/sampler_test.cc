@@ -1,10 +1,10 @@
-#include <catch2/catch.hpp>
+#include "gpurun/worker/sampler.h"
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <set>
 
 #include "gpurun/common/error.h"
-#include "gpurun/worker/sampler.h"
 
 using namespace gpurun;
 using namespace gpurun::worker;

@@ -19,13 +19,11 @@
 namespace gpurun::worker::testing {
 
 inline EnvMap rank_env(int rank, int world, const std::string& run_id, const EnvMap& extra = {}) {
-  EnvMap env{{"RANK", std::to_string(rank)},
-             {"WORLD_SIZE", std::to_string(world)},
-             {"LOCAL_RANK", std::to_string(rank)},
-             {"LOCAL_WORLD_SIZE", std::to_string(world)},
-             {"MASTER_ADDR", "127.0.0.1"},
-             {"MASTER_PORT", "1"},  // unused: the store is passed in
-             {"TORCHELASTIC_RUN_ID", run_id}};
+  EnvMap env{
+      {"RANK", std::to_string(rank)},       {"WORLD_SIZE", std::to_string(world)},
+      {"LOCAL_RANK", std::to_string(rank)}, {"LOCAL_WORLD_SIZE", std::to_string(world)},
+      {"MASTER_ADDR", "127.0.0.1"},         {"MASTER_PORT", "1"},  // unused: the store is passed in
+      {"TORCHELASTIC_RUN_ID", run_id}};
   for (const auto& [k, v] : extra) env[k] = v;
   return env;
 }
@@ -41,9 +39,9 @@ inline void expect(bool ok, const std::string& what) {
 }
 
 // Runs body(ctx, rank) on `world` threads; returns each rank's exception message ("" = ok).
-inline std::vector<std::string> run_ranks(
-    int world, const std::function<void(Context&, int)>& body, const EnvMap& extra = {},
-    InitOptions options = {}, std::shared_ptr<rendezvous::Store> store = nullptr) {
+inline std::vector<std::string> run_ranks(int world, const std::function<void(Context&, int)>& body,
+                                          const EnvMap& extra = {}, InitOptions options = {},
+                                          std::shared_ptr<rendezvous::Store> store = nullptr) {
   if (!store) store = std::make_shared<rendezvous::MemoryStore>();
   if (!options.timeout) options.timeout = std::chrono::seconds(20);
   const std::string run_id = unique_run_id();

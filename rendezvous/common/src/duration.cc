@@ -12,9 +12,9 @@ namespace gpurun {
 
 milliseconds parse_duration(std::string_view text, std::string_view what) {
   auto bad = [&](std::string_view why) {
-    return ConfigError(fmt::format(
-        "invalid {} '{}' ({}); use a number with a unit, e.g. 250ms, 30s, 5m or 1h", what, text,
-        why));
+    return ConfigError(
+        fmt::format("invalid {} '{}' ({}); use a number with a unit, e.g. 250ms, 30s, 5m or 1h",
+                    what, text, why));
   };
   if (text.empty()) throw bad("empty");
   std::size_t i = 0;

@@ -1,6 +1,7 @@
+#include "gpurun/common/duration.h"
+
 #include <catch2/catch.hpp>
 
-#include "gpurun/common/duration.h"
 #include "gpurun/common/error.h"
 
 using namespace gpurun;

@@ -45,8 +45,8 @@ long long parse_int(std::string_view text, std::string_view what) {
   long long value = 0;
   auto [ptr, ec] = std::from_chars(t.data(), t.data() + t.size(), value);
   if (t.empty() || ec != std::errc() || ptr != t.data() + t.size()) {
-    throw ConfigError(fmt::format("invalid {} '{}' (not an integer); pass a whole number", what,
-                                  text));
+    throw ConfigError(
+        fmt::format("invalid {} '{}' (not an integer); pass a whole number", what, text));
   }
   return value;
 }

@@ -1,6 +1,7 @@
+#include "gpurun/common/env.h"
+
 #include <catch2/catch.hpp>
 
-#include "gpurun/common/env.h"
 #include "gpurun/common/error.h"
 
 using namespace gpurun;

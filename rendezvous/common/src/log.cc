@@ -46,11 +46,16 @@ void init_from_env_once() {
 
 const char* level_name(Level l) {
   switch (l) {
-    case Level::kError: return "ERROR";
-    case Level::kWarn: return "WARN";
-    case Level::kInfo: return "INFO";
-    case Level::kDebug: return "DEBUG";
-    case Level::kTrace: return "TRACE";
+    case Level::kError:
+      return "ERROR";
+    case Level::kWarn:
+      return "WARN";
+    case Level::kInfo:
+      return "INFO";
+    case Level::kDebug:
+      return "DEBUG";
+    case Level::kTrace:
+      return "TRACE";
   }
   return "?";
 }
@@ -59,7 +64,8 @@ const char* level_name(Level l) {
 
 Level parse_level(std::string_view text) {
   if (text == "error" || text == "ERROR") return Level::kError;
-  if (text == "warn" || text == "WARN" || text == "warning" || text == "WARNING") return Level::kWarn;
+  if (text == "warn" || text == "WARN" || text == "warning" || text == "WARNING")
+    return Level::kWarn;
   if (text == "info" || text == "INFO") return Level::kInfo;
   if (text == "debug" || text == "DEBUG") return Level::kDebug;
   if (text == "trace" || text == "TRACE") return Level::kTrace;

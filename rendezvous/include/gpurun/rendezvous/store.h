@@ -1,6 +1,7 @@
 // The key-value store contract shared by the launcher, the worker SDK and the tests (modelled on
-// c10d::Store and gloo::rendezvous::Store). Implementations: TcpStore (client of a StoreServer or of
-// PyTorch's TCPStore), MemoryStore (in-process; doubles as the fake) and PrefixStore (decorator).
+// c10d::Store and gloo::rendezvous::Store). Implementations: TcpStore (client of a StoreServer or
+// of PyTorch's TCPStore), MemoryStore (in-process; doubles as the fake) and PrefixStore
+// (decorator).
 //
 // Thread-safety: every implementation here may be called from several threads at once.
 // Blocking calls (get, wait, multi_get) take the store's timeout unless given one; on expiry they
@@ -64,7 +65,8 @@ class Store {
   // Blocks until every key exists, then returns the values in request order.
   virtual std::vector<Bytes> multi_get(const std::vector<std::string>& keys) = 0;
   // REQUIRES: keys.size() == values.size().
-  virtual void multi_set(const std::vector<std::string>& keys, const std::vector<Bytes>& values) = 0;
+  virtual void multi_set(const std::vector<std::string>& keys,
+                         const std::vector<Bytes>& values) = 0;
 
   // Creates `key` or appends to its value; wakes waiters.
   virtual void append(const std::string& key, const Bytes& value) = 0;

@@ -17,10 +17,10 @@ namespace gpurun::rendezvous {
 struct StoreServerOptions {
   std::string host = "127.0.0.1";  // "0.0.0.0" / "::" for every interface; names are resolved
   std::uint16_t port = 0;          // 0 = pick a free port (read it back with port())
-  std::size_t max_key_bytes = 64 * 1024;                   // PyTorch libuv accepts 8 KiB
-  std::size_t max_value_bytes = 256 * 1024 * 1024;         // PyTorch libuv accepts 8 MiB
-  std::size_t max_keys_per_request = 1 << 20;              // PyTorch libuv accepts 131072
-  std::size_t max_connections = 1 << 20;                   // bounded by RLIMIT_NOFILE too
+  std::size_t max_key_bytes = 64 * 1024;            // PyTorch libuv accepts 8 KiB
+  std::size_t max_value_bytes = 256 * 1024 * 1024;  // PyTorch libuv accepts 8 MiB
+  std::size_t max_keys_per_request = 1 << 20;       // PyTorch libuv accepts 131072
+  std::size_t max_connections = 1 << 20;            // bounded by RLIMIT_NOFILE too
   bool raise_fd_limit = true;  // raise RLIMIT_NOFILE soft limit to the hard limit at start
 };
 

@@ -27,12 +27,18 @@ std::size_t size_of(DataType t);
 
 template <typename T>
 constexpr DataType data_type_of() {
-  if constexpr (std::is_same_v<T, float>) return DataType::kFloat32;
-  else if constexpr (std::is_same_v<T, double>) return DataType::kFloat64;
-  else if constexpr (std::is_same_v<T, std::int32_t>) return DataType::kInt32;
-  else if constexpr (std::is_same_v<T, std::int64_t>) return DataType::kInt64;
-  else if constexpr (std::is_same_v<T, std::uint8_t>) return DataType::kUInt8;
-  else static_assert(sizeof(T) == 0, "unsupported element type");
+  if constexpr (std::is_same_v<T, float>)
+    return DataType::kFloat32;
+  else if constexpr (std::is_same_v<T, double>)
+    return DataType::kFloat64;
+  else if constexpr (std::is_same_v<T, std::int32_t>)
+    return DataType::kInt32;
+  else if constexpr (std::is_same_v<T, std::int64_t>)
+    return DataType::kInt64;
+  else if constexpr (std::is_same_v<T, std::uint8_t>)
+    return DataType::kUInt8;
+  else
+    static_assert(sizeof(T) == 0, "unsupported element type");
 }
 
 class Communicator {

@@ -27,8 +27,7 @@ void log0(const Context& ctx, fmt::format_string<Args...> f, Args&&... args) {
 // A progress bar shown on rank 0 only; other ranks' instances are silent no-ops.
 class ProgressBar {
  public:
-  ProgressBar(const Context& ctx, std::string label, std::uint64_t total,
-              std::string unit = "it");
+  ProgressBar(const Context& ctx, std::string label, std::uint64_t total, std::string unit = "it");
   ~ProgressBar();  // finishes the line if not done
   // Advances by n units; `postfix` (e.g. "loss=0.31") is shown after the rate.
   void update(std::uint64_t n = 1, std::string_view postfix = {});

@@ -62,7 +62,8 @@ LaunchInfo read_launch_info(const EnvMap& env);
 struct InitOptions {
   Backend backend = Backend::kAuto;  // GPURUN_BACKEND=nccl|gloo|auto overrides kAuto
   bool use_gpu = true;               // false: always CPU, even where a GPU is visible
-  std::optional<std::chrono::milliseconds> timeout;  // default: GPURUN_COMM_TIMEOUT or kDefaultTimeout
+  std::optional<std::chrono::milliseconds>
+      timeout;  // default: GPURUN_COMM_TIMEOUT or kDefaultTimeout
   std::string group_name = "default";
 };
 

@@ -26,10 +26,10 @@ Level parse_level(std::string_view text);  // throws ConfigError
 
 }  // namespace gpurun::log
 
-#define GPURUN_LOG(level, subsys, ...)                                                        \
-  do {                                                                                        \
-    if (::gpurun::log::enabled((level), (subsys)))                                            \
-      ::gpurun::log::write((level), (subsys), ::fmt::format(__VA_ARGS__));                    \
+#define GPURUN_LOG(level, subsys, ...)                                     \
+  do {                                                                     \
+    if (::gpurun::log::enabled((level), (subsys)))                         \
+      ::gpurun::log::write((level), (subsys), ::fmt::format(__VA_ARGS__)); \
   } while (0)
 #define GPURUN_LOG_ERROR(subsys, ...) GPURUN_LOG(::gpurun::log::Level::kError, subsys, __VA_ARGS__)
 #define GPURUN_LOG_WARN(subsys, ...) GPURUN_LOG(::gpurun::log::Level::kWarn, subsys, __VA_ARGS__)
