@@ -10,21 +10,11 @@
 #include <sstream>
 
 #include "gpu_probe.h"
+#include "gpurun/common/env.h"
 
 namespace gpurun::launcher {
 
 namespace {
-
-std::string trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return std::string(s);
-}
-
-bool all_digits(const std::string& s) {
-  return !s.empty() &&
-         std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c) != 0; });
-}
 
 // Applies one "visible devices" list of indices (and, when allow_uuid, GPU-UUIDs) to `in`.
 // Stops at the first invalid entry. `var` names the variable for notes.

@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "gpurun/common/duration.h"
+#include "gpurun/common/env.h"
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
 
@@ -61,12 +62,6 @@ int parse_int_in(const std::string& value, const std::string& origin, long long 
   }
   if (v < lo || v > hi) bad_value(origin, value, expected);
   return static_cast<int>(v);
-}
-
-std::string trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return std::string(s);
 }
 
 // An empty value (e.g. PET_LOG_DIR="") means "not given", as argparse's falsy checks treat it.

@@ -36,4 +36,10 @@ bool parse_bool(std::string_view text, std::string_view what);
 // Splits on `sep`, keeping empty fields.
 std::vector<std::string> split(std::string_view text, char sep);
 
+// `text` without leading and trailing whitespace.
+std::string trim(std::string_view text);
+
+// True for a non-empty string of ASCII digits only.
+bool all_digits(std::string_view text);
+
 }  // namespace gpurun
