@@ -87,9 +87,20 @@ class Engine {
 // threads: OpenBLAS threads for this process (1 = one core per rank, the honest baseline).
 std::unique_ptr<Engine> make_cpu_engine(const ModelShape& shape, const OptimizerConfig& opt,
                                         std::uint64_t seed, int threads = 1);
-// Only in builds with CUDA (TRAIN_HAS_CUDA); tf32: allow TF32 tensor-core matmuls (--amp).
-std::unique_ptr<Engine> make_cuda_engine(int device, const ModelShape& shape,
-                                         const OptimizerConfig& opt, std::uint64_t seed, bool tf32);
+
+// The CUDA engine (cuBLAS) is a module, libtrain_cuda_engine.so, that train loads only on a rank
+// that uses a GPU: cuBLAS's library start-up alone costs ~0.4 s of CPU per process, which CPU ranks
+// should not pay. tf32: allow TF32 tensor-core matmuls (--amp). Looks in `dirs` (default: next to
+// the executable, then ../lib/gpurun for an installed tree); throws std::runtime_error naming
+// every path tried and why each failed, with the fix (a build with CUDA, or --cpu).
+std::unique_ptr<Engine> load_cuda_engine(int device, const ModelShape& shape,
+                                         const OptimizerConfig& opt, std::uint64_t seed, bool tf32,
+                                         std::vector<std::string> dirs = {});
+// The module's one entry point (C linkage, versioned by name).
+inline constexpr const char* kCudaEngineModule = "libtrain_cuda_engine.so";
+inline constexpr const char* kCudaEngineSymbol = "train_create_cuda_engine_v1";
+using CreateCudaEngineFn = Engine* (*)(int device, const ModelShape& shape,
+                                       const OptimizerConfig& opt, std::uint64_t seed, bool tf32);
 
 // Adam bias corrections for step t (1-based), shared by both engines.
 inline double adam_correction(float beta, std::uint64_t t);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "engine.h"
@@ -301,10 +302,13 @@ class CudaEngine final : public Engine {
 
 }  // namespace
 
-std::unique_ptr<Engine> make_cuda_engine(int device, const ModelShape& shape,
-                                         const OptimizerConfig& opt, std::uint64_t seed,
-                                         bool tf32) {
-  return std::make_unique<CudaEngine>(device, shape, opt, seed, tf32);
-}
-
 }  // namespace train
+
+// The module's entry point (see load_cuda_engine); the caller owns the engine.
+extern "C" __attribute__((visibility("default"))) train::Engine* train_create_cuda_engine_v1(
+    int device, const train::ModelShape& shape, const train::OptimizerConfig& opt,
+    std::uint64_t seed, bool tf32) {
+  return new train::CudaEngine(device, shape, opt, seed, tf32);
+}
+static_assert(std::is_same_v<decltype(&train_create_cuda_engine_v1), train::CreateCudaEngineFn>,
+              "the entry point must match what load_cuda_engine looks up");

@@ -159,3 +159,37 @@ TEST_CASE("training on blobs is deterministic and learns", "[engine]") {
       a->evaluate(data.test.x.data(), data.test.y.data(), static_cast<int>(data.test.size()));
   CHECK(static_cast<double>(t.correct) / static_cast<double>(t.count) > 0.85);
 }
+
+TEST_CASE("load_cuda_engine names every path it tried and the fix", "[engine]") {
+  ModelShape shape;
+  shape.widths = {4, 8, 2};
+  try {
+    load_cuda_engine(0, shape, {}, 1, false, {"/nonexistent/a", "/nonexistent/b"});
+    FAIL("expected an error");
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    CHECK_THAT(what, Catch::Contains("/nonexistent/a/libtrain_cuda_engine.so: not found") &&
+                         Catch::Contains("/nonexistent/b/libtrain_cuda_engine.so: not found") &&
+                         Catch::Contains("--cpu"));
+  }
+}
+
+#ifdef TRAIN_CUDA_ENGINE_DIR
+// The module resolves all its symbols (RTLD_NOW) and its entry point runs; with no GPU the engine's
+// first CUDA call reports why. On a GPU machine this trains one step instead.
+TEST_CASE("the CUDA engine module loads and its entry point runs", "[engine]") {
+  ModelShape shape;
+  shape.widths = {4, 8, 2};
+  std::unique_ptr<Engine> e;
+  try {
+    e = load_cuda_engine(0, shape, {}, 1, false, {TRAIN_CUDA_ENGINE_DIR});
+  } catch (const std::runtime_error& err) {
+    const std::string what = err.what();
+    INFO(what);
+    CHECK_THAT(what, Catch::StartsWith("CUDA call cudaSetDevice failed"));
+    return;
+  }
+  REQUIRE(e->on_gpu());
+  CHECK(e->num_params() == shape.num_params());
+}
+#endif

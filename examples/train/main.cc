@@ -165,13 +165,7 @@ int run(const Options& opt) {
 
   std::unique_ptr<Engine> eng;
   if (cuda) {
-#ifdef TRAIN_HAS_CUDA
-    eng = make_cuda_engine(ctx.device().index, shape, opt.optimizer, opt.seed, opt.amp);
-#else
-    throw UsageError(
-        "this build of train has no CUDA support; rebuild with the CUDA toolkit or "
-        "pass --cpu");
-#endif
+    eng = load_cuda_engine(ctx.device().index, shape, opt.optimizer, opt.seed, opt.amp);
   } else {
     eng = make_cpu_engine(shape, opt.optimizer, opt.seed, opt.threads);
     if (opt.amp)

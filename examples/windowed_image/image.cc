@@ -98,7 +98,7 @@ Image read_png(const std::string& path) {
   return img;
 }
 
-void write_png(const std::string& path, const Image& img) {
+void write_png(const std::string& path, const Image& img, bool fast) {
   namespace fs = std::filesystem;
   const fs::path target(path);
   std::error_code ec;
@@ -111,6 +111,7 @@ void write_png(const std::string& path, const Image& img) {
   png.width = static_cast<png_uint_32>(img.width);
   png.height = static_cast<png_uint_32>(img.height);
   png.format = PNG_FORMAT_RGB;
+  if (fast) png.flags |= PNG_IMAGE_FLAG_FAST;
   if (!png_image_write_to_file(&png, tmp.c_str(), 0, img.data.data(), 0, nullptr)) {
     const std::string why = png.message;
     std::remove(tmp.c_str());

@@ -43,8 +43,10 @@ Image make_default_image(int width = kDefaultWidth, int height = kDefaultHeight)
 // Reads any PNG libpng understands (gray, palette, 16-bit, alpha) and converts it to RGB8.
 // Throws UsageError naming the file and libpng's reason.
 Image read_png(const std::string& path);
-// Writes RGB8 PNG atomically enough for a demo (direct write; parent directory must exist).
-// Throws UsageError naming the file and the reason.
-void write_png(const std::string& path, const Image& img);
+// Writes RGB8 PNG (to a temporary next to it, then renamed; creates the parent directory).
+// fast: libpng's fastest compression, ~6x faster for a 1.5x larger file (what the distributed job
+// uses by default: rank 0 writes while the other ranks wait). Throws UsageError naming the file
+// and the reason.
+void write_png(const std::string& path, const Image& img, bool fast = false);
 
 }  // namespace windowed_image

@@ -123,12 +123,19 @@ Image load_input(const Options& opt) {
   return make_default_image(opt.image_width, opt.image_height);
 }
 
+std::size_t tiles_bytes(const WindowGrid& grid, std::span<const std::int64_t> indices) {
+  std::size_t n = 0;
+  for (const std::int64_t i : indices) n += grid.tile_bytes(static_cast<int>(i));
+  return n;
+}
+
 std::size_t process_windows_cpu(const Image& img, const WindowGrid& grid,
                                 std::span<const std::int64_t> indices, int batch_size,
-                                const FilterOptions& opt, float* out) {
+                                const FilterOptions& opt, float gain, std::uint8_t* tiles) {
   const std::size_t elems = grid.window_elems();
   const std::size_t bs = static_cast<std::size_t>(batch_size);
   std::vector<float> batch(bs * elems);
+  std::vector<float> result(elems);
   FilterWorkspace ws;
   std::size_t batches = 0;
   for (std::size_t first = 0; first < indices.size(); first += bs, ++batches) {
@@ -137,8 +144,11 @@ std::size_t process_windows_cpu(const Image& img, const WindowGrid& grid,
       cut_window(img, grid, static_cast<int>(indices[first + k]), batch.data() + k * elems);
     }
     for (std::size_t k = 0; k < count; ++k) {
-      blur_sobel_cpu(batch.data() + k * elems, out + (first + k) * elems, Image::kChannels,
-                     grid.window(), grid.window(), opt, ws);
+      const int index = static_cast<int>(indices[first + k]);
+      blur_sobel_cpu(batch.data() + k * elems, result.data(), Image::kChannels, grid.window(),
+                     grid.window(), opt, ws);
+      make_tile(grid, index, result.data(), gain, tiles);
+      tiles += grid.tile_bytes(index);
     }
   }
   return batches;
@@ -148,13 +158,15 @@ Image reference_output(const Image& img, const Options& opt) {
   const WindowGrid grid(img.width, img.height, opt.window, opt.stride);
   std::vector<std::int64_t> all(static_cast<std::size_t>(grid.count()));
   for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<std::int64_t>(i);
-  std::vector<float> out(all.size() * grid.window_elems());
-  process_windows_cpu(img, grid, all, opt.batch_size, opt.filter, out.data());
+  std::vector<std::uint8_t> tiles(tiles_bytes(grid, all));
+  process_windows_cpu(img, grid, all, opt.batch_size, opt.filter, opt.gain, tiles.data());
   Stitcher st(grid);
-  for (std::size_t i = 0; i < all.size(); ++i) {
-    st.add(static_cast<int>(i), out.data() + i * grid.window_elems());
+  const std::uint8_t* t = tiles.data();
+  for (const std::int64_t i : all) {
+    st.add(static_cast<int>(i), t);
+    t += grid.tile_bytes(static_cast<int>(i));
   }
-  return st.to_image(opt.gain);
+  return st.image();
 }
 
 }  // namespace windowed_image

@@ -1,6 +1,6 @@
 // The windowed-image job without the distributed parts: command-line options, processing a list
 // of windows on the CPU, and the single-process reference (every window, in order, stitched).
-// main.cc adds the ranks: sampler, gather to rank 0, printing.
+// main.cc adds the ranks: sampler, gather of the tiles to rank 0, printing.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +24,7 @@ struct Options {
   int batch_size = 1;  // windows per batch (per rank)
   FilterOptions filter;
   float gain = 200.0f;           // edge magnitude -> 8-bit: round(min(v * gain, 255))
+  bool fast_png = true;          // write_png(fast): --small-png turns it off
   std::string backend = "auto";  // auto | gloo | nccl
   bool cpu = false;              // force the CPU path even where a GPU is visible
   bool reference = false;        // single process, no launcher, no SDK: the reference output
@@ -37,11 +38,15 @@ Options parse_args(int argc, const char* const* argv);
 // The input image (file or built-in).
 Image load_input(const Options& opt);
 
-// Cuts and filters the windows `indices` into `out` (indices.size() * grid.window_elems()
-// floats), `batch_size` windows at a time. Returns the number of batches.
+// Bytes of the tiles of windows `indices`, back to back.
+std::size_t tiles_bytes(const WindowGrid& grid, std::span<const std::int64_t> indices);
+
+// Cuts, filters and quantises the windows `indices`, `batch_size` windows at a time, writing their
+// tiles back to back into `tiles` (tiles_bytes(grid, indices) bytes). Memory beyond the tiles is
+// one batch of float windows. Returns the number of batches.
 std::size_t process_windows_cpu(const Image& img, const WindowGrid& grid,
                                 std::span<const std::int64_t> indices, int batch_size,
-                                const FilterOptions& opt, float* out);
+                                const FilterOptions& opt, float gain, std::uint8_t* tiles);
 
 // Every window in index order, stitched: what any number of ranks must reproduce bit for bit.
 Image reference_output(const Image& img, const Options& opt);

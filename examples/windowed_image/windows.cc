@@ -1,6 +1,7 @@
 #include "windows.h"
 
 #include <cmath>
+#include <cstring>
 #include <string>
 
 namespace windowed_image {
@@ -28,6 +29,22 @@ std::vector<int> axis_owners(const std::vector<int>& starts, int length, int win
   return owner;
 }
 
+namespace {
+
+// owner is non-decreasing (nearest centre, starts increasing), so window k owns one interval.
+void own_intervals(const std::vector<int>& owner, int windows, std::vector<int>& first,
+                   std::vector<int>& count) {
+  first.assign(static_cast<std::size_t>(windows), 0);
+  count.assign(static_cast<std::size_t>(windows), 0);
+  for (std::size_t p = owner.size(); p-- > 0;) {
+    const auto k = static_cast<std::size_t>(owner[p]);
+    first[k] = static_cast<int>(p);
+    ++count[k];
+  }
+}
+
+}  // namespace
+
 WindowGrid::WindowGrid(int width, int height, int window, int stride)
     : width_(width), height_(height), window_(window), stride_(stride) {
   if (window <= 0 || stride <= 0) {
@@ -49,6 +66,8 @@ WindowGrid::WindowGrid(int width, int height, int window, int stride)
   ys_ = axis_starts(height, window, stride);
   owner_x_ = axis_owners(xs_, width, window);
   owner_y_ = axis_owners(ys_, height, window);
+  own_intervals(owner_x_, cols(), own_x0_, own_w_);
+  own_intervals(owner_y_, rows(), own_y0_, own_h_);
 }
 
 Window WindowGrid::at(int index) const {
@@ -61,6 +80,16 @@ Window WindowGrid::at(int index) const {
 
 std::size_t WindowGrid::window_elems() const {
   return static_cast<std::size_t>(Image::kChannels) * window_ * window_;
+}
+
+Rect WindowGrid::owned(int index) const {
+  const auto col = static_cast<std::size_t>(index % cols());
+  const auto row = static_cast<std::size_t>(index / cols());
+  return Rect{own_x0_[col], own_y0_[row], own_w_[col], own_h_[row]};
+}
+
+std::size_t WindowGrid::tile_bytes(int index) const {
+  return owned(index).pixels() * Image::kChannels;
 }
 
 void cut_window(const Image& img, const WindowGrid& grid, int index, float* out) {
@@ -78,34 +107,40 @@ void cut_window(const Image& img, const WindowGrid& grid, int index, float* out)
   }
 }
 
+void make_tile(const WindowGrid& grid, int index, const float* chw, float gain, std::uint8_t* out) {
+  const Window w = grid.at(index);
+  const Rect r = grid.owned(index);
+  const int n = grid.window();
+  const std::size_t plane = static_cast<std::size_t>(n) * n;
+  for (int y = 0; y < r.height; ++y) {
+    const std::size_t src_row = static_cast<std::size_t>(r.y0 - w.y0 + y) * n + (r.x0 - w.x0);
+    std::uint8_t* dst = out + static_cast<std::size_t>(y) * r.width * Image::kChannels;
+    for (int c = 0; c < Image::kChannels; ++c) {
+      const float* src = chw + c * plane + src_row;
+      for (int x = 0; x < r.width; ++x) {
+        float v = src[x] * gain + 0.5f;
+        v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
+        dst[static_cast<std::size_t>(x) * Image::kChannels + static_cast<std::size_t>(c)] =
+            static_cast<std::uint8_t>(v);
+      }
+    }
+  }
+}
+
 Stitcher::Stitcher(const WindowGrid& grid)
     : grid_(grid),
-      planes_(static_cast<std::size_t>(Image::kChannels) * grid.width() * grid.height(), 0.0f),
+      image_(grid.width(), grid.height()),
       have_(static_cast<std::size_t>(grid.count()), 0) {}
 
-bool Stitcher::add(int index, const float* chw) {
+bool Stitcher::add(int index, const std::uint8_t* tile) {
   if (have_[static_cast<std::size_t>(index)]) return false;
   have_[static_cast<std::size_t>(index)] = 1;
   ++received_;
-  const Window w = grid_.at(index);
-  const int col = index % grid_.cols();
-  const int row = index / grid_.cols();
-  const int n = grid_.window();
-  const int width = grid_.width();
-  const int height = grid_.height();
-  for (int c = 0; c < Image::kChannels; ++c) {
-    const float* src_plane = chw + static_cast<std::size_t>(c) * n * n;
-    float* dst_plane = planes_.data() + static_cast<std::size_t>(c) * width * height;
-    for (int y = 0; y < n; ++y) {
-      const int gy = w.y0 + y;
-      if (grid_.owner_y()[static_cast<std::size_t>(gy)] != row) continue;
-      for (int x = 0; x < n; ++x) {
-        const int gx = w.x0 + x;
-        if (grid_.owner_x()[static_cast<std::size_t>(gx)] != col) continue;
-        dst_plane[static_cast<std::size_t>(gy) * width + gx] =
-            src_plane[static_cast<std::size_t>(y) * n + x];
-      }
-    }
+  const Rect r = grid_.owned(index);
+  const std::size_t row_bytes = static_cast<std::size_t>(r.width) * Image::kChannels;
+  for (int y = 0; y < r.height; ++y) {
+    std::memcpy(&image_.at(r.y0 + y, r.x0, 0), tile + static_cast<std::size_t>(y) * row_bytes,
+                row_bytes);
   }
   return true;
 }
@@ -116,19 +151,6 @@ std::vector<int> Stitcher::missing() const {
     if (!have_[static_cast<std::size_t>(i)]) out.push_back(i);
   }
   return out;
-}
-
-Image Stitcher::to_image(float gain) const {
-  Image img(grid_.width(), grid_.height());
-  const std::size_t plane = static_cast<std::size_t>(grid_.width()) * grid_.height();
-  for (int c = 0; c < Image::kChannels; ++c) {
-    for (std::size_t p = 0; p < plane; ++p) {
-      float v = planes_[c * plane + p] * gain + 0.5f;
-      v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
-      img.data[p * Image::kChannels + static_cast<std::size_t>(c)] = static_cast<std::uint8_t>(v);
-    }
-  }
-  return img;
 }
 
 }  // namespace windowed_image

@@ -1,6 +1,8 @@
 // Cutting an image into overlapping square windows and stitching per-window results back.
-// WindowGrid owns only geometry (where window i sits); Stitcher owns the output buffer and the
-// rule that decides which window's result a pixel comes from. Neither knows about ranks.
+// WindowGrid owns the geometry: where window i sits and which output pixels it owns (every output
+// pixel comes from exactly one window). A tile is the owned part of one window's result, already
+// quantised to RGB8: what a rank sends to rank 0, about a ninth of the float window. Stitcher
+// places tiles into the output image. None of them knows about ranks.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +28,15 @@ struct Window {
   int y0 = 0;
 };
 
+// A rectangle of output pixels, in image coordinates.
+struct Rect {
+  int x0 = 0;
+  int y0 = 0;
+  int width = 0;
+  int height = 0;
+  std::size_t pixels() const { return static_cast<std::size_t>(width) * height; }
+};
+
 class WindowGrid {
  public:
   // Throws UsageError (naming the numbers and a fix) for a window larger than the image, a
@@ -42,6 +53,10 @@ class WindowGrid {
   Window at(int index) const;
   // Elements in one window's CHW float tensor: 3 * window * window.
   std::size_t window_elems() const;
+  // The output pixels window `index` owns (its owner_x/owner_y interval, a rectangle).
+  Rect owned(int index) const;
+  // Bytes of window `index`'s tile: owned(index).pixels() * 3.
+  std::size_t tile_bytes(int index) const;
 
   const std::vector<int>& xs() const { return xs_; }
   const std::vector<int>& ys() const { return ys_; }
@@ -51,32 +66,37 @@ class WindowGrid {
  private:
   int width_, height_, window_, stride_;
   std::vector<int> xs_, ys_, owner_x_, owner_y_;
+  // Per column / row of the grid: first owned pixel and count (owners are monotonic).
+  std::vector<int> own_x0_, own_w_, own_y0_, own_h_;
 };
 
 // Copies window `index` of `img` into `out` as a CHW float tensor with values in [0, 1].
 // REQUIRES: out holds grid.window_elems() floats.
 void cut_window(const Image& img, const WindowGrid& grid, int index, float* out);
 
-// Collects per-window CHW results into one planar float image.
+// Quantises the owned part of one window's CHW float result to an RGB8 tile (row-major over
+// owned(index), 3 bytes per pixel): round(min(v * gain, 255)) for v >= 0 (edge magnitudes are
+// non-negative). REQUIRES: out holds grid.tile_bytes(index) bytes.
+void make_tile(const WindowGrid& grid, int index, const float* chw, float gain, std::uint8_t* out);
+
+// Places tiles into the output image.
 class Stitcher {
  public:
   explicit Stitcher(const WindowGrid& grid);
 
-  // Copies the pixels that window `index` owns. Adding the same window twice is harmless (the
-  // data is the same result); returns false when it was already present.
-  bool add(int index, const float* chw);
+  // Copies window `index`'s tile (grid.tile_bytes(index) bytes). Adding the same window twice is
+  // harmless (the data is the same result); returns false when it was already present.
+  bool add(int index, const std::uint8_t* tile);
   bool complete() const { return received_ == grid_.count(); }
   int received() const { return received_; }
   // Windows not added yet, in index order (empty when complete()).
   std::vector<int> missing() const;
 
-  // Quantises to RGB8: round(min(v * gain, 255)), v >= 0 (edge magnitudes are non-negative).
-  Image to_image(float gain) const;
-  const std::vector<float>& planes() const { return planes_; }  // CHW, height x width
+  const Image& image() const { return image_; }
 
  private:
   const WindowGrid& grid_;
-  std::vector<float> planes_;
+  Image image_;
   std::vector<std::uint8_t> have_;
   int received_ = 0;
 };

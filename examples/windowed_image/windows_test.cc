@@ -1,5 +1,7 @@
 #include "windows.h"
 
+#include <algorithm>
+#include <array>
 #include <catch2/catch.hpp>
 
 #include "pipeline.h"
@@ -55,10 +57,59 @@ TEST_CASE("cut + stitch with the identity reproduces the image exactly", "[windo
   std::vector<float> buf(g.window_elems());
   for (int i = g.count() - 1; i >= 0; --i) {  // order must not matter
     wi::cut_window(img, g, i, buf.data());
-    CHECK(st.add(i, buf.data()));
+    std::vector<std::uint8_t> tile(g.tile_bytes(i));
+    wi::make_tile(g, i, buf.data(), 255.0f, tile.data());
+    CHECK(st.add(i, tile.data()));
   }
   CHECK(st.complete());
-  CHECK(st.to_image(255.0f).data == img.data);
+  CHECK(st.image().data == img.data);
+}
+
+TEST_CASE("owned rectangles tile the image exactly once", "[windows]") {
+  for (auto [w, h, win, stride] :
+       {std::array<int, 4>{500, 333, 64, 40}, std::array<int, 4>{1088, 832, 192, 128},
+        std::array<int, 4>{450, 300, 96, 64}, std::array<int, 4>{200, 200, 200, 1},
+        std::array<int, 4>{301, 77, 77, 76}}) {
+    const wi::WindowGrid g(w, h, win, stride);
+    std::vector<int> cover(static_cast<std::size_t>(w) * h, 0);
+    std::size_t bytes = 0;
+    for (int i = 0; i < g.count(); ++i) {
+      const wi::Rect r = g.owned(i);
+      const wi::Window at = g.at(i);
+      INFO(w << "x" << h << " window " << win << " stride " << stride << " index " << i);
+      REQUIRE(r.width > 0);
+      REQUIRE(r.height > 0);
+      // Inside its own window: the tile is cut from that window's result.
+      CHECK(r.x0 >= at.x0);
+      CHECK(r.y0 >= at.y0);
+      CHECK(r.x0 + r.width <= at.x0 + win);
+      CHECK(r.y0 + r.height <= at.y0 + win);
+      for (int y = r.y0; y < r.y0 + r.height; ++y) {
+        for (int x = r.x0; x < r.x0 + r.width; ++x) ++cover[static_cast<std::size_t>(y) * w + x];
+      }
+      CHECK(g.tile_bytes(i) == r.pixels() * 3);
+      bytes += g.tile_bytes(i);
+    }
+    CHECK(std::count(cover.begin(), cover.end(), 1) == static_cast<long>(cover.size()));
+    CHECK(bytes == static_cast<std::size_t>(w) * h * 3);
+  }
+}
+
+TEST_CASE("make_tile quantises like the PNG: round(min(v * gain, 255))", "[windows]") {
+  const wi::WindowGrid g(4, 4, 4, 4);  // one window owning everything
+  std::vector<float> chw(g.window_elems());
+  const float values[] = {0.0f, 0.2f, 0.5f, 0.99f, 1.0f, 1.5f, 2.0f, 1000.0f};
+  for (std::size_t k = 0; k < chw.size(); ++k) chw[k] = values[k % 8];
+  std::vector<std::uint8_t> tile(g.tile_bytes(0));
+  wi::make_tile(g, 0, chw.data(), 1.0f, tile.data());
+  // The tile is HWC: pixel (y, x) channel c is tile[(y * 4 + x) * 3 + c] = chw[c * 16 + y * 4 + x].
+  CHECK(tile[0] == 0);                // 0
+  CHECK(tile[3] == 0);                // (0, 1): 0.2
+  CHECK(tile[6] == 1);                // (0, 2): 0.5 rounds half up
+  CHECK(tile[9] == 1);                // (0, 3): 0.99
+  CHECK(tile[(4 + 1) * 3] == 2);      // (1, 1): 1.5
+  CHECK(tile[(4 + 3) * 3] == 255);    // (1, 3): 1000 clamps
+  CHECK(tile[(4 + 1) * 3 + 2] == 2);  // (1, 1) channel 2: chw[32 + 5] = 1.5
 }
 
 TEST_CASE("Stitcher ignores duplicates and reports missing windows", "[windows]") {
@@ -66,10 +117,10 @@ TEST_CASE("Stitcher ignores duplicates and reports missing windows", "[windows]"
   const wi::WindowGrid g(img.width, img.height, 100, 100);
   REQUIRE(g.count() == 6);
   wi::Stitcher st(g);
-  std::vector<float> buf(g.window_elems(), 0.25f);
-  CHECK(st.add(0, buf.data()));
-  CHECK_FALSE(st.add(0, buf.data()));
-  CHECK(st.add(3, buf.data()));
+  std::vector<std::uint8_t> tile(g.tile_bytes(0), 7);
+  CHECK(st.add(0, tile.data()));
+  CHECK_FALSE(st.add(0, tile.data()));
+  CHECK(st.add(3, tile.data()));
   CHECK(st.received() == 2);
   CHECK_FALSE(st.complete());
   CHECK(st.missing() == std::vector<int>{1, 2, 4, 5});
@@ -104,15 +155,17 @@ TEST_CASE("any split of the windows over ranks stitches to the reference bit for
       wi::Stitcher st(g);
       for (int r = 0; r < world; ++r) {
         const auto idx = shard(g.count(), world, r);
-        std::vector<float> out(idx.size() * g.window_elems());
-        wi::process_windows_cpu(img, g, idx, batch, opt.filter, out.data());
-        for (std::size_t k = 0; k < idx.size(); ++k) {
-          st.add(static_cast<int>(idx[k]), out.data() + k * g.window_elems());
+        std::vector<std::uint8_t> tiles(wi::tiles_bytes(g, idx));
+        wi::process_windows_cpu(img, g, idx, batch, opt.filter, opt.gain, tiles.data());
+        const std::uint8_t* t = tiles.data();
+        for (const std::int64_t i : idx) {
+          st.add(static_cast<int>(i), t);
+          t += g.tile_bytes(static_cast<int>(i));
         }
       }
       INFO("world " << world << " batch " << batch);
       REQUIRE(st.complete());
-      CHECK(st.to_image(opt.gain).data == ref.data);
+      CHECK(st.image().data == ref.data);
     }
   }
 }

@@ -22,6 +22,7 @@
 #include <type_traits>
 
 #include "arrival.h"
+#include "collective_checks.h"
 #include "gloo_store_adapter.h"
 #include "gpurun/common/duration.h"
 #include "gpurun/common/error.h"
@@ -117,7 +118,7 @@ class GlooCommunicator final : public Communicator {
   }
 
   void broadcast(void* buf, std::size_t count, DataType type, int root) override {
-    check_root(root, "broadcast");
+    check_root(rank_, size_, root, "broadcast");
     const std::size_t bytes = count * size_of(type);
     run(
         "broadcast", [&] { return fmt::format("{} x {}, root {}", count, to_string(type), root); },
@@ -163,13 +164,8 @@ class GlooCommunicator final : public Communicator {
 
   void gather(const void* send, void* recv, const std::vector<std::size_t>& counts, DataType type,
               int root) override {
-    check_root(root, "gather");
-    if (counts.size() != static_cast<std::size_t>(size_)) {
-      throw CommError(
-          fmt::format("gather on rank {}: counts has {} entries but the group has {} "
-                      "ranks; pass one count per rank (the same on every rank)",
-                      rank_, counts.size(), size_));
-    }
+    check_root(rank_, size_, root, "gather");
+    check_counts(rank_, size_, counts, "gather");
     const std::size_t es = size_of(type);
     std::size_t total = 0;
     for (auto c : counts) total += c;
@@ -247,6 +243,14 @@ class GlooCommunicator final : public Communicator {
         DataType::kUInt8);
   }
 
+  void host_all_gather(const void* send, void* recv, std::size_t count, DataType type) override {
+    with_host_buffers([&] { all_gather(send, recv, count, type); });
+  }
+  void host_gather(const void* send, void* recv, const std::vector<std::size_t>& counts,
+                   DataType type, int root) override {
+    with_host_buffers([&] { gather(send, recv, counts, type, root); });
+  }
+
  private:
   template <typename T>
   void allreduce_typed(void* p, std::size_t count, ReduceOp op, std::uint32_t tag) {
@@ -278,13 +282,16 @@ class GlooCommunicator final : public Communicator {
     }
   }
 
-  void check_root(int root, const char* op) const {
-    if (root < 0 || root >= size_) {
-      throw CommError(
-          fmt::format("{} on rank {}: root {} is not a rank of this group (0..{}); "
-                      "pass a root in range",
-                      op, rank_, root, size_ - 1));
-    }
+  // Runs f with host buffers taken as they are (no staging), for host_all_gather/host_gather on
+  // a GPU rank of a hybrid job.
+  template <typename F>
+  void with_host_buffers(F&& f) {
+    struct Restore {
+      std::unique_ptr<DeviceMemory>& slot;
+      std::unique_ptr<DeviceMemory> saved;
+      ~Restore() { slot = std::move(saved); }
+    } restore{memory_, std::move(memory_)};
+    f();
   }
 
   // Host pointer to operate on: the caller's buffer for host memory, else staging space

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "arrival.h"
+#include "collective_checks.h"
 #include "gpurun/common/duration.h"
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
@@ -119,6 +120,7 @@ class NcclCommunicator final : public Communicator {
       }
     }
     if (scratch_ != nullptr) cudaFree(scratch_);
+    if (stage_ != nullptr) cudaFree(stage_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
@@ -132,7 +134,7 @@ class NcclCommunicator final : public Communicator {
     });
   }
   void broadcast(void* buf, std::size_t count, DataType type, int root) override {
-    check_root(root, "broadcast");
+    check_root(rank_, size_, root, "broadcast");
     run("broadcast",
         [&] { return ncclBroadcast(buf, buf, count, nccl_type(type), root, comm_, stream_); });
   }
@@ -142,13 +144,8 @@ class NcclCommunicator final : public Communicator {
   }
   void gather(const void* send, void* recv, const std::vector<std::size_t>& counts, DataType type,
               int root) override {
-    check_root(root, "gather");
-    if (counts.size() != static_cast<std::size_t>(size_)) {
-      throw CommError(
-          fmt::format("gather on rank {}: counts has {} entries but the group has {} "
-                      "ranks; pass one count per rank",
-                      rank_, counts.size(), size_));
-    }
+    check_root(rank_, size_, root, "gather");
+    check_counts(rank_, size_, counts, "gather");
     const std::size_t es = size_of(type);
     run("gather", [&]() -> ncclResult_t {
       ncclResult_t r = ncclGroupStart();
@@ -188,14 +185,53 @@ class NcclCommunicator final : public Communicator {
         [&] { return ncclAllReduce(scratch_, scratch_, 1, ncclFloat32, ncclSum, comm_, stream_); });
   }
 
+  // Host buffers: NCCL only reads and writes device memory, so stage through it.
+  void host_all_gather(const void* send, void* recv, std::size_t count, DataType type) override {
+    const std::size_t bytes = count * size_of(type);
+    std::uint8_t* d = host_stage(bytes * (static_cast<std::size_t>(size_) + 1));
+    copy_in(d, send, bytes);
+    all_gather(d, d + bytes, count, type);
+    copy_out(recv, d + bytes, bytes * static_cast<std::size_t>(size_));
+  }
+  void host_gather(const void* send, void* recv, const std::vector<std::size_t>& counts,
+                   DataType type, int root) override {
+    check_root(rank_, size_, root, "gather");
+    check_counts(rank_, size_, counts, "gather");
+    const std::size_t es = size_of(type);
+    std::size_t total = 0;
+    for (auto c : counts) total += c;
+    const std::size_t mine = counts[static_cast<std::size_t>(rank_)] * es;
+    const std::size_t received = rank_ == root ? total * es : 0;
+    std::uint8_t* d = host_stage(mine + received);
+    copy_in(d, send, mine);
+    gather(d, d + mine, counts, type, root);
+    copy_out(recv, d + mine, received);
+  }
+
  private:
-  void check_root(int root, const char* op) const {
-    if (root < 0 || root >= size_) {
-      throw CommError(
-          fmt::format("{} on rank {}: root {} is not a rank of this group (0..{}); "
-                      "pass a root in range",
-                      op, rank_, root, size_ - 1));
+  // Device memory for host_all_gather / host_gather, grown as needed and kept.
+  std::uint8_t* host_stage(std::size_t bytes) {
+    if (bytes > stage_bytes_) {
+      if (stage_ != nullptr) cudaFree(stage_);
+      stage_ = nullptr;
+      stage_bytes_ = 0;
+      cuda_check(cudaMalloc(&stage_, bytes), fmt::format("cudaMalloc({} bytes of staging)", bytes));
+      stage_bytes_ = bytes;
     }
+    return static_cast<std::uint8_t*>(stage_);
+  }
+  // Copies on the communicator's stream, so they are ordered with the collectives on it.
+  void copy_in(void* dev, const void* host, std::size_t bytes) {
+    if (bytes == 0) return;
+    cuda_check(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, stream_),
+               "cudaMemcpyAsync(host to device staging)");
+  }
+  void copy_out(void* host, const void* dev, std::size_t bytes) {
+    if (bytes != 0) {
+      cuda_check(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, stream_),
+                 "cudaMemcpyAsync(device staging to host)");
+    }
+    cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize(staging)");
   }
 
   template <typename Enqueue>
@@ -264,6 +300,8 @@ class NcclCommunicator final : public Communicator {
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
   void* scratch_ = nullptr;
+  void* stage_ = nullptr;  // host_* staging
+  std::size_t stage_bytes_ = 0;
   bool aborted_ = false;
 };
 

@@ -41,6 +41,18 @@ constexpr DataType data_type_of() {
     static_assert(sizeof(T) == 0, "unsupported element type");
 }
 
+// What Communicator::gather_host_flat returns on the root: every rank's elements in one buffer.
+template <typename T>
+struct Gathered {
+  std::vector<T> data;               // rank 0's elements, then rank 1's, ...
+  std::vector<std::size_t> offsets;  // size() + 1 entries: rank r's are [offsets[r], offsets[r+1])
+  int ranks() const { return offsets.empty() ? 0 : static_cast<int>(offsets.size()) - 1; }
+  std::span<const T> from(int r) const {
+    const auto i = static_cast<std::size_t>(r);
+    return std::span<const T>(data).subspan(offsets[i], offsets[i + 1] - offsets[i]);
+  }
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -64,6 +76,17 @@ class Communicator {
                               ReduceOp op) = 0;
   virtual void barrier() = 0;
 
+  // Host-memory variants of all_gather and gather, for any rank kind: on a CPU rank the buffers
+  // above already are host memory, so these default to the same calls; a communicator whose
+  // buffers live on a GPU (NCCL) stages through device memory.
+  virtual void host_all_gather(const void* send, void* recv, std::size_t count, DataType type) {
+    all_gather(send, recv, count, type);
+  }
+  virtual void host_gather(const void* send, void* recv, const std::vector<std::size_t>& counts,
+                           DataType type, int root) {
+    gather(send, recv, counts, type, root);
+  }
+
   // ---- typed helpers ----
   template <typename T>
   void all_reduce(std::span<T> data, ReduceOp op = ReduceOp::kSum) {
@@ -84,8 +107,11 @@ class Communicator {
     all_gather(data.data(), out.data(), data.size(), data_type_of<T>());
     return out;
   }
-  // Gathers host-memory spans of any length to `root` (lengths exchanged first). Returns one
-  // vector per rank on root, an empty vector elsewhere.
+  // Gathers host-memory spans of any length to `root` (lengths exchanged first), on any rank kind.
+  // On root: every rank's elements in one buffer, no per-rank copies. Elsewhere: empty.
+  template <typename T>
+  Gathered<T> gather_host_flat(std::span<const T> data, int root = 0);
+  // The same, as one vector per rank on root (an empty vector elsewhere).
   template <typename T>
   std::vector<std::vector<T>> gather_host(std::span<const T> data, int root = 0);
 };
