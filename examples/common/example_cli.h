@@ -5,7 +5,9 @@
 //   unknown option '--foo'; see --help
 //   option --window needs a value; see --help
 // Rules: long options (plus -h), "--flag value" or "--flag=value", no abbreviations (--strid is
-// not --stride), no positional arguments, and the last of a repeated flag wins.
+// not --stride), no positional arguments ("--" ends the options and nothing may follow), a value
+// that is itself one of the flags means the value was forgotten ("--output --cpu"; write
+// --output=--cpu if meant), and the last of a repeated flag wins.
 #pragma once
 
 #include <boost/program_options/options_description.hpp>
