@@ -2,207 +2,119 @@
 
 #include <fmt/format.h>
 
-#include <charconv>
+#include <algorithm>
 #include <cmath>
-#include <cstdlib>
+#include <limits>
 #include <numbers>
+
+#include "example_cli.h"
 
 namespace train {
 namespace {
 
-long long to_ll(const std::string& flag, const std::string& v, long long min) {
-  long long out = 0;
-  const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
-  if (ec != std::errc() || p != v.data() + v.size() || out < min) {
-    throw UsageError(
-        fmt::format("invalid value '{}' for {} (expected an integer >= {})", v, flag, min));
-  }
-  return out;
-}
-int to_int(const std::string& flag, const std::string& v, int min) {
-  const long long x = to_ll(flag, v, min);
-  if (x > 1'000'000'000) throw UsageError(fmt::format("value '{}' for {} is too large", v, flag));
-  return static_cast<int>(x);
-}
+namespace cli = example_cli;
 
-float to_float(const std::string& flag, const std::string& v, float min) {
-  char* end = nullptr;
-  const float out = std::strtof(v.c_str(), &end);
-  if (v.empty() || *end != '\0' || !std::isfinite(out) || out < min) {
-    throw UsageError(
-        fmt::format("invalid value '{}' for {} (expected a number >= {})", v, flag, min));
-  }
-  return out;
-}
-
-std::string one_of(const std::string& flag, const std::string& v,
-                   std::initializer_list<const char*> allowed) {
-  std::string list;
-  for (const char* a : allowed) {
-    if (v == a) return v;
-    list += (list.empty() ? "" : ", ") + std::string(a);
-  }
-  throw UsageError(fmt::format("invalid value '{}' for {} (one of: {})", v, flag, list));
-}
-
-}  // namespace
-
-std::string usage() {
-  return R"(usage: gpurun --nproc_per_node=N train [options]
+constexpr const char* kIntro = R"(usage: gpurun --nproc_per_node=N train [options]
 
 Data-parallel training of an MLP classifier: every rank runs forward/backward on its shard
 (DistributedSampler), gradients are averaged with all_reduce in 1 MiB buckets, and every rank
 applies the same update, so parameters stay bit-identical on all ranks.
 
-data and model:
-  --dataset NAME          blobs | spirals | digits (default: blobs; digits reads scikit-learn's
-                          digits.csv.gz from python3-sklearn, or --data-file PATH)
-  --samples N             training samples of a generated dataset (default: 8000)
-  --test-samples N        test samples of a generated dataset (default: 2000)
-  --features N            blobs: input dimension (default: 16)
-  --classes N             blobs/spirals: number of classes (default: 8)
-  --noise X               generated data noise (default: 2.0; blobs then top out near 95%)
-  --data-seed N           seed of the generated data (default: 1234)
-  --hidden W[,W...]       hidden layer widths (default: 64,64)
-batches and learning rate:
-  --batch-size N          samples per rank per micro-batch (default: 32)
-  --global-batch-size N   samples per optimizer step over all ranks; sets the accumulation
-                          steps to N / (batch-size x world size), which must divide exactly
-  --grad-accum-steps N    micro-batches per optimizer step (default: 1)
-  --epochs N              (default: 10)
-  --lr X                  base learning rate (default: 0.05)
-  --lr-scaling MODE       none | linear | sqrt: multiply --lr by (effective batch / base batch)
-                          or its square root (default: none)
-  --base-batch-size N     the batch --lr was tuned for (default: --batch-size, i.e. 1 rank, no
-                          accumulation)
-  --warmup-epochs X       linear warmup from 0 (default: 0)
-  --schedule S            cosine | constant after warmup (default: cosine)
-  --optimizer O           sgd | adam (default: sgd)
-  --momentum X            SGD momentum (default: 0.9)
-  --weight-decay X        (default: 0)
-  --seed N                parameter init and data order (default: 0)
-checkpoints and output:
-  --save-dir DIR          rank 0 writes DIR/checkpoint.bin atomically after every epoch
-  --resume                continue from DIR/checkpoint.bin (starts fresh if there is none)
-  --stop-after-epoch K    stop after epoch K's checkpoint, as if preempted
-  --metrics FILE          append one JSON line per epoch (rank 0)
-  --no-progress           no progress bar
-devices:
-  --backend B             auto | gloo | nccl (default: auto)
-  --cpu                   use the CPU even where a GPU is visible
-  --amp                   GPU: TF32 tensor-core matmuls (fp32 storage); CPU: ignored
-  --threads N             BLAS threads per CPU rank (default: 1, one core per rank)
-  -h, --help              this text
 )";
+
+constexpr long long kMaxSeed = std::numeric_limits<long long>::max();
+
+// "64,64" -> {64, 64}: widths >= 1.
+cli::po::value_semantic* widths(std::vector<int>* out) {
+  return cli::custom("W[,W...]", [out](const std::string& v) {
+    std::vector<int> w;
+    std::size_t start = 0;
+    while (start <= v.size()) {
+      const std::size_t comma = std::min(v.find(',', start), v.size());
+      const auto x = cli::to_integer(v.substr(start, comma - start));
+      if (!x || *x < 1 || *x > cli::kMaxInt) {
+        throw cli::BadValue("comma-separated integers >= 1, e.g. 64,64");
+      }
+      w.push_back(static_cast<int>(*x));
+      start = comma + 1;
+    }
+    *out = std::move(w);
+  });
 }
 
+// The option table, writing into `o`. Every flag is also accepted with underscores
+// (--batch_size), as torchrun-era scripts spell them.
+cli::CommandLine command_line(Options& o) {
+  cli::CommandLine cl(kIntro, 26, &o.help, /*all_underscore_spellings=*/true);
+  cl.section("data and model:");
+  cl.add("dataset", cli::choice("NAME", &o.data.name, {"blobs", "spirals", "digits"}),
+         "blobs | spirals | digits (default: blobs; digits reads scikit-learn's\n"
+         "digits.csv.gz from python3-sklearn, or --data-file PATH)");
+  cl.add("data-file", cli::text("PATH", &o.data.data_file), "");  // in --dataset's help
+  cl.add("samples", cli::integer("N", &o.data.train_samples, 1),
+         "training samples of a generated dataset (default: 8000)");
+  cl.add("test-samples", cli::integer("N", &o.data.test_samples, 1),
+         "test samples of a generated dataset (default: 2000)");
+  cl.add("features", cli::integer("N", &o.data.features, 1),
+         "blobs: input dimension (default: 16)");
+  cl.add("classes", cli::integer("N", &o.data.classes, 2),
+         "blobs/spirals: number of classes (default: 8)");
+  cl.add("noise", cli::number("X", &o.data.noise, 0.0f),
+         "generated data noise (default: 2.0; blobs then top out near 95%)");
+  cl.add("data-seed", cli::integer("N", &o.data.seed, 0, kMaxSeed),
+         "seed of the generated data (default: 1234)");
+  cl.add("hidden", widths(&o.hidden), "hidden layer widths (default: 64,64)");
+  cl.section("batches and learning rate:");
+  cl.add("batch-size", cli::integer("N", &o.batch_size, 1),
+         "samples per rank per micro-batch (default: 32)");
+  cl.add("global-batch-size", cli::integer("N", &o.global_batch_size, 1),
+         "samples per optimizer step over all ranks; sets the accumulation\n"
+         "steps to N / (batch-size x world size), which must divide exactly");
+  cl.add("grad-accum-steps", cli::integer("N", &o.grad_accum_steps, 1),
+         "micro-batches per optimizer step (default: 1)");
+  cl.add("epochs", cli::integer("N", &o.epochs, 1), "(default: 10)");
+  cl.add("lr", cli::number("X", &o.lr, 0.0f), "base learning rate (default: 0.05)");
+  cl.add("lr-scaling", cli::choice("MODE", &o.lr_scaling, {"none", "linear", "sqrt"}),
+         "none | linear | sqrt: multiply --lr by (effective batch / base batch)\n"
+         "or its square root (default: none)");
+  cl.add("base-batch-size", cli::integer("N", &o.base_batch_size, 1),
+         "the batch --lr was tuned for (default: --batch-size, i.e. 1 rank, no\n"
+         "accumulation)");
+  cl.add("warmup-epochs", cli::number("X", &o.warmup_epochs, 0.0f),
+         "linear warmup from 0 (default: 0)");
+  cl.add("schedule", cli::choice("S", &o.schedule, {"cosine", "constant"}),
+         "cosine | constant after warmup (default: cosine)");
+  cl.add("optimizer", cli::choice("O", &o.optimizer.kind, {"sgd", "adam"}),
+         "sgd | adam (default: sgd)");
+  cl.add("momentum", cli::number("X", &o.optimizer.momentum, 0.0f), "SGD momentum (default: 0.9)");
+  cl.add("weight-decay", cli::number("X", &o.optimizer.weight_decay, 0.0f), "(default: 0)");
+  cl.add("seed", cli::integer("N", &o.seed, 0, kMaxSeed),
+         "parameter init and data order (default: 0)");
+  cl.section("checkpoints and output:");
+  cl.add("save-dir", cli::text("DIR", &o.save_dir),
+         "rank 0 writes DIR/checkpoint.bin atomically after every epoch");
+  cl.add("resume", cli::flag(&o.resume),
+         "continue from DIR/checkpoint.bin (starts fresh if there is none)");
+  cl.add("stop-after-epoch", cli::integer("K", &o.stop_after_epoch, 1),
+         "stop after epoch K's checkpoint, as if preempted");
+  cl.add("metrics", cli::text("FILE", &o.metrics), "append one JSON line per epoch (rank 0)");
+  cl.add("no-progress", cli::flag(&o.progress, false), "no progress bar");
+  cl.section("devices:");
+  cl.add("backend", cli::choice("B", &o.backend, {"auto", "gloo", "nccl"}),
+         "auto | gloo | nccl (default: auto)");
+  cl.add("cpu", cli::flag(&o.cpu), "use the CPU even where a GPU is visible");
+  cl.add("amp", cli::flag(&o.amp), "GPU: TF32 tensor-core matmuls (fp32 storage); CPU: ignored");
+  cl.add("threads", cli::integer("N", &o.threads, 1),
+         "BLAS threads per CPU rank (default: 1, one core per rank)");
+  return cl;
+}
+
+}  // namespace
+
+std::string usage() { return cli::usage(command_line); }
+
 Options parse_args(int argc, const char* const* argv) {
-  Options opt;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    std::string value;
-    bool has_value = false;
-    if (const auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = arg.substr(eq + 1);
-      arg = arg.substr(0, eq);
-      has_value = true;
-    }
-    if (arg.rfind("--", 0) == 0) {  // accept --batch_size as well as --batch-size
-      for (std::size_t k = 2; k < arg.size(); ++k) {
-        if (arg[k] == '_') arg[k] = '-';
-      }
-    }
-    auto next = [&]() -> std::string {
-      if (has_value) return value;
-      if (i + 1 >= argc) throw UsageError("option " + arg + " needs a value; see --help");
-      return argv[++i];
-    };
-    auto flag = [&]() {
-      if (has_value) throw UsageError("option " + arg + " takes no value");
-    };
-    if (arg == "-h" || arg == "--help") {
-      flag();
-      opt.help = true;
-    } else if (arg == "--dataset") {
-      opt.data.name = one_of(arg, next(), {"blobs", "spirals", "digits"});
-    } else if (arg == "--data-file") {
-      opt.data.data_file = next();
-    } else if (arg == "--samples") {
-      opt.data.train_samples = static_cast<std::size_t>(to_int(arg, next(), 1));
-    } else if (arg == "--test-samples") {
-      opt.data.test_samples = static_cast<std::size_t>(to_int(arg, next(), 1));
-    } else if (arg == "--features") {
-      opt.data.features = to_int(arg, next(), 1);
-    } else if (arg == "--classes") {
-      opt.data.classes = to_int(arg, next(), 2);
-    } else if (arg == "--noise") {
-      opt.data.noise = to_float(arg, next(), 0.0f);
-    } else if (arg == "--data-seed") {
-      opt.data.seed = static_cast<std::uint64_t>(to_ll(arg, next(), 0));
-    } else if (arg == "--hidden") {
-      opt.hidden.clear();
-      const std::string v = next();
-      std::size_t start = 0;
-      while (start <= v.size()) {
-        const auto comma = v.find(',', start);
-        const std::string part =
-            v.substr(start, comma == std::string::npos ? comma : comma - start);
-        opt.hidden.push_back(to_int(arg, part, 1));
-        if (comma == std::string::npos) break;
-        start = comma + 1;
-      }
-    } else if (arg == "--epochs") {
-      opt.epochs = to_int(arg, next(), 1);
-    } else if (arg == "--batch-size") {
-      opt.batch_size = to_int(arg, next(), 1);
-    } else if (arg == "--global-batch-size") {
-      opt.global_batch_size = to_int(arg, next(), 1);
-    } else if (arg == "--grad-accum-steps") {
-      opt.grad_accum_steps = to_int(arg, next(), 1);
-    } else if (arg == "--lr") {
-      opt.lr = to_float(arg, next(), 0.0f);
-    } else if (arg == "--lr-scaling") {
-      opt.lr_scaling = one_of(arg, next(), {"none", "linear", "sqrt"});
-    } else if (arg == "--base-batch-size") {
-      opt.base_batch_size = to_int(arg, next(), 1);
-    } else if (arg == "--warmup-epochs") {
-      opt.warmup_epochs = to_float(arg, next(), 0.0f);
-    } else if (arg == "--schedule") {
-      opt.schedule = one_of(arg, next(), {"cosine", "constant"});
-    } else if (arg == "--optimizer") {
-      opt.optimizer.kind = one_of(arg, next(), {"sgd", "adam"});
-    } else if (arg == "--momentum") {
-      opt.optimizer.momentum = to_float(arg, next(), 0.0f);
-    } else if (arg == "--weight-decay") {
-      opt.optimizer.weight_decay = to_float(arg, next(), 0.0f);
-    } else if (arg == "--seed") {
-      opt.seed = static_cast<std::uint64_t>(to_ll(arg, next(), 0));
-    } else if (arg == "--save-dir") {
-      opt.save_dir = next();
-    } else if (arg == "--resume") {
-      flag();
-      opt.resume = true;
-    } else if (arg == "--stop-after-epoch") {
-      opt.stop_after_epoch = to_int(arg, next(), 1);
-    } else if (arg == "--metrics") {
-      opt.metrics = next();
-    } else if (arg == "--no-progress") {
-      flag();
-      opt.progress = false;
-    } else if (arg == "--backend") {
-      opt.backend = one_of(arg, next(), {"auto", "gloo", "nccl"});
-    } else if (arg == "--cpu") {
-      flag();
-      opt.cpu = true;
-    } else if (arg == "--amp") {
-      flag();
-      opt.amp = true;
-    } else if (arg == "--threads") {
-      opt.threads = to_int(arg, next(), 1);
-    } else {
-      throw UsageError("unknown option '" + arg + "'; see --help");
-    }
-  }
+  Options opt = cli::parse<Options, UsageError>(command_line, argc, argv);
   if (opt.resume && opt.save_dir.empty()) {
     throw UsageError("--resume needs --save-dir DIR (the directory holding checkpoint.bin)");
   }

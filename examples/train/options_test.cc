@@ -81,6 +81,137 @@ TEST_CASE("parse_args accepts both spellings and rejects mistakes", "[options]")
   CHECK_THROWS_WITH(parse({"--bogus"}), Catch::Contains("unknown option '--bogus'"));
 }
 
+TEST_CASE("no flags: the defaults", "[options]") {
+  const Options o = parse({});
+  const Options d;
+  CHECK(o.data.name == "blobs");
+  CHECK(o.data.train_samples == d.data.train_samples);
+  CHECK(o.hidden == std::vector<int>{64, 64});
+  CHECK(o.epochs == 10);
+  CHECK(o.batch_size == 32);
+  CHECK(o.lr == 0.05f);
+  CHECK(o.lr_scaling == "none");
+  CHECK(o.schedule == "cosine");
+  CHECK(o.seed == 0);
+  CHECK(o.threads == 1);
+  CHECK(o.progress);
+  CHECK_FALSE(o.cpu);
+  CHECK_FALSE(o.help);
+}
+
+TEST_CASE("'--flag value', '--flag=value' and underscore spellings of every flag", "[options]") {
+  const Options o = parse({"--dataset=spirals",
+                           "--data_file",
+                           "d.csv.gz",
+                           "--samples=100",
+                           "--test_samples",
+                           "50",
+                           "--features=4",
+                           "--classes",
+                           "3",
+                           "--noise=0.5",
+                           "--data_seed",
+                           "7",
+                           "--epochs=3",
+                           "--global_batch_size=64",
+                           "--grad-accum-steps",
+                           "2",
+                           "--lr=0.1",
+                           "--lr_scaling",
+                           "sqrt",
+                           "--base-batch-size=16",
+                           "--warmup_epochs",
+                           "0.5",
+                           "--schedule=constant",
+                           "--momentum",
+                           "0",
+                           "--weight_decay=1e-4",
+                           "--seed",
+                           "18446744073",
+                           "--stop_after_epoch",
+                           "2",
+                           "--metrics=m.jsonl",
+                           "--no_progress",
+                           "--backend",
+                           "gloo",
+                           "--cpu",
+                           "--threads=2"});
+  CHECK(o.data.name == "spirals");
+  CHECK(o.data.data_file == "d.csv.gz");
+  CHECK(o.data.train_samples == 100);
+  CHECK(o.data.test_samples == 50);
+  CHECK(o.data.features == 4);
+  CHECK(o.data.classes == 3);
+  CHECK(o.data.noise == 0.5f);
+  CHECK(o.data.seed == 7);
+  CHECK(o.epochs == 3);
+  CHECK(o.global_batch_size == 64);
+  CHECK(o.grad_accum_steps == 2);
+  CHECK(o.lr == 0.1f);
+  CHECK(o.lr_scaling == "sqrt");
+  CHECK(o.base_batch_size == 16);
+  CHECK(o.warmup_epochs == 0.5f);
+  CHECK(o.schedule == "constant");
+  CHECK(o.optimizer.momentum == 0.0f);
+  CHECK(o.optimizer.weight_decay == 1e-4f);
+  CHECK(o.seed == 18446744073ULL);
+  CHECK(o.stop_after_epoch == 2);
+  CHECK(o.metrics == "m.jsonl");
+  CHECK_FALSE(o.progress);
+  CHECK(o.backend == "gloo");
+  CHECK(o.cpu);
+  CHECK(o.threads == 2);
+  CHECK(parse({"--epochs", "2", "--epochs=5"}).epochs == 5);  // the last one wins
+}
+
+TEST_CASE("bad values name the flag, the value and the expected form", "[options]") {
+  CHECK_THROWS_WITH(parse({"--epochs", "0"}),
+                    "invalid value '0' for --epochs (expected an integer >= 1)");
+  CHECK_THROWS_WITH(parse({"--classes=1"}),
+                    "invalid value '1' for --classes (expected an integer >= 2)");
+  CHECK_THROWS_WITH(parse({"--batch_size", "x"}),
+                    "invalid value 'x' for --batch_size (expected an integer >= 1)");
+  CHECK_THROWS_WITH(parse({"--epochs", "2000000000"}),
+                    "invalid value '2000000000' for --epochs (expected an integer <= 1000000000)");
+  CHECK_THROWS_WITH(parse({"--seed", "-1"}),
+                    "invalid value '-1' for --seed (expected an integer >= 0)");
+  CHECK_THROWS_WITH(parse({"--lr", "-0.1"}),
+                    "invalid value '-0.1' for --lr (expected a number >= 0)");
+  CHECK_THROWS_WITH(parse({"--noise", "nan"}), Catch::Contains("'nan' for --noise"));
+  CHECK_THROWS_WITH(parse({"--optimizer", "lamb"}),
+                    "invalid value 'lamb' for --optimizer (expected one of: sgd, adam)");
+  CHECK_THROWS_WITH(parse({"--hidden", "64,0"}),
+                    "invalid value '64,0' for --hidden (expected comma-separated integers >= 1, "
+                    "e.g. 64,64)");
+  CHECK_THROWS_WITH(parse({"--hidden", "64,"}), Catch::Contains("'64,' for --hidden"));
+}
+
+TEST_CASE("unknown options, missing values and values given to switches", "[options]") {
+  CHECK_THROWS_WITH(parse({"--epoch", "3"}), "unknown option '--epoch'; see --help");
+  CHECK_THROWS_WITH(parse({"--no-progress=1"}), Catch::Contains("--no-progress takes no value"));
+  CHECK_THROWS_WITH(parse({"--epochs"}), "option --epochs needs a value; see --help");
+  CHECK_THROWS_WITH(parse({"--save-dir", "--resume"}), Catch::Contains("--save-dir needs a value"));
+  CHECK_THROWS_WITH(parse({"--hidden="}), "option --hidden needs a value; see --help");
+  CHECK_THROWS_WITH(parse({"data.csv"}), "unexpected argument 'data.csv'; see --help");
+}
+
+TEST_CASE("-h and --help; the usage text lists the flags", "[options]") {
+  CHECK(parse({"-h"}).help);
+  CHECK(parse({"--help", "--epochs", "3"}).help);
+  const std::string u = usage();
+  CHECK(u.rfind("usage: gpurun --nproc_per_node=N train [options]\n", 0) == 0);
+  CHECK_THAT(u, Catch::Contains("\ndata and model:\n  --dataset NAME          blobs | spirals"));
+  CHECK_THAT(u, Catch::Contains("\n  --global-batch-size N   samples per optimizer step over all "
+                                "ranks; sets the accumulation\n                          steps"));
+  CHECK_THAT(u, Catch::Contains("\ndevices:\n  --backend B             auto | gloo | nccl"));
+  CHECK_THAT(u, Catch::EndsWith("\n  -h, --help              this text\n"));
+  for (const char* flag : {"--batch-size", "--lr-scaling", "--seed", "--resume", "--no-progress",
+                           "--threads", "--amp"}) {
+    CHECK_THAT(u, Catch::Contains(std::string("\n  ") + flag + " "));
+  }
+  CHECK_THAT(u, !Catch::Contains("_size"));
+}
+
 TEST_CASE("the resume signature ignores how the batch is split", "[options]") {
   ModelShape s;
   s.widths = {16, 64, 8};

@@ -22,7 +22,9 @@
 #include <climits>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <thread>
+#include <type_traits>
 
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
@@ -69,6 +71,26 @@ std::string describe_what(const What& w) {
   return fmt::format("{} of key(s) {}", w.op, quote_keys(w.keys));
 }
 
+std::span<const std::string> one(const std::string& key) { return {&key, 1}; }
+
+struct Deadline {
+  std::chrono::milliseconds timeout;
+  Clock::time_point at;
+  explicit Deadline(std::chrono::milliseconds t) : timeout(t), at(deadline_after(t)) {}
+};
+
+// One operation's request, as TcpStore::Impl::round_trip runs it.
+struct Call {
+  std::string_view op;                     // names the operation in errors: "set", "get", ...
+  std::span<const std::string> keys = {};  // user keys (without the wire prefix), for errors
+  std::optional<ReplyKind> reply = {};     // none: the request has no reply (SET, APPEND, ...)
+  std::uint64_t count = 0;                 // kBytesList: how many values the reply holds
+  bool wait_first = false;  // WAIT for `keys` on the same connection first (like c10d)
+};
+
+// round_trip's decoder for requests without a reply.
+constexpr auto kNoReply = [](const Reply&) {};
+
 struct Conn {
   UniqueFd fd;
   std::vector<std::uint8_t> wbuf;
@@ -80,6 +102,9 @@ struct Conn {
 }  // namespace
 
 struct TcpStore::Impl {
+  explicit Impl(TcpStore& s) : self(s) {}
+
+  TcpStore& self;  // for timeout() (which set_timeout may change) and check()
   TcpStoreOptions opts;
   std::string address;
   protocol::Limits limits;
@@ -140,13 +165,13 @@ struct TcpStore::Impl {
   }
 
   // Reads until a complete reply of `kind` is buffered; returns false on timeout. The views in
-  // `out` stay valid until the next receive on `c`.
+  // `out` stay valid until the next receive on `c`. (A MULTI_GET reply of 0 values is 0 bytes.)
   bool recv_reply(Conn& c, ReplyKind kind, std::uint64_t count, Reply& out,
                   Clock::time_point deadline, const What& w) {
     std::size_t need = 0;
     for (;;) {
       std::span<const std::uint8_t> buf(c.rbuf.data() + c.rpos, c.rlen - c.rpos);
-      if (buf.size() >= need && buf.size() > 0) {
+      if (buf.size() >= need) {
         auto r = protocol::parse_reply(kind, buf, out, count);
         if (r.status == ParseStatus::kRequest) {
           c.rpos += r.consumed;
@@ -180,6 +205,14 @@ struct TcpStore::Impl {
   // Called after the caller has copied what it needs out of the last reply.
   static void reset_rbuf_if_drained(Conn& c) {
     if (c.rpos == c.rlen) c.rpos = c.rlen = 0;
+  }
+
+  // Sends c.wbuf, then (unless `kind` is nullopt) reads one reply into `r`. Running out of `d`
+  // throws StoreTimeout naming `w`; other failures throw as send_all/recv_reply do.
+  void exchange(Conn& c, const Deadline& d, const What& w, std::optional<ReplyKind> kind,
+                std::uint64_t count, Reply& r) {
+    if (!send_all(c, d.at, w)) io_timeout(w, d.timeout);
+    if (kind && !recv_reply(c, *kind, count, r, d.at, w)) io_timeout(w, d.timeout);
   }
 
   // ---- connecting ----
@@ -328,12 +361,39 @@ struct TcpStore::Impl {
     bool ok_ = false;
   };
 
-  bool wait_on(TcpStore& self, Conn& c, const std::vector<std::string>& keys,
-               std::chrono::milliseconds timeout, std::string_view op);
+  void wait_on(Conn& c, std::span<const std::string> keys, const Deadline& d, std::string_view op);
+
+  // Every operation's request goes through here: lease a pooled connection (connecting if none is
+  // idle), WAIT for the keys first if asked (timeout() counted from then), let `encode` append the
+  // request to the connection's write buffer, send it and read its reply by the operation's
+  // deadline (timeout() from the call), and hand the reply to `decode` while its views are valid.
+  // Timeouts and errors name the address, call.op and call.keys. The connection goes back to the
+  // pool only when all of it succeeded.
+  // Encode: void(std::vector<std::uint8_t>&). Decode: T(const Reply&); round_trip returns its T.
+  template <typename Encode, typename Decode>
+  auto round_trip(const Call& call, Encode&& encode, Decode&& decode) {
+    Deadline d(self.timeout());
+    Lease l(*this, d.timeout);
+    Conn& c = *l;
+    if (call.wait_first) wait_on(c, call.keys, Deadline(d.timeout), call.op);
+    encode(c.wbuf);
+    Reply r;
+    exchange(c, d, What{call.op, call.keys}, call.reply, call.count, r);
+    if constexpr (std::is_void_v<std::invoke_result_t<Decode&, const Reply&>>) {
+      decode(r);
+      reset_rbuf_if_drained(c);
+      l.done();
+    } else {
+      auto out = decode(r);
+      reset_rbuf_if_drained(c);
+      l.done();
+      return out;
+    }
+  }
 
   std::string wire(const std::string& key) const { return opts.torch_key_prefix ? "/" + key : key; }
-  std::vector<std::string> wire(const std::vector<std::string>& keys) const {
-    if (!opts.torch_key_prefix) return keys;
+  std::vector<std::string> wire(std::span<const std::string> keys) const {
+    if (!opts.torch_key_prefix) return {keys.begin(), keys.end()};
     std::vector<std::string> out;
     out.reserve(keys.size());
     for (const auto& k : keys) out.push_back("/" + k);
@@ -341,131 +401,79 @@ struct TcpStore::Impl {
   }
 };
 
-namespace {
-
-struct Deadline {
-  std::chrono::milliseconds timeout;
-  Clock::time_point at;
-  explicit Deadline(std::chrono::milliseconds t) : timeout(t), at(deadline_after(t)) {}
-};
-
-}  // namespace
-
 TcpStore::TcpStore(TcpStoreOptions options)
-    : Store(options.timeout), options_(std::move(options)), impl_(std::make_unique<Impl>()) {
+    : Store(options.timeout), options_(std::move(options)), impl_(std::make_unique<Impl>(*this)) {
   impl_->opts = options_;
   impl_->address = options_.host.find(':') != std::string::npos
                        ? fmt::format("[{}]:{}", options_.host, options_.port)
                        : fmt::format("{}:{}", options_.host, options_.port);
-  auto c = impl_->connect(options_.connect_timeout);
+  // Connect now (errors name the address); the pool holds the connection for the first request.
+  impl_->release(impl_->connect(options_.connect_timeout));
   if (options_.world_size) {
     // Like a PyTorch client given world_size: ADD "init/" 1 (no "/" prefix, §3.2).
-    std::vector<std::string> keys{"init/"};
-    What w{"add", keys};
-    Deadline d(timeout());
-    protocol::encode_add(options_.dialect, "init/", 1, c->wbuf);
-    if (!impl_->send_all(*c, d.at, w)) impl_->io_timeout(w, d.timeout);
-    Reply r;
-    if (!impl_->recv_reply(*c, ReplyKind::kI64, 0, r, d.at, w)) impl_->io_timeout(w, d.timeout);
-    Impl::reset_rbuf_if_drained(*c);
+    const std::string key = "init/";
+    impl_->round_trip(
+        {.op = "add", .keys = one(key), .reply = ReplyKind::kI64},
+        [&](auto& out) { protocol::encode_add(options_.dialect, key, 1, out); }, kNoReply);
   }
-  impl_->release(std::move(c));
 }
 
 TcpStore::~TcpStore() = default;
 
 std::string TcpStore::describe() const { return "store " + impl_->address; }
 
-// Sends the request in the lease's wbuf and reads one reply; timeouts name `w`.
-#define GPURUN_TCPSTORE_ROUNDTRIP(conn, kind, count, reply, d, w)                   \
-  do {                                                                              \
-    if (!impl_->send_all((conn), (d).at, (w))) impl_->io_timeout((w), (d).timeout); \
-    if (!impl_->recv_reply((conn), (kind), (count), (reply), (d).at, (w)))          \
-      impl_->io_timeout((w), (d).timeout);                                          \
-  } while (0)
-
 void TcpStore::set(const std::string& key, const Bytes& value) {
-  Deadline d(timeout());
-  Impl::Lease l(*impl_, d.timeout);
-  Conn& c = *l;
-  std::span<const std::string> keys(&key, 1);
-  What w{"set", keys};
-  protocol::encode_set(options_.dialect, impl_->wire(key), value, c.wbuf);
-  if (!impl_->send_all(c, d.at, w)) impl_->io_timeout(w, d.timeout);
-  l.done();
+  impl_->round_trip(
+      {.op = "set", .keys = one(key)},
+      [&](auto& out) { protocol::encode_set(options_.dialect, impl_->wire(key), value, out); },
+      kNoReply);
 }
 
 Bytes TcpStore::get(const std::string& key) {
-  Deadline d(timeout());
-  Impl::Lease l(*impl_, d.timeout);
-  Conn& c = *l;
-  std::span<const std::string> keys(&key, 1);
-  What w{"get", keys};
   // Like PyTorch: WAIT first (a 1.13 server closes the connection on GET of a missing key).
-  if (!impl_->wait_on(*this, c, {key}, d.timeout, "get")) return {};  // unreachable: wait_on throws
-  protocol::encode_get(options_.dialect, impl_->wire(key), c.wbuf);
-  Reply r;
-  GPURUN_TCPSTORE_ROUNDTRIP(c, ReplyKind::kBytes, 0, r, d, w);
-  Bytes out(r.values[0].begin(), r.values[0].end());
-  Impl::reset_rbuf_if_drained(c);
-  l.done();
-  return out;
+  return impl_->round_trip(
+      {.op = "get", .keys = one(key), .reply = ReplyKind::kBytes, .wait_first = true},
+      [&](auto& out) { protocol::encode_get(options_.dialect, impl_->wire(key), out); },
+      [](const Reply& r) { return Bytes(r.values[0].begin(), r.values[0].end()); });
 }
 
 std::int64_t TcpStore::add(const std::string& key, std::int64_t delta) {
-  Deadline d(timeout());
-  Impl::Lease l(*impl_, d.timeout);
-  Conn& c = *l;
-  std::span<const std::string> keys(&key, 1);
-  What w{"add", keys};
-  protocol::encode_add(options_.dialect, impl_->wire(key), delta, c.wbuf);
-  Reply r;
-  GPURUN_TCPSTORE_ROUNDTRIP(c, ReplyKind::kI64, 0, r, d, w);
-  Impl::reset_rbuf_if_drained(c);
-  l.done();
-  return r.i64;
+  return impl_->round_trip(
+      {.op = "add", .keys = one(key), .reply = ReplyKind::kI64},
+      [&](auto& out) { protocol::encode_add(options_.dialect, impl_->wire(key), delta, out); },
+      [](const Reply& r) { return r.i64; });
 }
 
 Bytes TcpStore::compare_set(const std::string& key, const Bytes& expected, const Bytes& desired) {
-  Deadline d(timeout());
-  Impl::Lease l(*impl_, d.timeout);
-  Conn& c = *l;
-  std::span<const std::string> keys(&key, 1);
-  What w{"compare_set", keys};
-  protocol::encode_compare_set(options_.dialect, impl_->wire(key), expected, desired, c.wbuf);
-  Reply r;
-  GPURUN_TCPSTORE_ROUNDTRIP(c, ReplyKind::kBytes, 0, r, d, w);
-  Bytes out(r.values[0].begin(), r.values[0].end());
-  Impl::reset_rbuf_if_drained(c);
-  l.done();
-  return out;
+  return impl_->round_trip(
+      {.op = "compare_set", .keys = one(key), .reply = ReplyKind::kBytes},
+      [&](auto& out) {
+        protocol::encode_compare_set(options_.dialect, impl_->wire(key), expected, desired, out);
+      },
+      [](const Reply& r) { return Bytes(r.values[0].begin(), r.values[0].end()); });
 }
 
 bool TcpStore::check(const std::vector<std::string>& keys) {
-  Deadline d(timeout());
-  Impl::Lease l(*impl_, d.timeout);
-  Conn& c = *l;
-  What w{"check", keys};
-  protocol::encode_keys(options_.dialect, Op::kCheck, impl_->wire(keys), c.wbuf);
-  Reply r;
-  GPURUN_TCPSTORE_ROUNDTRIP(c, ReplyKind::kU8, 0, r, d, w);
-  Impl::reset_rbuf_if_drained(c);
-  l.done();
-  return r.u8 == protocol::kCheckReady;
+  return impl_->round_trip(
+      {.op = "check", .keys = keys, .reply = ReplyKind::kU8},
+      [&](auto& out) {
+        protocol::encode_keys(options_.dialect, Op::kCheck, impl_->wire(keys), out);
+      },
+      [](const Reply& r) { return r.u8 == protocol::kCheckReady; });
 }
 
 void TcpStore::wait(const std::vector<std::string>& keys, std::chrono::milliseconds timeout) {
+  // Not a round_trip: the deadline is `timeout`, but connecting may take the store's timeout.
   Impl::Lease l(*impl_, std::max(timeout, this->timeout()));
-  impl_->wait_on(*this, *l, keys, timeout, "wait");
+  impl_->wait_on(*l, keys, Deadline(timeout), "wait");
   l.done();
 }
 
-// WAITs on `c`. Returns true when every key exists; throws StoreTimeout naming the missing keys.
-// After a 1.13 timeout the connection is closed (a stray STOP_WAITING may follow), so the lease
-// drops it.
-bool TcpStore::Impl::wait_on(TcpStore& self, Conn& c, const std::vector<std::string>& keys,
-                             std::chrono::milliseconds timeout, std::string_view op) {
-  Deadline d(timeout);
+// WAITs on `c` until `d`; returns when every key exists, else throws StoreTimeout naming the
+// missing keys. After a 1.13 timeout the connection is closed (a stray STOP_WAITING may follow),
+// so the lease drops it.
+void TcpStore::Impl::wait_on(Conn& c, std::span<const std::string> keys, const Deadline& d,
+                             std::string_view op) {
   What w{op, keys};
   protocol::encode_keys(opts.dialect, Op::kWait, wire(keys), c.wbuf);
   if (!send_all(c, d.at, w)) io_timeout(w, d.timeout);
@@ -477,15 +485,14 @@ bool TcpStore::Impl::wait_on(TcpStore& self, Conn& c, const std::vector<std::str
       throw ProtocolError(
           fmt::format("store {}: unexpected reply {:#04x} to {}", address, r.u8, describe_what(w)));
     }
-    return true;
+    return;
   }
   // Timed out.
   if (opts.dialect == Dialect::kV2) {
     Deadline cd(std::min(self.timeout(), std::chrono::milliseconds(30'000)));
     What cw{"cancel of wait", keys};
     protocol::encode_cancel_wait(opts.dialect, c.wbuf);
-    if (!send_all(c, cd.at, cw)) io_timeout(cw, cd.timeout);
-    if (!recv_reply(c, ReplyKind::kU8, 0, r, cd.at, cw)) io_timeout(cw, cd.timeout);
+    exchange(c, cd, cw, ReplyKind::kU8, 0, r);
     if (r.u8 == protocol::kStopWaiting) {
       // The keys appeared just as we gave up: STOP_WAITING then WAIT_CANCELED.
       if (!recv_reply(c, ReplyKind::kU8, 0, r, cd.at, cw)) {
@@ -497,7 +504,7 @@ bool TcpStore::Impl::wait_on(TcpStore& self, Conn& c, const std::vector<std::str
         throw ProtocolError(
             fmt::format("store {}: expected WAIT_CANCELED, got {:#04x}", address, r.u8));
       }
-      return true;
+      return;
     }
     Impl::reset_rbuf_if_drained(c);
     if (r.u8 != protocol::kWaitCanceled) {
@@ -509,6 +516,7 @@ bool TcpStore::Impl::wait_on(TcpStore& self, Conn& c, const std::vector<std::str
     c.fd.reset();  // 1.13: the registration stays on the server; never reuse this connection
   }
   // Name only the keys that are still missing (best effort: on failure, name them all).
+  std::vector<std::string> all(keys.begin(), keys.end());
   std::vector<std::string> missing;
   try {
     for (const auto& k : keys) {
@@ -518,12 +526,9 @@ bool TcpStore::Impl::wait_on(TcpStore& self, Conn& c, const std::vector<std::str
       }
       bool present;
       if (c.fd) {  // 2.x after a clean cancel: reuse this connection
-        What chk{"check", std::span<const std::string>(&k, 1)};
         Deadline cd(self.timeout());
-        protocol::encode_keys(opts.dialect, Op::kCheck, std::vector<std::string>{wire(k)}, c.wbuf);
-        if (!send_all(c, cd.at, chk) || !recv_reply(c, ReplyKind::kU8, 0, r, cd.at, chk)) {
-          io_timeout(chk, cd.timeout);
-        }
+        protocol::encode_keys(opts.dialect, Op::kCheck, wire(one(k)), c.wbuf);
+        exchange(c, cd, What{"check", one(k)}, ReplyKind::kU8, 0, r);
         reset_rbuf_if_drained(c);
         present = r.u8 == protocol::kCheckReady;
       } else {
@@ -532,70 +537,52 @@ bool TcpStore::Impl::wait_on(TcpStore& self, Conn& c, const std::vector<std::str
       if (!present) missing.push_back(k);
     }
   } catch (const Error&) {
-    missing = keys;
+    missing = all;
   }
-  if (missing.empty()) missing = keys;
+  if (missing.empty()) missing = all;
   throw StoreTimeout(fmt::format(
       "store {}: timed out after {} in {} for key(s) {}; is the peer that sets {} running? "
       "(GPURUN_STORE_TIMEOUT raises the limit)",
-      address, format_duration(timeout), op, quote_keys(missing),
+      address, format_duration(d.timeout), op, quote_keys(missing),
       missing.size() == 1 ? "it" : "them"));
 }
 
 bool TcpStore::delete_key(const std::string& key) {
-  Deadline d(timeout());
-  Impl::Lease l(*impl_, d.timeout);
-  Conn& c = *l;
-  std::span<const std::string> keys(&key, 1);
-  What w{"delete_key", keys};
-  protocol::encode_delete_key(options_.dialect, impl_->wire(key), c.wbuf);
-  Reply r;
-  GPURUN_TCPSTORE_ROUNDTRIP(c, ReplyKind::kI64, 0, r, d, w);
-  Impl::reset_rbuf_if_drained(c);
-  l.done();
-  return r.i64 == 1;
+  return impl_->round_trip(
+      {.op = "delete_key", .keys = one(key), .reply = ReplyKind::kI64},
+      [&](auto& out) { protocol::encode_delete_key(options_.dialect, impl_->wire(key), out); },
+      [](const Reply& r) { return r.i64 == 1; });
 }
 
 std::int64_t TcpStore::num_keys() {
-  Deadline d(timeout());
-  Impl::Lease l(*impl_, d.timeout);
-  Conn& c = *l;
-  What w{"num_keys", {}};
-  protocol::encode_num_keys(options_.dialect, c.wbuf);
-  Reply r;
-  GPURUN_TCPSTORE_ROUNDTRIP(c, ReplyKind::kI64, 0, r, d, w);
-  Impl::reset_rbuf_if_drained(c);
-  l.done();
-  return r.i64;
+  return impl_->round_trip(
+      {.op = "num_keys", .reply = ReplyKind::kI64},
+      [&](auto& out) { protocol::encode_num_keys(options_.dialect, out); },
+      [](const Reply& r) { return r.i64; });
 }
 
 std::vector<Bytes> TcpStore::multi_get(const std::vector<std::string>& keys) {
-  Deadline d(timeout());
-  Impl::Lease l(*impl_, d.timeout);
-  Conn& c = *l;
-  What w{"multi_get", keys};
-  impl_->wait_on(*this, c, keys, d.timeout, "multi_get");
-  std::vector<Bytes> out;
-  out.reserve(keys.size());
-  Reply r;
-  if (options_.dialect == Dialect::kV2) {
-    protocol::encode_keys(options_.dialect, Op::kMultiGet, impl_->wire(keys), c.wbuf);
-    GPURUN_TCPSTORE_ROUNDTRIP(c, ReplyKind::kBytesList, keys.size(), r, d, w);
-    for (auto v : r.values) out.emplace_back(v.begin(), v.end());
-  } else {
-    // 1.13 has no MULTI_GET: pipeline one GET per key.
-    for (const auto& k : keys) protocol::encode_get(options_.dialect, impl_->wire(k), c.wbuf);
-    if (!impl_->send_all(c, d.at, w)) impl_->io_timeout(w, d.timeout);
-    for (std::size_t i = 0; i < keys.size(); ++i) {
-      if (!impl_->recv_reply(c, ReplyKind::kBytes, 0, r, d.at, w)) {
-        impl_->io_timeout(w, d.timeout);
-      }
-      out.emplace_back(r.values[0].begin(), r.values[0].end());
-    }
-  }
-  Impl::reset_rbuf_if_drained(c);
-  l.done();
-  return out;
+  // 1.13 has no MULTI_GET: pipeline one GET per key. Their replies are byte for byte a MULTI_GET
+  // reply (one `bytes` per key), so both dialects read the same reply.
+  return impl_->round_trip(
+      {.op = "multi_get",
+       .keys = keys,
+       .reply = ReplyKind::kBytesList,
+       .count = keys.size(),
+       .wait_first = true},
+      [&](auto& out) {
+        if (options_.dialect == Dialect::kV2) {
+          protocol::encode_keys(options_.dialect, Op::kMultiGet, impl_->wire(keys), out);
+        } else {
+          for (const auto& k : keys) protocol::encode_get(options_.dialect, impl_->wire(k), out);
+        }
+      },
+      [](const Reply& r) {
+        std::vector<Bytes> values;
+        values.reserve(r.values.size());
+        for (auto v : r.values) values.emplace_back(v.begin(), v.end());
+        return values;
+      });
 }
 
 void TcpStore::multi_set(const std::vector<std::string>& keys, const std::vector<Bytes>& values) {
@@ -603,31 +590,26 @@ void TcpStore::multi_set(const std::vector<std::string>& keys, const std::vector
     throw ConfigError(fmt::format("multi_set given {} keys but {} values; pass one value per key",
                                   keys.size(), values.size()));
   }
-  Deadline d(timeout());
-  Impl::Lease l(*impl_, d.timeout);
-  Conn& c = *l;
-  What w{"multi_set", keys};
-  if (options_.dialect == Dialect::kV2) {
-    protocol::encode_multi_set(options_.dialect, impl_->wire(keys), values, c.wbuf);
-  } else {
-    for (std::size_t i = 0; i < keys.size(); ++i) {
-      protocol::encode_set(options_.dialect, impl_->wire(keys[i]), values[i], c.wbuf);
-    }
-  }
-  if (!impl_->send_all(c, d.at, w)) impl_->io_timeout(w, d.timeout);
-  l.done();
+  impl_->round_trip(
+      {.op = "multi_set", .keys = keys},
+      [&](auto& out) {
+        if (options_.dialect == Dialect::kV2) {
+          protocol::encode_multi_set(options_.dialect, impl_->wire(keys), values, out);
+        } else {
+          for (std::size_t i = 0; i < keys.size(); ++i) {
+            protocol::encode_set(options_.dialect, impl_->wire(keys[i]), values[i], out);
+          }
+        }
+      },
+      kNoReply);
 }
 
 void TcpStore::append(const std::string& key, const Bytes& value) {
   if (options_.dialect == Dialect::kV2) {
-    Deadline d(timeout());
-    Impl::Lease l(*impl_, d.timeout);
-    Conn& c = *l;
-    std::span<const std::string> keys(&key, 1);
-    What w{"append", keys};
-    protocol::encode_append(options_.dialect, impl_->wire(key), value, c.wbuf);
-    if (!impl_->send_all(c, d.at, w)) impl_->io_timeout(w, d.timeout);
-    l.done();
+    impl_->round_trip(
+        {.op = "append", .keys = one(key)},
+        [&](auto& out) { protocol::encode_append(options_.dialect, impl_->wire(key), value, out); },
+        kNoReply);
     return;
   }
   // 1.13 has no APPEND: emulate it with a compare_set loop (atomic on the server).
@@ -645,17 +627,11 @@ bool TcpStore::ping() {
     throw ProtocolError(
         fmt::format("store {}: PING is only part of the 2.x protocol", impl_->address));
   }
-  Deadline d(timeout());
-  Impl::Lease l(*impl_, d.timeout);
-  Conn& c = *l;
-  What w{"ping", {}};
   std::uint32_t nonce = static_cast<std::uint32_t>(::getpid()) ^ 0x5a5a0000u;
-  protocol::encode_ping(options_.dialect, nonce, c.wbuf);
-  Reply r;
-  GPURUN_TCPSTORE_ROUNDTRIP(c, ReplyKind::kU32, 0, r, d, w);
-  Impl::reset_rbuf_if_drained(c);
-  l.done();
-  return r.u32 == nonce;
+  return impl_->round_trip(
+      {.op = "ping", .reply = ReplyKind::kU32},
+      [&](auto& out) { protocol::encode_ping(options_.dialect, nonce, out); },
+      [&](const Reply& r) { return r.u32 == nonce; });
 }
 
 }  // namespace gpurun::rendezvous

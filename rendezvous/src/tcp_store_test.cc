@@ -111,6 +111,61 @@ TEST_CASE("TcpStore: timeouts name the address, the operation and the missing ke
   CHECK(srv.stats().waiters == 0);
 }
 
+TEST_CASE("TcpStore: request errors name the address, the operation and the keys", "[tcpstore]") {
+  // A listener nobody accepts from: connecting works (1.13 dialect: no handshake), replies never
+  // come, so every operation that reads a reply times out; its message names what it waited for.
+  gpurun::UniqueFd lfd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(lfd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(lfd.get(), 16) == 0);
+  socklen_t len = sizeof a;
+  ::getsockname(lfd.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  auto o = client_opts(ntohs(a.sin_port), Dialect::kV113);
+  o.timeout = milliseconds(100);
+  TcpStore s(o);
+  std::string where = "store 127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + ": timed out after ";
+  CHECK_THROWS_WITH(s.add("ctr", 1), Catch::StartsWith(where) &&
+                                         Catch::Contains("100ms in add of key(s) 'ctr'") &&
+                                         Catch::Contains("GPURUN_STORE_TIMEOUT"));
+  CHECK_THROWS_AS(s.num_keys(), gpurun::StoreTimeout);
+  CHECK_THROWS_WITH(s.num_keys(),
+                    Catch::StartsWith(where) && Catch::Contains("100ms in num_keys;"));
+  CHECK_THROWS_WITH(s.check({"a", "b"}),
+                    Catch::StartsWith(where) && Catch::Contains("in check of key(s) 'a', 'b'"));
+  CHECK_THROWS_WITH(s.compare_set("k", to_bytes("x"), to_bytes("y")),
+                    Catch::Contains("in compare_set of key(s) 'k'"));
+  CHECK_THROWS_WITH(s.delete_key("k"), Catch::Contains("in delete_key of key(s) 'k'"));
+
+  // A server that goes away: the next request on the pooled connection names the operation.
+  auto srv = std::make_unique<StoreServerThread>(server_opts());
+  TcpStore t(client_opts(srv->port()));
+  t.set("k", "v");
+  std::string addr = "store 127.0.0.1:" + std::to_string(srv->port()) + ": connection lost";
+  srv.reset();
+  CHECK_THROWS_WITH(t.add("ctr", 1), Catch::StartsWith(addr) &&
+                                         Catch::Contains("during add of key(s) 'ctr' (") &&
+                                         Catch::Contains("is the store server still running?"));
+}
+
+TEST_CASE("TcpStore: multi_get and multi_set of no keys return at once", "[tcpstore]") {
+  StoreServerThread srv(server_opts());
+  for (Dialect d : {Dialect::kV2, Dialect::kV113}) {
+    CAPTURE(static_cast<int>(d));
+    auto o = client_opts(srv.port(), d);
+    o.timeout = std::chrono::seconds(2);
+    TcpStore s(o);
+    s.multi_set({}, {});
+    CHECK(s.multi_get({}).empty());  // a MULTI_GET reply of no values is no bytes
+    s.multi_set({"a", "b"}, {to_bytes("1"), to_bytes("2")});
+    auto v = s.multi_get({"b", "a"});
+    REQUIRE(v.size() == 2);
+    CHECK(to_string(v[0]) == "2");
+    CHECK(to_string(v[1]) == "1");
+  }
+}
+
 TEST_CASE("TcpStore: connect retries until the server comes up", "[tcpstore]") {
   std::uint16_t port;
   {

@@ -1,7 +1,8 @@
 // Client of a TCPStore-protocol server: gpurun's StoreServer or PyTorch's own TCPStore server.
-// One TCP connection, requests strictly sequential under a mutex (like c10d's client), blocking
-// I/O with poll() deadlines. Connecting retries with exponential backoff until connect_timeout, so
-// the server may come up later. Every timeout names the address, the operation and the keys.
+// Requests on one connection are strictly sequential (like c10d's client); a small pool gives a
+// second thread its own connection while one is blocked in wait()/get(). Blocking I/O with poll()
+// deadlines. Connecting retries with exponential backoff until connect_timeout, so the server may
+// come up later. Every timeout names the address, the operation and the keys.
 #pragma once
 
 #include <memory>
