@@ -85,7 +85,8 @@ struct Call {
   std::span<const std::string> keys = {};  // user keys (without the wire prefix), for errors
   std::optional<ReplyKind> reply = {};     // none: the request has no reply (SET, APPEND, ...)
   std::uint64_t count = 0;                 // kBytesList: how many values the reply holds
-  bool wait_first = false;  // WAIT for `keys` on the same connection first (like c10d)
+  bool wait_first = false;             // WAIT for `keys` on the same connection first (like c10d)
+  const Deadline* deadline = nullptr;  // a caller's deadline (queue_pop); default: timeout()
 };
 
 // round_trip's decoder for requests without a reply.
@@ -366,16 +367,17 @@ struct TcpStore::Impl {
   // Every operation's request goes through here: lease a pooled connection (connecting if none is
   // idle), WAIT for the keys first if asked (timeout() counted from then), let `encode` append the
   // request to the connection's write buffer, send it and read its reply by the operation's
-  // deadline (timeout() from the call), and hand the reply to `decode` while its views are valid.
+  // deadline (timeout() from the call, or call.deadline for both), and hand the reply to `decode`
+  // while its views are valid.
   // Timeouts and errors name the address, call.op and call.keys. The connection goes back to the
   // pool only when all of it succeeded.
   // Encode: void(std::vector<std::uint8_t>&). Decode: T(const Reply&); round_trip returns its T.
   template <typename Encode, typename Decode>
   auto round_trip(const Call& call, Encode&& encode, Decode&& decode) {
-    Deadline d(self.timeout());
+    Deadline d = call.deadline ? *call.deadline : Deadline(self.timeout());
     Lease l(*this, d.timeout);
     Conn& c = *l;
-    if (call.wait_first) wait_on(c, call.keys, Deadline(d.timeout), call.op);
+    if (call.wait_first) wait_on(c, call.keys, call.deadline ? d : Deadline(d.timeout), call.op);
     encode(c.wbuf);
     Reply r;
     exchange(c, d, What{call.op, call.keys}, call.reply, call.count, r);
@@ -389,6 +391,13 @@ struct TcpStore::Impl {
       l.done();
       return out;
     }
+  }
+
+  // Ops only the 2.x dialect has are refused before anything is sent (the connection stays usable).
+  void require_v2(std::string_view what, std::string_view hint = {}) const {
+    if (opts.dialect == Dialect::kV2) return;
+    throw ProtocolError(
+        fmt::format("store {}: {} is only part of the 2.x protocol{}", address, what, hint));
   }
 
   std::string wire(const std::string& key) const { return opts.torch_key_prefix ? "/" + key : key; }
@@ -623,15 +632,56 @@ void TcpStore::append(const std::string& key, const Bytes& value) {
 }
 
 bool TcpStore::ping() {
-  if (options_.dialect != Dialect::kV2) {
-    throw ProtocolError(
-        fmt::format("store {}: PING is only part of the 2.x protocol", impl_->address));
-  }
+  impl_->require_v2("PING");
   std::uint32_t nonce = static_cast<std::uint32_t>(::getpid()) ^ 0x5a5a0000u;
   return impl_->round_trip(
       {.op = "ping", .reply = ReplyKind::kU32},
       [&](auto& out) { protocol::encode_ping(options_.dialect, nonce, out); },
       [&](const Reply& r) { return r.u32 == nonce; });
+}
+
+namespace {
+constexpr std::string_view kQueueHint =
+    " (PyTorch 1.13 has no queues); use Dialect::kV2 with gpurun's store or a PyTorch 2.8+ one";
+}  // namespace
+
+void TcpStore::queue_push(const std::string& key, const Bytes& value) {
+  impl_->require_v2("QUEUE_PUSH", kQueueHint);
+  impl_->round_trip(
+      {.op = "queue_push", .keys = one(key)},
+      [&](auto& out) {
+        protocol::encode_queue_push(options_.dialect, impl_->wire(key), value, out);
+      },
+      kNoReply);
+}
+
+Bytes TcpStore::queue_pop(const std::string& key, std::chrono::milliseconds timeout) {
+  impl_->require_v2("QUEUE_POP", kQueueHint);
+  // Like PyTorch: WAIT until the queue is non-empty, then pop. Another consumer may pop the item
+  // first (the reply's length is then 0): wait again, by the same deadline.
+  Deadline d(timeout);
+  for (;;) {
+    auto item = impl_->round_trip(
+        {.op = "queue_pop",
+         .keys = one(key),
+         .reply = ReplyKind::kQueuePop,
+         .wait_first = true,
+         .deadline = &d},
+        [&](auto& out) { protocol::encode_queue_pop(options_.dialect, impl_->wire(key), out); },
+        [](const Reply& r) -> std::optional<Bytes> {
+          if (r.i64 <= 0) return std::nullopt;
+          return Bytes(r.values[0].begin(), r.values[0].end());
+        });
+    if (item) return std::move(*item);
+  }
+}
+
+std::int64_t TcpStore::queue_len(const std::string& key) {
+  impl_->require_v2("QUEUE_LEN", kQueueHint);
+  return impl_->round_trip(
+      {.op = "queue_len", .keys = one(key), .reply = ReplyKind::kI64},
+      [&](auto& out) { protocol::encode_queue_len(options_.dialect, impl_->wire(key), out); },
+      [](const Reply& r) { return r.i64; });
 }
 
 }  // namespace gpurun::rendezvous

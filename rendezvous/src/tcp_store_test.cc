@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <future>
 #include <thread>
@@ -15,6 +16,7 @@
 #include "gpurun/rendezvous/prefix_store.h"
 #include "gpurun/rendezvous/store_server.h"
 #include "store_contract.h"
+#include "test_util.h"
 
 using namespace gpurun::rendezvous;
 using std::chrono::milliseconds;
@@ -35,6 +37,23 @@ TcpStoreOptions client_opts(std::uint16_t port, Dialect d = Dialect::kV2) {
   o.connect_timeout = std::chrono::seconds(5);
   return o;
 }
+
+// A loopback listener on a free port that accepts nothing by itself: the kernel completes TCP
+// handshakes (up to the backlog), no replies come unless the test accepts and answers.
+struct Listener {
+  gpurun::UniqueFd fd{::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+  std::uint16_t port = 0;
+  Listener() {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(fd.get(), 16) == 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+  }
+};
 
 }  // namespace
 
@@ -114,18 +133,11 @@ TEST_CASE("TcpStore: timeouts name the address, the operation and the missing ke
 TEST_CASE("TcpStore: request errors name the address, the operation and the keys", "[tcpstore]") {
   // A listener nobody accepts from: connecting works (1.13 dialect: no handshake), replies never
   // come, so every operation that reads a reply times out; its message names what it waited for.
-  gpurun::UniqueFd lfd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(lfd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  REQUIRE(::listen(lfd.get(), 16) == 0);
-  socklen_t len = sizeof a;
-  ::getsockname(lfd.get(), reinterpret_cast<sockaddr*>(&a), &len);
-  auto o = client_opts(ntohs(a.sin_port), Dialect::kV113);
+  Listener l;
+  auto o = client_opts(l.port, Dialect::kV113);
   o.timeout = milliseconds(100);
   TcpStore s(o);
-  std::string where = "store 127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + ": timed out after ";
+  std::string where = "store 127.0.0.1:" + std::to_string(l.port) + ": timed out after ";
   CHECK_THROWS_WITH(s.add("ctr", 1), Catch::StartsWith(where) &&
                                          Catch::Contains("100ms in add of key(s) 'ctr'") &&
                                          Catch::Contains("GPURUN_STORE_TIMEOUT"));
@@ -166,6 +178,131 @@ TEST_CASE("TcpStore: multi_get and multi_set of no keys return at once", "[tcpst
   }
 }
 
+TEST_CASE("TcpStore queues: FIFO push/pop/len, apart from the key-value map", "[tcpstore]") {
+  StoreServerThread srv(server_opts());
+  TcpStore s(client_opts(srv.port()));
+  CHECK(s.queue_len("q") == 0);
+  s.queue_push("q", "first");
+  s.queue_push("q", Bytes{0x00, 0xff, 0x0a});
+  s.queue_push("q", Bytes{});  // an empty item is still an item
+  CHECK(s.queue_len("q") == 3);
+  CHECK(s.check({"q"}));     // a non-empty queue is a present key
+  CHECK(s.num_keys() == 0);  // but not a key-value key
+  s.set("q", "kv");          // same name, other namespace
+  CHECK(to_string(s.queue_pop("q")) == "first");
+  CHECK(s.queue_pop("q") == Bytes{0x00, 0xff, 0x0a});
+  CHECK(s.queue_pop("q").empty());
+  CHECK(s.queue_len("q") == 0);
+  CHECK(to_string(s.get("q")) == "kv");
+
+  // The torch "/" prefix applies to queue keys like any other.
+  auto o = client_opts(srv.port());
+  o.torch_key_prefix = true;
+  TcpStore torch_like(o);
+  torch_like.queue_push("tq", "x");
+  CHECK(s.queue_len("/tq") == 1);
+  CHECK(torch_like.queue_len("tq") == 1);
+  CHECK(to_string(torch_like.queue_pop("tq")) == "x");
+}
+
+TEST_CASE("TcpStore queues: queue_pop blocks until a push, one item per consumer", "[tcpstore]") {
+  StoreServerThread srv(server_opts());
+  TcpStore s(client_opts(srv.port()));
+  // Two consumers blocked on one queue (own connections from the pool), then two pushes from
+  // another client: each consumer gets exactly one of the items.
+  auto pop = [&] { return to_string(s.queue_pop("jobs", std::chrono::seconds(20))); };
+  auto a = std::async(std::launch::async, pop);
+  auto b = std::async(std::launch::async, pop);
+  auto waited = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (srv.stats().waiters < 2 && std::chrono::steady_clock::now() < waited) {
+    std::this_thread::yield();
+  }
+  REQUIRE(srv.stats().waiters == 2);
+  TcpStore producer(client_opts(srv.port()));
+  producer.queue_push("jobs", "1");
+  producer.queue_push("jobs", "2");
+  std::vector<std::string> got{a.get(), b.get()};
+  std::sort(got.begin(), got.end());
+  CHECK(got == std::vector<std::string>{"1", "2"});
+  CHECK(s.queue_len("jobs") == 0);
+}
+
+TEST_CASE("TcpStore queues: queue_pop waits again when another consumer took the item",
+          "[tcpstore]") {
+  // A scripted 2.x server: after the first WAIT, QUEUE_POP replies length 0 (as when another
+  // consumer popped first); the client must WAIT again and pop the next item.
+  using testing::Buf;
+  Listener l;
+  timeval tv{10, 0};  // accept() and recv() in the script give up instead of hanging the test
+  ::setsockopt(l.fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::vector<Buf> requests;  // what the client sent after the handshake
+  std::thread script([&] {
+    gpurun::UniqueFd c(::accept4(l.fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!c) return;
+    ::setsockopt(c.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    auto read_n = [&](std::size_t n) {
+      Buf b(n);
+      for (std::size_t got = 0; got < n;) {
+        ssize_t r = ::recv(c.get(), b.data() + got, n - got, 0);
+        if (r <= 0) throw std::runtime_error("client went away");
+        got += static_cast<std::size_t>(r);
+      }
+      return b;
+    };
+    auto write = [&](const Buf& b) { ::send(c.get(), b.data(), b.size(), MSG_NOSIGNAL); };
+    try {
+      read_n(5);                                 // VALIDATE
+      Buf ping = read_n(5);                      // PING nonce
+      write(Buf(ping.begin() + 1, ping.end()));  // echo
+      for (int round = 0; round < 2; ++round) {
+        requests.push_back(read_n(18));  // WAIT ["q"]
+        write({protocol::kStopWaiting});
+        requests.push_back(read_n(10));  // QUEUE_POP "q"
+        write(round == 0 ? testing::i64le(0)
+                         : testing::cat({testing::i64le(1), testing::wstr("it")}));
+      }
+    } catch (const std::exception&) {
+    }
+  });
+  std::string got;
+  try {
+    TcpStore s(client_opts(l.port));
+    got = to_string(s.queue_pop("q", std::chrono::seconds(5)));
+  } catch (...) {
+    script.join();
+    throw;
+  }
+  script.join();
+  CHECK(got == "it");
+  Buf wait = testing::cat({{0x06}, testing::u64le(1), testing::wstr("q")});
+  Buf pop = testing::cat({{0x0F}, testing::wstr("q")});
+  CHECK(requests == std::vector<Buf>{wait, pop, wait, pop});
+}
+
+TEST_CASE("TcpStore queues: timeouts and the 1.13 dialect", "[tcpstore]") {
+  StoreServerThread srv(server_opts());
+  TcpStore s(client_opts(srv.port()));
+  try {
+    s.queue_pop("empty", milliseconds(100));
+    FAIL("queue_pop of an empty queue did not time out");
+  } catch (const gpurun::StoreTimeout& e) {
+    CHECK_THAT(e.what(), Catch::StartsWith("store 127.0.0.1:" + std::to_string(srv.port())) &&
+                             Catch::Contains("timed out after 100ms in queue_pop for key(s) "
+                                             "'empty'"));
+  }
+  CHECK(srv.stats().waiters == 0);  // the WAIT was cancelled
+  s.queue_push("empty", "now");     // the connection is still good
+  CHECK(to_string(s.queue_pop("empty", milliseconds(100))) == "now");
+
+  // PyTorch 1.13 has no queues: refused locally, nothing sent, the store stays usable.
+  TcpStore old(client_opts(srv.port(), Dialect::kV113));
+  CHECK_THROWS_AS(old.queue_push("q", "x"), gpurun::ProtocolError);
+  CHECK_THROWS_WITH(old.queue_pop("q"), Catch::Contains("QUEUE_POP is only part of the 2.x"));
+  CHECK_THROWS_WITH(old.queue_len("q"), Catch::Contains("Dialect::kV2"));
+  CHECK(old.add("ctr", 1) == 1);
+  CHECK(s.queue_len("q") == 0);
+}
+
 TEST_CASE("TcpStore: connect retries until the server comes up", "[tcpstore]") {
   std::uint16_t port;
   {
@@ -203,15 +340,8 @@ TEST_CASE("TcpStore: connect failure names the address and how long it tried", "
 TEST_CASE("TcpStore: a server that never answers the handshake", "[tcpstore]") {
   // A listener nobody accepts from: the kernel completes the TCP handshake, the PING echo never
   // comes (as with a PyTorch 1.13 server). The error hints at the 1.13 dialect.
-  gpurun::UniqueFd lfd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(lfd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  REQUIRE(::listen(lfd.get(), 16) == 0);
-  socklen_t len = sizeof a;
-  ::getsockname(lfd.get(), reinterpret_cast<sockaddr*>(&a), &len);
-  auto o = client_opts(ntohs(a.sin_port));
+  Listener l;
+  auto o = client_opts(l.port);
   o.connect_timeout = milliseconds(300);
   try {
     TcpStore s(o);

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <optional>
+#include <string_view>
 
 #include "gpurun/rendezvous/store.h"
 
@@ -55,6 +56,21 @@ class TcpStore final : public Store {
 
   // 2.x dialect only: round-trips a PING; returns false if the server did not echo it.
   bool ping();
+
+  // Queues (2.x dialect only: gpurun's StoreServer and PyTorch 2.8+ servers have them; in the
+  // 1.13 dialect these throw ProtocolError without sending anything). A queue is a FIFO of values
+  // under a key, apart from the key-value map (num_keys() does not count it), but check() and
+  // wait() see a non-empty queue as a present key. Keys get the torch "/" prefix like any other.
+  void queue_push(const std::string& key, const Bytes& value);
+  void queue_push(const std::string& key, std::string_view value) {
+    queue_push(key, to_bytes(value));
+  }
+  // Blocks until the queue has an item, then removes and returns its head. Throws StoreTimeout
+  // naming the key and the address when none arrives within `timeout` (default: timeout()).
+  Bytes queue_pop(const std::string& key, std::chrono::milliseconds timeout);
+  Bytes queue_pop(const std::string& key) { return queue_pop(key, timeout()); }
+  // Number of items queued under `key` (0 for a queue never pushed to).
+  std::int64_t queue_len(const std::string& key);
 
   const TcpStoreOptions& options() const { return options_; }
 
