@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -91,15 +92,26 @@ int run_distributed(const wi::Options& opt) {
   const std::size_t bs = static_cast<std::size_t>(opt.batch_size);
   say("Rank {}: Processing {} batches...", rank, (indices.size() + bs - 1) / bs);
 
-  // Each window's result leaves this rank as its tile: the pixels it owns in the output, already
-  // 8-bit (what the PNG stores), so the gather moves about a ninth of the float windows.
-  std::vector<std::uint8_t> tiles(wi::tiles_bytes(grid, indices));
+  // Each window's result becomes its tile: the pixels it owns in the output, already 8-bit (what
+  // the PNG stores), about a ninth of the float window. Rank 0 stitches its own tiles as they
+  // finish; the other ranks pack theirs and send them in one gather.
+  const bool root = ctx->is_root();
+  std::optional<wi::Stitcher> stitcher;
+  std::optional<wi::TilePacker> packer;
+  wi::TileSink sink;
+  if (root) {
+    stitcher.emplace(grid);
+    sink = [&](int index, const std::uint8_t* tile) { stitcher->add(index, tile); };
+  } else {
+    packer.emplace(grid, indices);
+    sink = packer->sink();
+  }
   if (cuda) {
 #ifdef WINDOWED_IMAGE_HAS_CUDA
     const std::size_t elems = grid.window_elems();
     std::vector<float> batch(bs * elems);
     std::vector<float> result(bs * elems);
-    std::uint8_t* tile = tiles.data();
+    std::vector<std::uint8_t> tile(elems);
     for (std::size_t first = 0; first < indices.size(); first += bs) {
       const std::size_t count = std::min(bs, indices.size() - first);
       for (std::size_t k = 0; k < count; ++k) {
@@ -109,26 +121,26 @@ int run_distributed(const wi::Options& opt) {
                           wi::Image::kChannels, grid.window(), opt.filter);
       for (std::size_t k = 0; k < count; ++k) {
         const int index = static_cast<int>(indices[first + k]);
-        wi::make_tile(grid, index, result.data() + k * elems, opt.gain, tile);
-        tile += grid.tile_bytes(index);
+        wi::make_tile(grid, index, result.data() + k * elems, opt.gain, tile.data());
+        sink(index, tile.data());
       }
     }
 #endif
   } else {
-    wi::process_windows_cpu(img, grid, indices, opt.batch_size, opt.filter, opt.gain, tiles.data());
+    wi::process_windows_cpu(img, grid, indices, opt.batch_size, opt.filter, opt.gain, sink);
   }
   const double compute_s = seconds_since(t0);
 
   // Indices travel with the data: the sampler pads the last round by wrapping around, and rank 0
-  // must keep exactly one copy of every window.
+  // must keep exactly one copy of every window. Rank 0 contributes nothing (it has its tiles).
   auto& comm = ctx->comm();
-  const auto got_idx = comm.gather_host_flat(std::span<const std::int64_t>(indices), 0);
-  const auto got_tiles = comm.gather_host_flat(std::span<const std::uint8_t>(tiles), 0);
-  if (!ctx->is_root()) return 0;
+  const auto got_idx = comm.gather_host_flat(
+      root ? std::span<const std::int64_t>() : std::span<const std::int64_t>(indices), 0);
+  const auto got_tiles =
+      comm.gather_host_flat(root ? std::span<const std::uint8_t>() : packer->bytes(), 0);
+  if (!root) return 0;
 
-  wi::Stitcher stitcher(grid);
-  std::size_t received = 0;
-  for (int r = 0; r < got_idx.ranks(); ++r) {
+  for (int r = 1; r < got_idx.ranks(); ++r) {
     const auto idx = got_idx.from(r);
     for (const std::int64_t i : idx) {
       if (i < 0 || i >= grid.count()) {
@@ -143,19 +155,19 @@ int run_distributed(const wi::Options& opt) {
     }
     const std::uint8_t* tile = data.data();
     for (const std::int64_t i : idx) {
-      received += stitcher.add(static_cast<int>(i), tile) ? 1 : 0;
+      stitcher->add(static_cast<int>(i), tile);
       tile += grid.tile_bytes(static_cast<int>(i));
     }
   }
-  if (!stitcher.complete()) {
+  if (!stitcher->complete()) {
     throw std::runtime_error(fmt::format("{} of {} windows missing after the gather",
-                                         grid.count() - stitcher.received(), grid.count()));
+                                         grid.count() - stitcher->received(), grid.count()));
   }
   const double gather_s = seconds_since(t0) - compute_s;
-  wi::write_png(opt.output, stitcher.image(), opt.fast_png);
+  wi::write_png(opt.output, stitcher->image(), opt.fast_png);
   const double s = seconds_since(t0);
-  say("SUCCESS: Got {} outputs. Example shape[0]: ({}, {}, {})", received, wi::Image::kChannels,
-      grid.window(), grid.window());
+  say("SUCCESS: Got {} outputs. Example shape[0]: ({}, {}, {})", stitcher->received(),
+      wi::Image::kChannels, grid.window(), grid.window());
   say("Output: {} ({}x{}, {} windows on {} ranks, {:.3f} s: rank 0 computed {:.3f} s, gather + "
       "stitch {:.3f} s, PNG {:.3f} s)",
       opt.output, img.width, img.height, grid.count(), ctx->world_size(), s, compute_s, gather_s,

@@ -22,11 +22,12 @@ std::size_t tiles_bytes(const WindowGrid& grid, std::span<const std::int64_t> in
 
 std::size_t process_windows_cpu(const Image& img, const WindowGrid& grid,
                                 std::span<const std::int64_t> indices, int batch_size,
-                                const FilterOptions& opt, float gain, std::uint8_t* tiles) {
+                                const FilterOptions& opt, float gain, const TileSink& sink) {
   const std::size_t elems = grid.window_elems();
   const std::size_t bs = static_cast<std::size_t>(batch_size);
   std::vector<float> batch(bs * elems);
   std::vector<float> result(elems);
+  std::vector<std::uint8_t> tile(elems);  // >= any tile (3 bytes per owned pixel)
   FilterWorkspace ws;
   std::size_t batches = 0;
   for (std::size_t first = 0; first < indices.size(); first += bs, ++batches) {
@@ -38,8 +39,8 @@ std::size_t process_windows_cpu(const Image& img, const WindowGrid& grid,
       const int index = static_cast<int>(indices[first + k]);
       blur_sobel_cpu(batch.data() + k * elems, result.data(), Image::kChannels, grid.window(),
                      grid.window(), opt, ws);
-      make_tile(grid, index, result.data(), gain, tiles);
-      tiles += grid.tile_bytes(index);
+      make_tile(grid, index, result.data(), gain, tile.data());
+      sink(index, tile.data());
     }
   }
   return batches;
@@ -49,15 +50,10 @@ Image reference_output(const Image& img, const Options& opt) {
   const WindowGrid grid(img.width, img.height, opt.window, opt.stride);
   std::vector<std::int64_t> all(static_cast<std::size_t>(grid.count()));
   for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<std::int64_t>(i);
-  std::vector<std::uint8_t> tiles(tiles_bytes(grid, all));
-  process_windows_cpu(img, grid, all, opt.batch_size, opt.filter, opt.gain, tiles.data());
   Stitcher st(grid);
-  const std::uint8_t* t = tiles.data();
-  for (const std::int64_t i : all) {
-    st.add(static_cast<int>(i), t);
-    t += grid.tile_bytes(static_cast<int>(i));
-  }
-  return st.image();
+  process_windows_cpu(img, grid, all, opt.batch_size, opt.filter, opt.gain,
+                      [&](int index, const std::uint8_t* tile) { st.add(index, tile); });
+  return st.take_image();
 }
 
 }  // namespace windowed_image

@@ -3,7 +3,9 @@
 // main.cc adds the ranks: sampler, gather of the tiles to rank 0, printing.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -41,12 +43,34 @@ Image load_input(const Options& opt);
 // Bytes of the tiles of windows `indices`, back to back.
 std::size_t tiles_bytes(const WindowGrid& grid, std::span<const std::int64_t> indices);
 
-// Cuts, filters and quantises the windows `indices`, `batch_size` windows at a time, writing their
-// tiles back to back into `tiles` (tiles_bytes(grid, indices) bytes). Memory beyond the tiles is
-// one batch of float windows. Returns the number of batches.
+// Receives each finished window as its tile (grid.tile_bytes(index) bytes, valid during the call).
+using TileSink = std::function<void(int index, const std::uint8_t* tile)>;
+
+// Packs tiles back to back in window order: what a rank other than 0 sends.
+class TilePacker {
+ public:
+  TilePacker(const WindowGrid& grid, std::span<const std::int64_t> indices)
+      : grid_(grid), bytes_(tiles_bytes(grid, indices)) {}
+  TileSink sink() {
+    return [this](int index, const std::uint8_t* tile) {
+      const std::size_t n = grid_.tile_bytes(index);
+      std::copy(tile, tile + n, bytes_.begin() + static_cast<std::ptrdiff_t>(used_));
+      used_ += n;
+    };
+  }
+  std::span<const std::uint8_t> bytes() const { return bytes_; }
+
+ private:
+  const WindowGrid& grid_;
+  std::vector<std::uint8_t> bytes_;
+  std::size_t used_ = 0;
+};
+
+// Cuts, filters and quantises the windows `indices`, `batch_size` windows at a time, and hands each
+// window's tile to `sink` in order. Memory: one batch of float windows. Returns the batch count.
 std::size_t process_windows_cpu(const Image& img, const WindowGrid& grid,
                                 std::span<const std::int64_t> indices, int batch_size,
-                                const FilterOptions& opt, float gain, std::uint8_t* tiles);
+                                const FilterOptions& opt, float gain, const TileSink& sink);
 
 // Every window in index order, stitched: what any number of ranks must reproduce bit for bit.
 Image reference_output(const Image& img, const Options& opt);

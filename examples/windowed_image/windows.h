@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "image.h"
@@ -93,6 +94,7 @@ class Stitcher {
   std::vector<int> missing() const;
 
   const Image& image() const { return image_; }
+  Image take_image() { return std::move(image_); }  // leaves the stitcher empty
 
  private:
   const WindowGrid& grid_;

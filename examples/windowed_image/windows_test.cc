@@ -155,9 +155,10 @@ TEST_CASE("any split of the windows over ranks stitches to the reference bit for
       wi::Stitcher st(g);
       for (int r = 0; r < world; ++r) {
         const auto idx = shard(g.count(), world, r);
-        std::vector<std::uint8_t> tiles(wi::tiles_bytes(g, idx));
-        wi::process_windows_cpu(img, g, idx, batch, opt.filter, opt.gain, tiles.data());
-        const std::uint8_t* t = tiles.data();
+        wi::TilePacker packer(g, idx);
+        wi::process_windows_cpu(img, g, idx, batch, opt.filter, opt.gain, packer.sink());
+        REQUIRE(packer.bytes().size() == wi::tiles_bytes(g, idx));
+        const std::uint8_t* t = packer.bytes().data();
         for (const std::int64_t i : idx) {
           st.add(static_cast<int>(i), t);
           t += g.tile_bytes(static_cast<int>(i));
