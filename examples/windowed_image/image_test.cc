@@ -25,11 +25,14 @@ TEST_CASE("PNG write + read round-trips the pixels", "[image]") {
       std::filesystem::temp_directory_path() / ("wi_test_" + std::to_string(::getpid()));
   const std::string path = (dir / "sub" / "x.png").string();  // parent created on write
   const wi::Image img = wi::make_default_image(123, 77);
-  wi::write_png(path, img);
-  const wi::Image back = wi::read_png(path);
-  CHECK(back.width == 123);
-  CHECK(back.height == 77);
-  CHECK(back.data == img.data);
+  for (bool fast : {false, true}) {  // --small-png and the default fast mode: same pixels
+    INFO("fast " << fast);
+    wi::write_png(path, img, fast);
+    const wi::Image back = wi::read_png(path);
+    CHECK(back.width == 123);
+    CHECK(back.height == 77);
+    CHECK(back.data == img.data);
+  }
   std::filesystem::remove_all(dir);
 }
 

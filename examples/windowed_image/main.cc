@@ -49,7 +49,7 @@ int run_reference(const wi::Options& opt) {
   const auto t0 = std::chrono::steady_clock::now();
   const wi::Image img = wi::load_input(opt);
   const wi::WindowGrid grid(img.width, img.height, opt.window, opt.stride);
-  wi::write_png(opt.output, wi::reference_output(img, opt), opt.fast_png);
+  wi::write_png(opt.output, wi::reference_output(img, opt), !opt.small_png);
   const double s = seconds_since(t0);
   say("Reference: {} windows of (3, {}, {}) in one process, {:.3f} s", grid.count(), opt.window,
       opt.window, s);
@@ -164,7 +164,7 @@ int run_distributed(const wi::Options& opt) {
                                          grid.count() - stitcher->received(), grid.count()));
   }
   const double gather_s = seconds_since(t0) - compute_s;
-  wi::write_png(opt.output, stitcher->image(), opt.fast_png);
+  wi::write_png(opt.output, stitcher->image(), !opt.small_png);
   const double s = seconds_since(t0);
   say("SUCCESS: Got {} outputs. Example shape[0]: ({}, {}, {})", stitcher->received(),
       wi::Image::kChannels, grid.window(), grid.window());

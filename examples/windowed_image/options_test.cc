@@ -25,6 +25,7 @@ TEST_CASE("no flags: the defaults", "[options]") {
   CHECK(o.backend == "auto");
   CHECK_FALSE(o.cpu);
   CHECK_FALSE(o.reference);
+  CHECK_FALSE(o.small_png);
   CHECK_FALSE(o.help);
 }
 
@@ -32,7 +33,7 @@ TEST_CASE("every flag, as '--flag value' and '--flag=value'", "[options]") {
   const wi::Options o =
       parse({"--input", "in.png", "--output=o.png", "--image-size=450x300", "--window", "96",
              "--stride=64", "--batch-size", "4", "--blur-passes=0", "--gain", "1.5",
-             "--backend=gloo", "--cpu", "--reference"});
+             "--backend=gloo", "--cpu", "--small-png", "--reference"});
   CHECK(o.input == "in.png");
   CHECK(o.output == "o.png");
   CHECK(o.image_width == 450);
@@ -44,6 +45,7 @@ TEST_CASE("every flag, as '--flag value' and '--flag=value'", "[options]") {
   CHECK(o.gain == 1.5f);
   CHECK(o.backend == "gloo");
   CHECK(o.cpu);
+  CHECK(o.small_png);
   CHECK(o.reference);
 }
 
@@ -109,7 +111,7 @@ TEST_CASE("-h and --help; the usage text lists every flag", "[options]") {
   CHECK_THAT(u, Catch::EndsWith("\n  -h, --help          this text\n"));
   for (const char* flag :
        {"--input", "--output", "--image-size", "--window", "--stride", "--batch-size",
-        "--blur-passes", "--gain", "--backend", "--cpu", "--reference"}) {
+        "--blur-passes", "--gain", "--backend", "--cpu", "--small-png", "--reference"}) {
     CHECK_THAT(u, Catch::Contains(std::string("\n  ") + flag + " "));
   }
   CHECK_THAT(u, !Catch::Contains("batch_size"));

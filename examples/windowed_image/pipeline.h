@@ -26,7 +26,7 @@ struct Options {
   int batch_size = 1;  // windows per batch (per rank)
   FilterOptions filter;
   float gain = 200.0f;           // edge magnitude -> 8-bit: round(min(v * gain, 255))
-  bool fast_png = true;          // write_png(fast): --small-png turns it off
+  bool small_png = false;        // full PNG compression (default: write_png's fast mode)
   std::string backend = "auto";  // auto | gloo | nccl
   bool cpu = false;              // force the CPU path even where a GPU is visible
   bool reference = false;        // single process, no launcher, no SDK: the reference output

@@ -144,6 +144,54 @@ TEST_CASE("gloo all_reduce across several ring segments", "[gloo]") {
   CHECK(join_errors(errs) == "");
 }
 
+TEST_CASE("gloo all_reduce reduces in rank order on every rank (one-round and ring paths)",
+          "[gloo]") {
+  // float addition is not associative: (1e8 + 1) - 1e8 == 0 but (-1e8 + 1e8) + 1 == 1. Every
+  // rank must compute b0 + b1 + b2 in that order, whatever its own rank, so all agree.
+  for (std::size_t n : {std::size_t{1000}, std::size_t{300'000}}) {  // 4 KB direct, 1.2 MB ring
+    auto errs = run_ranks(3, [n](Context& ctx, int r) {
+      const float mine[] = {1e8f, 1.0f, -1e8f};
+      std::vector<float> v(n, mine[r]);
+      ctx.comm().all_reduce(std::span(v));
+      // Every rank holds the same bits everywhere (the ring reduces each segment in its own
+      // order, so elements may differ from each other, but never between ranks).
+      const float probe[] = {v[0], v[n / 2], v[n - 1]};
+      const auto all = ctx.comm().all_gather(std::span<const float>(probe, 3));
+      for (std::size_t i = 0; i < all.size(); ++i) {
+        expect(all[i] == probe[i % 3], fmt::format("ranks disagree at probe {}", i % 3));
+      }
+      if (n == 1000) {
+        for (float x : v) expect(x == 0.0f, fmt::format("direct path: got {}, want 0", x));
+      }
+    });
+    INFO("n = " << n);
+    CHECK(join_errors(errs) == "");
+  }
+}
+
+TEST_CASE("gather_host_flat: one buffer on the root, ranks may send nothing", "[gloo]") {
+  auto errs = run_ranks(3, [](Context& ctx, int r) {
+    // The root sends nothing (as windowed_image's rank 0 does); rank q sends q * 1000 bytes.
+    std::vector<std::uint8_t> mine(static_cast<std::size_t>(r) * 1000,
+                                   static_cast<std::uint8_t>(r));
+    const auto got = ctx.comm().gather_host_flat(
+        std::span<const std::uint8_t>(r == 0 ? nullptr : mine.data(), r == 0 ? 0 : mine.size()), 0);
+    if (r != 0) {
+      expect(got.data.empty() && got.ranks() == 0, "non-root gets nothing");
+      return;
+    }
+    expect(got.ranks() == 3, "three blocks");
+    expect(got.from(0).empty(), "root block empty");
+    expect(got.data.size() == 3000, fmt::format("total {}", got.data.size()));
+    for (int q = 1; q < 3; ++q) {
+      const auto b = got.from(q);
+      expect(b.size() == static_cast<std::size_t>(q) * 1000, "block size");
+      for (auto x : b) expect(x == q, "block content");
+    }
+  });
+  CHECK(join_errors(errs) == "");
+}
+
 TEST_CASE("gloo: float16 is refused with a fix", "[gloo]") {
   auto errs = run_ranks(1, [](Context& ctx, int) {
     std::uint16_t h[2] = {0, 0};
