@@ -20,6 +20,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <type_traits>
 
 #include "arrival.h"
@@ -471,6 +473,25 @@ std::vector<std::string> interfaces_with_address() {
 
 }  // namespace
 
+namespace {
+
+// One Gloo TCP device per address for the whole process, as torch's ProcessGroupGloo shares its
+// devices. Each device owns a transport thread that polls epoll every 10 ms and is joined when
+// the device is destroyed: destroying it with the last communicator added up to 10 ms to every
+// worker's exit (and one thread per communicator created). The cache is deliberately never
+// destroyed: the threads end with the process.
+std::shared_ptr<::gloo::transport::Device> shared_device(const ::gloo::transport::tcp::attr& attr) {
+  static std::mutex mu;
+  static auto* devices = new std::map<std::pair<std::string, std::string>,
+                                      std::shared_ptr<::gloo::transport::Device>>();
+  const std::lock_guard<std::mutex> lock(mu);
+  auto& slot = (*devices)[{attr.hostname, attr.iface}];
+  if (!slot) slot = ::gloo::transport::tcp::CreateDevice(attr);
+  return slot;
+}
+
+}  // namespace
+
 std::unique_ptr<Communicator> make_gloo_communicator(GlooConfig cfg) {
   ::gloo::transport::tcp::attr attr;
   if (!cfg.address.iface.empty()) {
@@ -490,7 +511,7 @@ std::unique_ptr<Communicator> make_gloo_communicator(GlooConfig cfg) {
   }
   std::shared_ptr<::gloo::transport::Device> dev;
   try {
-    dev = ::gloo::transport::tcp::CreateDevice(attr);
+    dev = shared_device(attr);
   } catch (const std::exception& e) {
     throw CommError(fmt::format(
         "cannot open the Gloo TCP transport on {} ({}; {}); set GPURUN_SOCKET_IFNAME to an "
