@@ -17,7 +17,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -41,21 +40,6 @@ namespace {
 constexpr std::chrono::milliseconds kGlooMaxTimeout{30LL * 24 * 3600 * 1000};
 constexpr std::uint8_t kGatherSlotPrefix = 0x5a;  // our point-to-point gather
 constexpr std::uint8_t kDirectSlotPrefix = 0x5b;  // our direct (one-round) all_reduce
-// Up to this many bytes sent per rank, all_reduce exchanges whole buffers in one round instead of
-// Gloo's ring: one message to each peer and one from each, against the ring's 2 x (N - 1)
-// dependent steps, each a wake-up of Gloo's transport thread and of the caller. At 2 ranks the
-// bytes sent are the same as the ring's. Measured at 2 ranks on loopback (allreduce_bench): 2-5x
-// lower latency up to 256 KiB, the ring faster from 1 MiB (its pipelining overlaps the sums).
-// GPURUN_GLOO_DIRECT_MAX_BYTES overrides it (0: always the ring).
-constexpr std::size_t kDirectMaxBytesSent = std::size_t{512} << 10;
-
-std::size_t direct_max_bytes() {
-  const char* v = std::getenv("GPURUN_GLOO_DIRECT_MAX_BYTES");
-  if (v == nullptr || *v == '\0') return kDirectMaxBytesSent;
-  char* end = nullptr;
-  const unsigned long long n = std::strtoull(v, &end, 10);
-  return *end == '\0' ? static_cast<std::size_t>(n) : kDirectMaxBytesSent;
-}
 
 std::string local_address_towards(const std::string& host, std::uint16_t port) {
   addrinfo hints{};
@@ -116,7 +100,8 @@ class GlooCommunicator final : public Communicator {
         timeout_(std::min(cfg.timeout, kGlooMaxTimeout)),
         memory_(std::move(cfg.memory)),
         ctx_(std::move(ctx)),
-        tracker_(cfg.store, cfg.rank, cfg.size, cfg.timeout) {}
+        tracker_(cfg.store, cfg.rank, cfg.size, cfg.timeout),
+        direct_max_(cfg.direct_max_bytes) {}
 
   Backend backend() const override { return Backend::kGloo; }
   int rank() const override { return rank_; }
@@ -423,9 +408,8 @@ class GlooCommunicator final : public Communicator {
   std::uint32_t tag_ = 0;
   std::vector<std::uint8_t> staging_;
   std::vector<std::uint8_t> scratch_;
-  std::vector<std::uint8_t> direct_;
-  std::size_t direct_max_ =
-      direct_max_bytes();  // allreduce_direct's peer buffers (scratch_ may be its input)
+  std::vector<std::uint8_t> direct_;  // allreduce_direct's peer buffers (scratch_ may be its input)
+  std::size_t direct_max_;
   std::string broken_;
 };
 

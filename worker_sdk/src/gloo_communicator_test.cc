@@ -2,6 +2,7 @@
 // sizes 0, 1, non-multiples of the world size and multi-segment, world sizes 1..4.
 #include "gloo_communicator.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
 
@@ -167,6 +168,23 @@ TEST_CASE("gloo all_reduce reduces in rank order on every rank (one-round and ri
     INFO("n = " << n);
     CHECK(join_errors(errs) == "");
   }
+}
+
+TEST_CASE("GPURUN_GLOO_DIRECT_MAX_BYTES=0 selects the ring; a negative value is refused",
+          "[gloo]") {
+  // The ring reduces each segment starting at a different rank, so with the values above some
+  // elements come out as 1: proof that the one-round path was not taken.
+  auto errs = run_ranks(3,
+                        [](Context& ctx, int r) {
+                          const float mine[] = {1e8f, 1.0f, -1e8f};
+                          std::vector<float> v(1000, mine[r]);
+                          ctx.comm().all_reduce(std::span(v));
+                          expect(std::count(v.begin(), v.end(), 1.0f) > 0, "ring path expected");
+                        },
+                        {{"GPURUN_GLOO_DIRECT_MAX_BYTES", "0"}});
+  CHECK(join_errors(errs) == "");
+  auto bad = run_ranks(1, [](Context&, int) {}, {{"GPURUN_GLOO_DIRECT_MAX_BYTES", "-1"}});
+  CHECK_THAT(join_errors(bad), Catch::Contains("GPURUN_GLOO_DIRECT_MAX_BYTES=-1 is negative"));
 }
 
 TEST_CASE("gather_host_flat: one buffer on the root, ranks may send nothing", "[gloo]") {

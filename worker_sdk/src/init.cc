@@ -249,6 +249,14 @@ std::unique_ptr<Context> init_with(const EnvMap& env, std::shared_ptr<rendezvous
     gc.store = group_store;
     gc.address = choose_transport_address(env, info.master_addr, info.master_port);
     gc.timeout = ctx->timeout_;
+    if (auto n = env_int(env, "GPURUN_GLOO_DIRECT_MAX_BYTES")) {
+      if (*n < 0) {
+        throw ConfigError(fmt::format(
+            "GPURUN_GLOO_DIRECT_MAX_BYTES={} is negative; set a byte count (0: always the ring)",
+            *n));
+      }
+      gc.direct_max_bytes = static_cast<std::size_t>(*n);
+    }
     if (ctx->choice_.device.is_cuda()) gc.memory = make_device_memory(ctx->choice_);
     ctx->comm_ = make_gloo_communicator(std::move(gc));
   }
