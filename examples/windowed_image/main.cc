@@ -106,29 +106,18 @@ int run_distributed(const wi::Options& opt) {
     packer.emplace(grid, indices);
     sink = packer->sink();
   }
+  wi::BatchFilter filter;
   if (cuda) {
 #ifdef WINDOWED_IMAGE_HAS_CUDA
-    const std::size_t elems = grid.window_elems();
-    std::vector<float> batch(bs * elems);
-    std::vector<float> result(bs * elems);
-    std::vector<std::uint8_t> tile(elems);
-    for (std::size_t first = 0; first < indices.size(); first += bs) {
-      const std::size_t count = std::min(bs, indices.size() - first);
-      for (std::size_t k = 0; k < count; ++k) {
-        wi::cut_window(img, grid, static_cast<int>(indices[first + k]), batch.data() + k * elems);
-      }
-      wi::blur_sobel_cuda(ctx->device().index, batch.data(), result.data(), count,
-                          wi::Image::kChannels, grid.window(), opt.filter);
-      for (std::size_t k = 0; k < count; ++k) {
-        const int index = static_cast<int>(indices[first + k]);
-        wi::make_tile(grid, index, result.data() + k * elems, opt.gain, tile.data());
-        sink(index, tile.data());
-      }
-    }
+    filter = [&](const float* in, float* out, std::size_t count) {
+      wi::blur_sobel_cuda(ctx->device().index, in, out, count, wi::Image::kChannels, grid.window(),
+                          opt.filter);
+    };
 #endif
   } else {
-    wi::process_windows_cpu(img, grid, indices, opt.batch_size, opt.filter, opt.gain, sink);
+    filter = wi::cpu_batch_filter(grid, opt.filter);
   }
+  wi::process_windows(img, grid, indices, opt.batch_size, opt.gain, filter, sink);
   const double compute_s = seconds_since(t0);
 
   // Indices travel with the data: the sampler pads the last round by wrapping around, and rank 0

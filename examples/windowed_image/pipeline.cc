@@ -1,6 +1,7 @@
 #include "pipeline.h"
 
 #include <algorithm>
+#include <memory>
 
 namespace windowed_image {
 
@@ -20,26 +21,35 @@ std::size_t tiles_bytes(const WindowGrid& grid, std::span<const std::int64_t> in
   return n;
 }
 
-std::size_t process_windows_cpu(const Image& img, const WindowGrid& grid,
-                                std::span<const std::int64_t> indices, int batch_size,
-                                const FilterOptions& opt, float gain, const TileSink& sink) {
+BatchFilter cpu_batch_filter(const WindowGrid& grid, const FilterOptions& opt) {
+  auto ws = std::make_shared<FilterWorkspace>();
+  const int n = grid.window();
+  const std::size_t elems = grid.window_elems();
+  return [ws, n, elems, opt](const float* in, float* out, std::size_t count) {
+    for (std::size_t k = 0; k < count; ++k) {
+      blur_sobel_cpu(in + k * elems, out + k * elems, Image::kChannels, n, n, opt, *ws);
+    }
+  };
+}
+
+std::size_t process_windows(const Image& img, const WindowGrid& grid,
+                            std::span<const std::int64_t> indices, int batch_size, float gain,
+                            const BatchFilter& filter, const TileSink& sink) {
   const std::size_t elems = grid.window_elems();
   const std::size_t bs = static_cast<std::size_t>(batch_size);
   std::vector<float> batch(bs * elems);
-  std::vector<float> result(elems);
+  std::vector<float> result(bs * elems);
   std::vector<std::uint8_t> tile(elems);  // >= any tile (3 bytes per owned pixel)
-  FilterWorkspace ws;
   std::size_t batches = 0;
   for (std::size_t first = 0; first < indices.size(); first += bs, ++batches) {
     const std::size_t count = std::min(bs, indices.size() - first);
     for (std::size_t k = 0; k < count; ++k) {
       cut_window(img, grid, static_cast<int>(indices[first + k]), batch.data() + k * elems);
     }
+    filter(batch.data(), result.data(), count);
     for (std::size_t k = 0; k < count; ++k) {
       const int index = static_cast<int>(indices[first + k]);
-      blur_sobel_cpu(batch.data() + k * elems, result.data(), Image::kChannels, grid.window(),
-                     grid.window(), opt, ws);
-      make_tile(grid, index, result.data(), gain, tile.data());
+      make_tile(grid, index, result.data() + k * elems, gain, tile.data());
       sink(index, tile.data());
     }
   }
@@ -51,8 +61,8 @@ Image reference_output(const Image& img, const Options& opt) {
   std::vector<std::int64_t> all(static_cast<std::size_t>(grid.count()));
   for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<std::int64_t>(i);
   Stitcher st(grid);
-  process_windows_cpu(img, grid, all, opt.batch_size, opt.filter, opt.gain,
-                      [&](int index, const std::uint8_t* tile) { st.add(index, tile); });
+  process_windows(img, grid, all, opt.batch_size, opt.gain, cpu_batch_filter(grid, opt.filter),
+                  [&](int index, const std::uint8_t* tile) { st.add(index, tile); });
   return st.take_image();
 }
 

@@ -66,11 +66,18 @@ class TilePacker {
   std::size_t used_ = 0;
 };
 
-// Cuts, filters and quantises the windows `indices`, `batch_size` windows at a time, and hands each
-// window's tile to `sink` in order. Memory: one batch of float windows. Returns the batch count.
-std::size_t process_windows_cpu(const Image& img, const WindowGrid& grid,
-                                std::span<const std::int64_t> indices, int batch_size,
-                                const FilterOptions& opt, float gain, const TileSink& sink);
+// Filters `count` windows (CHW floats, back to back) from `in` into `out` (same layout).
+using BatchFilter = std::function<void(const float* in, float* out, std::size_t count)>;
+
+// The CPU filter: blur_sobel_cpu on each window of the batch, with one reused workspace.
+BatchFilter cpu_batch_filter(const WindowGrid& grid, const FilterOptions& opt);
+
+// Cuts the windows `indices` `batch_size` at a time, runs `filter` on each batch, quantises each
+// result and hands its tile to `sink` in order. Memory: two batches of float windows. Returns the
+// batch count. Every device uses this loop; only the filter differs (CPU here, CUDA in main.cc).
+std::size_t process_windows(const Image& img, const WindowGrid& grid,
+                            std::span<const std::int64_t> indices, int batch_size, float gain,
+                            const BatchFilter& filter, const TileSink& sink);
 
 // Every window in index order, stitched: what any number of ranks must reproduce bit for bit.
 Image reference_output(const Image& img, const Options& opt);

@@ -156,7 +156,8 @@ TEST_CASE("any split of the windows over ranks stitches to the reference bit for
       for (int r = 0; r < world; ++r) {
         const auto idx = shard(g.count(), world, r);
         wi::TilePacker packer(g, idx);
-        wi::process_windows_cpu(img, g, idx, batch, opt.filter, opt.gain, packer.sink());
+        wi::process_windows(img, g, idx, batch, opt.gain, wi::cpu_batch_filter(g, opt.filter),
+                            packer.sink());
         REQUIRE(packer.bytes().size() == wi::tiles_bytes(g, idx));
         const std::uint8_t* t = packer.bytes().data();
         for (const std::int64_t i : idx) {
