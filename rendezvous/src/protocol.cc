@@ -312,6 +312,14 @@ Writer begin(Dialect d, Op op, std::vector<std::uint8_t>& out) {
   return w;
 }
 
+// SET, APPEND and QUEUE_PUSH share one body: the key, then the value, both length-prefixed.
+void encode_key_value(Dialect d, Op op, std::string_view key, std::span<const std::uint8_t> value,
+                      std::vector<std::uint8_t>& out) {
+  Writer w = begin(d, op, out);
+  w.str(key);
+  w.bytes(value);
+}
+
 }  // namespace
 
 void encode_validate(Dialect d, std::vector<std::uint8_t>& out) {
@@ -327,9 +335,7 @@ void encode_ping(Dialect d, std::uint32_t nonce, std::vector<std::uint8_t>& out)
 
 void encode_set(Dialect d, std::string_view key, std::span<const std::uint8_t> value,
                 std::vector<std::uint8_t>& out) {
-  Writer w = begin(d, Op::kSet, out);
-  w.str(key);
-  w.bytes(value);
+  encode_key_value(d, Op::kSet, key, value, out);
 }
 
 void encode_get(Dialect d, std::string_view key, std::vector<std::uint8_t>& out) {
@@ -366,9 +372,7 @@ void encode_delete_key(Dialect d, std::string_view key, std::vector<std::uint8_t
 
 void encode_append(Dialect d, std::string_view key, std::span<const std::uint8_t> value,
                    std::vector<std::uint8_t>& out) {
-  Writer w = begin(d, Op::kAppend, out);
-  w.str(key);
-  w.bytes(value);
+  encode_key_value(d, Op::kAppend, key, value, out);
 }
 
 void encode_multi_set(Dialect d, std::span<const std::string> keys,
@@ -392,9 +396,7 @@ void encode_cancel_wait(Dialect d, std::vector<std::uint8_t>& out) {
 
 void encode_queue_push(Dialect d, std::string_view key, std::span<const std::uint8_t> value,
                        std::vector<std::uint8_t>& out) {
-  Writer w = begin(d, Op::kQueuePush, out);
-  w.str(key);
-  w.bytes(value);
+  encode_key_value(d, Op::kQueuePush, key, value, out);
 }
 
 void encode_queue_pop(Dialect d, std::string_view key, std::vector<std::uint8_t>& out) {
