@@ -2,10 +2,12 @@
 
 #include <png.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <system_error>
+#include <vector>
 
 namespace windowed_image {
 namespace {
@@ -15,9 +17,53 @@ int clamp255(int v) { return v < 0 ? 0 : (v > 255 ? 255 : v); }
 
 }  // namespace
 
+// Painted in layers, each overwriting what it covers: the background (gradient, stripes,
+// checkerboard) row by row from per-column tables, then each circle over its bounding box, the
+// rectangle and the diagonal bar. The same bytes as evaluating every layer at every pixel (the
+// unit test keeps that definition), without per-pixel divisions or a test of every shape.
 Image make_default_image(int width, int height) {
   Image img(width, height);
-  // Circles: centre x, centre y, radius, colour.
+  constexpr int C = Image::kChannels;
+  const auto W = static_cast<std::size_t>(width);
+  auto px = [&](int y, int x) { return &img.data[(static_cast<std::size_t>(y) * W + x) * C]; };
+  auto paint = [](std::uint8_t* p, int r, int g, int b) {
+    p[0] = static_cast<std::uint8_t>(r);
+    p[1] = static_cast<std::uint8_t>(g);
+    p[2] = static_cast<std::uint8_t>(b);
+  };
+
+  // Background: a diagonal colour gradient, vertical stripes in the top band, a checkerboard in
+  // the bottom-right corner.
+  std::vector<int> red(W);
+  std::vector<std::uint8_t> stripe(W);
+  for (int x = 0; x < width; ++x) {
+    red[static_cast<std::size_t>(x)] = 30 + (x * 120) / width;
+    stripe[static_cast<std::size_t>(x)] = (x / 24) % 2 == 0;
+  }
+  std::vector<int> blue(static_cast<std::size_t>(width + height));
+  for (int s = 0; s < width + height; ++s) {
+    blue[static_cast<std::size_t>(s)] = 90 + (s * 60) / (width + height);
+  }
+  for (int y = 0; y < height; ++y) {
+    const int g = 30 + (y * 120) / height;
+    const bool band = y < height / 8;
+    const bool checker_row = y > 7 * height / 8;
+    std::uint8_t* p = px(y, 0);
+    for (int x = 0; x < width; ++x, p += C) {
+      int r = red[static_cast<std::size_t>(x)];
+      int gg = g;
+      int b = blue[static_cast<std::size_t>(x + y)];
+      if (band && stripe[static_cast<std::size_t>(x)]) {
+        r += 60;
+        gg += 60;
+        b += 60;
+      }
+      if (checker_row && x > 3 * width / 4 && ((x / 16) + (y / 16)) % 2 == 0) r = gg = b = 245;
+      paint(p, clamp255(r), clamp255(gg), clamp255(b));
+    }
+  }
+  // Circles (centre x, centre y, radius, colour), later ones over earlier ones, with a dark ring
+  // every 1/3 of the radius (squared distances compared, no sqrt).
   struct Circle {
     int cx, cy, r;
     int rgb[3];
@@ -28,47 +74,34 @@ Image make_default_image(int width, int height) {
       {4 * width / 5, 2 * height / 3, height / 5, {250, 210, 50}},
       {width / 3, 4 * height / 5, height / 9, {120, 220, 90}},
   };
-  for (int y = 0; y < height; ++y) {
-    for (int x = 0; x < width; ++x) {
-      // Background: a diagonal colour gradient.
-      int r = 30 + (x * 120) / width;
-      int g = 30 + (y * 120) / height;
-      int b = 90 + ((x + y) * 60) / (width + height);
-      // Vertical stripes in the top band, a checkerboard in the bottom-right corner.
-      if (y < height / 8 && (x / 24) % 2 == 0) {
-        r += 60;
-        g += 60;
-        b += 60;
-      }
-      if (x > 3 * width / 4 && y > 7 * height / 8 && ((x / 16) + (y / 16)) % 2 == 0) {
-        r = g = b = 245;
-      }
-      for (const Circle& c : circles) {
-        const long dx = x - c.cx, dy = y - c.cy;
+  for (const Circle& c : circles) {
+    const long r2 = static_cast<long>(c.r) * c.r;
+    for (int y = std::max(0, c.cy - c.r); y <= std::min(height - 1, c.cy + c.r); ++y) {
+      const long dy = y - c.cy;
+      for (int x = std::max(0, c.cx - c.r); x <= std::min(width - 1, c.cx + c.r); ++x) {
+        const long dx = x - c.cx;
         const long d2 = dx * dx + dy * dy;
-        const long r2 = static_cast<long>(c.r) * c.r;
-        if (d2 <= r2) {
-          // A ring every 1/3 of the radius (compare squared distances, no sqrt).
-          const bool ring = d2 * 9 >= r2 * 4 && d2 * 9 <= r2 * 5;
-          r = ring ? 20 : c.rgb[0];
-          g = ring ? 20 : c.rgb[1];
-          b = ring ? 20 : c.rgb[2];
+        if (d2 > r2) continue;
+        const bool ring = d2 * 9 >= r2 * 4 && d2 * 9 <= r2 * 5;
+        if (ring) {
+          paint(px(y, x), 20, 20, 20);
+        } else {
+          paint(px(y, x), c.rgb[0], c.rgb[1], c.rgb[2]);
         }
       }
-      // A filled rectangle and a diagonal bar.
-      if (x > 3 * width / 5 && x < 3 * width / 5 + width / 8 && y > height / 8 + 16 &&
-          y < height / 8 + 16 + height / 6) {
-        r = 200;
-        g = 40;
-        b = 200;
-      }
-      const int diag = x - 2 * y + height / 2;
-      if (diag > -14 && diag < 14 && x < width / 3) {
-        r = g = b = 255;
-      }
-      img.at(y, x, 0) = static_cast<std::uint8_t>(clamp255(r));
-      img.at(y, x, 1) = static_cast<std::uint8_t>(clamp255(g));
-      img.at(y, x, 2) = static_cast<std::uint8_t>(clamp255(b));
+    }
+  }
+  // A filled rectangle (open bounds) ...
+  const int rx0 = 3 * width / 5, rx1 = 3 * width / 5 + width / 8;
+  const int ry0 = height / 8 + 16, ry1 = height / 8 + 16 + height / 6;
+  for (int y = std::max(0, ry0 + 1); y < std::min(height, ry1); ++y) {
+    for (int x = std::max(0, rx0 + 1); x < std::min(width, rx1); ++x) paint(px(y, x), 200, 40, 200);
+  }
+  // ... and a white diagonal bar: -14 < x - 2y + height/2 < 14, left third only.
+  for (int y = 0; y < height; ++y) {
+    const int base = 2 * y - height / 2;  // diag = x - base
+    for (int x = std::max(0, base - 13); x < std::min(width / 3, base + 14); ++x) {
+      paint(px(y, x), 255, 255, 255);
     }
   }
   return img;

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "gpurun/common/host_memory.h"
+
 namespace windowed_image {
 
 // A user-facing problem (bad flag, unreadable file). main() prints it as
@@ -18,10 +20,11 @@ class UsageError : public std::runtime_error {
 };
 
 // Interleaved 8-bit RGB, row-major: pixel (y, x) channel c is data[(y * width + x) * 3 + c].
+// Huge-page backed (gpurun::HostVector): a 2048x1536 image is 9 MB, 2,300 page faults otherwise.
 struct Image {
   int width = 0;
   int height = 0;
-  std::vector<std::uint8_t> data;
+  gpurun::HostVector<std::uint8_t> data;
 
   static constexpr int kChannels = 3;
   Image() = default;

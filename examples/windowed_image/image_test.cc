@@ -2,12 +2,94 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <utility>
 
 #include "pipeline.h"
 
 namespace wi = windowed_image;
+
+namespace {
+
+// The built-in image's definition, evaluated at every pixel: each layer in turn (gradient,
+// stripes, checkerboard, circles, rectangle, bar) decides the pixel. make_default_image paints
+// the same layers over their bounding boxes and must give the same bytes.
+int clamp255_ref(int v) { return v < 0 ? 0 : (v > 255 ? 255 : v); }
+
+wi::Image reference_default_image(int width, int height) {
+  using wi::Image;
+  Image img(width, height);
+  // Circles: centre x, centre y, radius, colour.
+  struct Circle {
+    int cx, cy, r;
+    int rgb[3];
+  };
+  const Circle circles[] = {
+      {width / 5, height / 3, height / 6, {230, 60, 40}},
+      {width / 2, height / 2, height / 4, {40, 170, 230}},
+      {4 * width / 5, 2 * height / 3, height / 5, {250, 210, 50}},
+      {width / 3, 4 * height / 5, height / 9, {120, 220, 90}},
+  };
+  for (int y = 0; y < height; ++y) {
+    for (int x = 0; x < width; ++x) {
+      // Background: a diagonal colour gradient.
+      int r = 30 + (x * 120) / width;
+      int g = 30 + (y * 120) / height;
+      int b = 90 + ((x + y) * 60) / (width + height);
+      // Vertical stripes in the top band, a checkerboard in the bottom-right corner.
+      if (y < height / 8 && (x / 24) % 2 == 0) {
+        r += 60;
+        g += 60;
+        b += 60;
+      }
+      if (x > 3 * width / 4 && y > 7 * height / 8 && ((x / 16) + (y / 16)) % 2 == 0) {
+        r = g = b = 245;
+      }
+      for (const Circle& c : circles) {
+        const long dx = x - c.cx, dy = y - c.cy;
+        const long d2 = dx * dx + dy * dy;
+        const long r2 = static_cast<long>(c.r) * c.r;
+        if (d2 <= r2) {
+          // A ring every 1/3 of the radius (compare squared distances, no sqrt).
+          const bool ring = d2 * 9 >= r2 * 4 && d2 * 9 <= r2 * 5;
+          r = ring ? 20 : c.rgb[0];
+          g = ring ? 20 : c.rgb[1];
+          b = ring ? 20 : c.rgb[2];
+        }
+      }
+      // A filled rectangle and a diagonal bar.
+      if (x > 3 * width / 5 && x < 3 * width / 5 + width / 8 && y > height / 8 + 16 &&
+          y < height / 8 + 16 + height / 6) {
+        r = 200;
+        g = 40;
+        b = 200;
+      }
+      const int diag = x - 2 * y + height / 2;
+      if (diag > -14 && diag < 14 && x < width / 3) {
+        r = g = b = 255;
+      }
+      img.at(y, x, 0) = static_cast<std::uint8_t>(clamp255_ref(r));
+      img.at(y, x, 1) = static_cast<std::uint8_t>(clamp255_ref(g));
+      img.at(y, x, 2) = static_cast<std::uint8_t>(clamp255_ref(b));
+    }
+  }
+  return img;
+}
+
+}  // namespace
+
+TEST_CASE("the built-in image equals its per-pixel definition at several sizes", "[image]") {
+  for (const auto& [w, h] : {std::pair{1088, 832}, std::pair{123, 77}, std::pair{2048, 1536},
+                             std::pair{200, 900}, std::pair{1000, 40}}) {
+    INFO(w << "x" << h);
+    const wi::Image fast = wi::make_default_image(w, h);
+    const wi::Image ref = reference_default_image(w, h);
+    REQUIRE(fast.data.size() == ref.data.size());
+    CHECK(std::equal(fast.data.begin(), fast.data.end(), ref.data.begin()));
+  }
+}
 
 TEST_CASE("the built-in image is deterministic and not flat", "[image]") {
   const wi::Image a = wi::make_default_image();

@@ -37,8 +37,8 @@ std::size_t process_windows(const Image& img, const WindowGrid& grid,
                             const BatchFilter& filter, const TileSink& sink) {
   const std::size_t elems = grid.window_elems();
   const std::size_t bs = static_cast<std::size_t>(batch_size);
-  std::vector<float> batch(bs * elems);
-  std::vector<float> result(bs * elems);
+  gpurun::HostVector<float> batch(bs * elems);
+  gpurun::HostVector<float> result(bs * elems);
   std::vector<std::uint8_t> tile(elems);  // >= any tile (3 bytes per owned pixel)
   std::size_t batches = 0;
   for (std::size_t first = 0; first < indices.size(); first += bs, ++batches) {

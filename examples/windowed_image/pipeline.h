@@ -62,7 +62,7 @@ class TilePacker {
 
  private:
   const WindowGrid& grid_;
-  std::vector<std::uint8_t> bytes_;
+  gpurun::HostVector<std::uint8_t> bytes_;
   std::size_t used_ = 0;
 };
 

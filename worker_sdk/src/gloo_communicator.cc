@@ -406,9 +406,9 @@ class GlooCommunicator final : public Communicator {
   std::shared_ptr<::gloo::rendezvous::Context> ctx_;
   ArrivalTracker tracker_;
   std::uint32_t tag_ = 0;
-  std::vector<std::uint8_t> staging_;
-  std::vector<std::uint8_t> scratch_;
-  std::vector<std::uint8_t> direct_;  // allreduce_direct's peer buffers (scratch_ may be its input)
+  HostVector<std::uint8_t> staging_;
+  HostVector<std::uint8_t> scratch_;
+  HostVector<std::uint8_t> direct_;  // allreduce_direct's peer buffers (scratch_ may be its input)
   std::size_t direct_max_;
   std::string broken_;
 };

@@ -14,6 +14,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "gpurun/common/host_memory.h"
+
 namespace gpurun::worker {
 
 enum class Backend { kAuto, kGloo, kNccl };
@@ -41,10 +43,11 @@ constexpr DataType data_type_of() {
     static_assert(sizeof(T) == 0, "unsupported element type");
 }
 
-// What Communicator::gather_host_flat returns on the root: every rank's elements in one buffer.
+// What Communicator::gather_host_flat returns on the root: every rank's elements in one buffer
+// (huge-page backed when large: it is written once, by the receive, so its faults are the cost).
 template <typename T>
 struct Gathered {
-  std::vector<T> data;               // rank 0's elements, then rank 1's, ...
+  HostVector<T> data;                // rank 0's elements, then rank 1's, ...
   std::vector<std::size_t> offsets;  // size() + 1 entries: rank r's are [offsets[r], offsets[r+1])
   int ranks() const { return offsets.empty() ? 0 : static_cast<int>(offsets.size()) - 1; }
   std::span<const T> from(int r) const {
