@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "gpurun/common/host_memory.h"
+
 namespace train {
 
 // A user-facing problem (bad flag, missing file): main() prints "train: error: ..." and exits 2.
@@ -19,7 +21,7 @@ class UsageError : public std::runtime_error {
 struct Dataset {
   int features = 0;
   int classes = 0;
-  std::vector<float> x;         // row-major, size() * features
+  gpurun::HostVector<float> x;  // row-major, size() * features (huge pages when large)
   std::vector<std::int32_t> y;  // labels in [0, classes)
   std::size_t size() const { return y.size(); }
   const float* row(std::size_t i) const {

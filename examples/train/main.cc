@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <future>
 #include <optional>
 #include <span>
 #include <string>
@@ -150,13 +151,15 @@ int run(const Options& opt) {
                  : opt.backend == "nccl" ? gw::Backend::kNccl
                                          : gw::Backend::kAuto;
   init.use_gpu = !opt.cpu;
+  // The data does not depend on the rank: build it while init waits for the other ranks.
+  auto data_ready = std::async(std::launch::async, [&] { return make_dataset(opt.data); });
   auto ctxp = gpurun::init(init);
   gw::Context& ctx = *ctxp;
   const int world = ctx.world_size();
   const int rank = ctx.rank();
   const bool cuda = ctx.device().is_cuda();
 
-  const Split data = make_dataset(opt.data);
+  const Split data = data_ready.get();
   ModelShape shape;
   shape.widths.push_back(data.train.features);
   for (int h : opt.hidden) shape.widths.push_back(h);

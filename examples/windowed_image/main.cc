@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <future>
 #include <optional>
 #include <span>
 #include <string>
@@ -61,6 +62,9 @@ int run_distributed(const wi::Options& opt) {
   gw::InitOptions init;
   init.backend = parse_backend(opt.backend);
   init.use_gpu = !opt.cpu;
+  // Every rank reads the input itself (a path all ranks can see, or the built-in image), while
+  // init waits for the other ranks.
+  auto input_ready = std::async(std::launch::async, [&] { return wi::load_input(opt); });
   auto ctx = gpurun::init(init);
   const int rank = ctx->rank();
   say("Setup: LOCAL_RANK={}, RANK={}, WORLD_SIZE={}", ctx->local_rank(), rank, ctx->world_size());
@@ -79,8 +83,7 @@ int run_distributed(const wi::Options& opt) {
 #endif
 
   const auto t0 = std::chrono::steady_clock::now();
-  // Every rank reads the input itself (a path all ranks can see, or the built-in image).
-  const wi::Image img = wi::load_input(opt);
+  const wi::Image img = input_ready.get();
   const wi::WindowGrid grid(img.width, img.height, opt.window, opt.stride);
 
   gw::SamplerOptions so;
