@@ -279,8 +279,10 @@ int main(int argc, char** argv) {
       }
     }
 
-    std::printf("all_reduce, 2 ranks on CPU (loopback TCP), float32 sum, best of %d rounds\n",
-                rounds);
+    std::printf(
+        "all_reduce, 2 ranks on CPU (gpurun: shared memory, same host; torch: gloo over loopback "
+        "TCP), float32 sum, best of %d rounds\n",
+        rounds);
     std::printf("%10s %7s | %12s %12s | %12s %12s | %9s\n", "size", "iters", "sdk time",
                 "sdk algbw", "torch time", "torch algbw", "sdk/torch");
     nlohmann::json rows = nlohmann::json::array();

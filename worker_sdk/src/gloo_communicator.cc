@@ -32,6 +32,7 @@
 #include "gpurun/common/unique_fd.h"
 #include "gpurun/rendezvous/prefix_store.h"
 #include "reduce_kernels.h"
+#include "shm_allreduce.h"
 
 namespace gpurun::worker::detail {
 namespace {
@@ -94,14 +95,16 @@ decltype(auto) visit_type(DataType t, F&& f) {
 
 class GlooCommunicator final : public Communicator {
  public:
-  GlooCommunicator(GlooConfig cfg, std::shared_ptr<::gloo::rendezvous::Context> ctx)
+  GlooCommunicator(GlooConfig cfg, std::shared_ptr<::gloo::rendezvous::Context> ctx,
+                   std::unique_ptr<ShmAllReduce> shm)
       : rank_(cfg.rank),
         size_(cfg.size),
         timeout_(std::min(cfg.timeout, kGlooMaxTimeout)),
         memory_(std::move(cfg.memory)),
         ctx_(std::move(ctx)),
         tracker_(cfg.store, cfg.rank, cfg.size, cfg.timeout),
-        direct_max_(cfg.direct_max_bytes) {}
+        direct_max_(cfg.direct_max_bytes),
+        shm_(std::move(shm)) {}
 
   Backend backend() const override { return Backend::kGloo; }
   int rank() const override { return rank_; }
@@ -295,7 +298,10 @@ class GlooCommunicator final : public Communicator {
   void allreduce_typed(void* p, std::size_t count, ReduceOp op, std::uint32_t tag) {
     T* data = static_cast<T*>(p);
     const std::size_t bytes = count * sizeof(T);
-    if (size_ > 1 && bytes * static_cast<std::size_t>(size_ - 1) <= direct_max_) {
+    if (size_ > 1 && shm_) {
+      shm_->all_reduce(static_cast<std::uint8_t*>(p), bytes, sizeof(T),
+                       kernel_for(op, sum_kernel<T>(), max_kernel<T>(), min_kernel<T>()), timeout_);
+    } else if (size_ > 1 && bytes * static_cast<std::size_t>(size_ - 1) <= direct_max_) {
       allreduce_direct(static_cast<std::uint8_t*>(p), bytes, count,
                        kernel_for(op, sum_kernel<T>(), max_kernel<T>(), min_kernel<T>()), tag);
     } else if (size_ > 1) {
@@ -410,6 +416,7 @@ class GlooCommunicator final : public Communicator {
   HostVector<std::uint8_t> scratch_;
   HostVector<std::uint8_t> direct_;  // allreduce_direct's peer buffers (scratch_ may be its input)
   std::size_t direct_max_;
+  std::unique_ptr<ShmAllReduce> shm_;  // null: all_reduce over Gloo's TCP pairs
   std::string broken_;
 };
 
@@ -531,7 +538,40 @@ std::unique_ptr<Communicator> make_gloo_communicator(GlooConfig cfg) {
   GPURUN_LOG_INFO("comm", "gloo connected: rank {}/{} on {} ({})", cfg.rank, cfg.size,
                   cfg.address.iface.empty() ? cfg.address.hostname : cfg.address.iface,
                   cfg.address.how);
-  return std::make_unique<GlooCommunicator>(std::move(cfg), std::move(ctx));
+  std::unique_ptr<ShmAllReduce> shm;
+  if (cfg.size > 1) {
+    // Same-host ranks all_reduce through shared memory. Every rank takes part in the setup
+    // (even with GPURUN_SHM=0: it votes no), and a 1-int Gloo all_reduce makes the vote unanimous.
+    auto agree = [&](int ok) {
+      std::int32_t v = cfg.shm ? ok : 0;
+      ::gloo::AllreduceOptions o(ctx);
+      o.setOutput(&v, 1);
+      o.setReduceFunction(min_kernel<std::int32_t>());
+      o.setTag(0);  // collectives use tags from 1
+      o.setTimeout(timeout);
+      ::gloo::allreduce(o);
+      return v;
+    };
+    std::string why = cfg.shm ? "" : "GPURUN_SHM=0";
+    try {
+      auto shm_store = std::make_shared<rendezvous::PrefixStore>("shm", cfg.store);
+      shm = ShmAllReduce::create(cfg.rank, cfg.size, *shm_store, agree, &why);
+    } catch (const std::exception& e) {
+      throw CommError(fmt::format(
+          "gloo setup on rank {}/{} failed while agreeing on shared memory (timeout {}; {}); "
+          "check the other ranks' logs",
+          cfg.rank, cfg.size, format_duration(timeout), e.what()));
+    }
+    if (shm) {
+      GPURUN_LOG_INFO("comm",
+                      "all_reduce through shared memory ({} ranks on this host, {} KiB "
+                      "slots)",
+                      cfg.size, shm->slot_bytes() >> 10);
+    } else {
+      GPURUN_LOG_INFO("comm", "all_reduce over TCP (shared memory not used: {})", why);
+    }
+  }
+  return std::make_unique<GlooCommunicator>(std::move(cfg), std::move(ctx), std::move(shm));
 }
 
 }  // namespace gpurun::worker::detail

@@ -45,6 +45,9 @@ struct GlooConfig {
   std::chrono::milliseconds timeout{30 * 60 * 1000};
   std::unique_ptr<DeviceMemory> memory;  // null: host memory
   std::size_t direct_max_bytes = kGlooDirectMaxBytes;
+  // all_reduce through shared memory when every rank is on this host (GPURUN_SHM=0 turns it off;
+  // the ranks agree, so one rank that cannot map the segment turns it off for all).
+  bool shm = true;
 };
 
 // Connects the full mesh (blocks up to cfg.timeout; CommError names the ranks that did not join).

@@ -145,29 +145,85 @@ TEST_CASE("gloo all_reduce across several ring segments", "[gloo]") {
   CHECK(join_errors(errs) == "");
 }
 
-TEST_CASE("gloo all_reduce reduces in rank order on every rank (one-round and ring paths)",
+TEST_CASE("gloo all_reduce reduces in rank order on every rank (shared memory, one-round, ring)",
           "[gloo]") {
   // float addition is not associative: (1e8 + 1) - 1e8 == 0 but (-1e8 + 1e8) + 1 == 1. Every
   // rank must compute b0 + b1 + b2 in that order, whatever its own rank, so all agree.
-  for (std::size_t n : {std::size_t{1000}, std::size_t{300'000}}) {  // 4 KB direct, 1.2 MB ring
-    auto errs = run_ranks(3, [n](Context& ctx, int r) {
-      const float mine[] = {1e8f, 1.0f, -1e8f};
-      std::vector<float> v(n, mine[r]);
-      ctx.comm().all_reduce(std::span(v));
-      // Every rank holds the same bits everywhere (the ring reduces each segment in its own
-      // order, so elements may differ from each other, but never between ranks).
-      const float probe[] = {v[0], v[n / 2], v[n - 1]};
-      const auto all = ctx.comm().all_gather(std::span<const float>(probe, 3));
-      for (std::size_t i = 0; i < all.size(); ++i) {
-        expect(all[i] == probe[i % 3], fmt::format("ranks disagree at probe {}", i % 3));
-      }
-      if (n == 1000) {
-        for (float x : v) expect(x == 0.0f, fmt::format("direct path: got {}, want 0", x));
+  // n = 1000: 4 KB (TCP: one round); n = 300'000: 1.2 MB (TCP: the ring; shared memory: two
+  // chunks). Shared memory and the one-round path give exactly 0 everywhere; the ring reduces
+  // each segment in its own order, so only agreement between ranks is guaranteed there.
+  for (const char* shm : {"1", "0"}) {
+    for (std::size_t n : {std::size_t{1000}, std::size_t{300'000}}) {
+      auto errs = run_ranks(
+          3,
+          [n, shm](Context& ctx, int r) {
+            const float mine[] = {1e8f, 1.0f, -1e8f};
+            std::vector<float> v(n, mine[r]);
+            ctx.comm().all_reduce(std::span(v));
+            const float probe[] = {v[0], v[n / 2], v[n - 1]};
+            const auto all = ctx.comm().all_gather(std::span<const float>(probe, 3));
+            for (std::size_t i = 0; i < all.size(); ++i) {
+              expect(all[i] == probe[i % 3], fmt::format("ranks disagree at probe {}", i % 3));
+            }
+            if (n == 1000 || std::string(shm) == "1") {
+              for (float x : v) expect(x == 0.0f, fmt::format("got {}, want 0", x));
+            }
+          },
+          {{"GPURUN_SHM", shm}});
+      INFO("GPURUN_SHM=" << shm << ", n = " << n);
+      CHECK(join_errors(errs) == "");
+    }
+  }
+}
+
+TEST_CASE("shared-memory all_reduce: every op and type, odd sizes, many chunks, 2-4 ranks",
+          "[gloo][shm]") {
+  for (int world : {2, 3, 4}) {
+    auto errs = run_ranks(world, [world](Context& ctx, int r) {
+      // 2.5 slots of doubles (1 MiB slots): three chunks, the last one partial.
+      for (std::size_t n : {std::size_t{1}, std::size_t{12'345}, std::size_t{327'683}}) {
+        std::vector<double> d(n);
+        for (std::size_t i = 0; i < n; ++i) d[i] = static_cast<double>((i % 7) + r);
+        ctx.comm().all_reduce(std::span(d), ReduceOp::kSum);
+        for (std::size_t i = 0; i < n; ++i) {
+          const double want = static_cast<double>(world) * static_cast<double>(i % 7) +
+                              static_cast<double>(world * (world - 1) / 2);
+          expect(d[i] == want, fmt::format("sum n={} i={}: {} != {}", n, i, d[i], want));
+        }
+        std::vector<std::int32_t> m(n, r);
+        ctx.comm().all_reduce(std::span(m), ReduceOp::kMax);
+        expect(m.front() == world - 1 && m.back() == world - 1, "max");
+        std::vector<std::int64_t> lo(n, r + 10);
+        ctx.comm().all_reduce(std::span(lo), ReduceOp::kMin);
+        expect(lo.front() == 10 && lo.back() == 10, "min");
+        std::vector<float> avg(n, static_cast<float>(2 * r));
+        ctx.comm().all_reduce(std::span(avg), ReduceOp::kAvg);
+        expect(avg.back() == static_cast<float>(world - 1), fmt::format("avg {}", avg.back()));
       }
     });
-    INFO("n = " << n);
+    INFO("world " << world);
     CHECK(join_errors(errs) == "");
   }
+}
+
+TEST_CASE("shared memory is all or nothing: one rank with GPURUN_SHM=0 turns it off for all",
+          "[gloo][shm]") {
+  // 1.2 MB of the non-associative values: only the ring leaves 1s (see the rank-order test), so
+  // finding one proves that no rank took the shared-memory path.
+  auto errs = run_ranks(
+      3,
+      [](Context& ctx, int r) {
+        const float mine[] = {1e8f, 1.0f, -1e8f};
+        std::vector<float> v(300'000, mine[r]);
+        ctx.comm().all_reduce(std::span(v));
+        expect(std::count(v.begin(), v.end(), 1.0f) > 0, "ring path expected on every rank");
+      },
+      {}, {}, nullptr,
+      [](int r) -> EnvMap {
+        if (r == 1) return {{"GPURUN_SHM", "0"}};
+        return {};
+      });
+  CHECK(join_errors(errs) == "");
 }
 
 TEST_CASE("GPURUN_GLOO_DIRECT_MAX_BYTES=0 selects the ring; a negative value is refused",
@@ -181,7 +237,7 @@ TEST_CASE("GPURUN_GLOO_DIRECT_MAX_BYTES=0 selects the ring; a negative value is 
                           ctx.comm().all_reduce(std::span(v));
                           expect(std::count(v.begin(), v.end(), 1.0f) > 0, "ring path expected");
                         },
-                        {{"GPURUN_GLOO_DIRECT_MAX_BYTES", "0"}});
+                        {{"GPURUN_GLOO_DIRECT_MAX_BYTES", "0"}, {"GPURUN_SHM", "0"}});
   CHECK(join_errors(errs) == "");
   auto bad = run_ranks(1, [](Context&, int) {}, {{"GPURUN_GLOO_DIRECT_MAX_BYTES", "-1"}});
   CHECK_THAT(join_errors(bad), Catch::Contains("GPURUN_GLOO_DIRECT_MAX_BYTES=-1 is negative"));

@@ -257,6 +257,7 @@ std::unique_ptr<Context> init_with(const EnvMap& env, std::shared_ptr<rendezvous
       }
       gc.direct_max_bytes = static_cast<std::size_t>(*n);
     }
+    if (auto shm = env_bool(env, "GPURUN_SHM")) gc.shm = *shm;
     if (ctx->choice_.device.is_cuda()) gc.memory = make_device_memory(ctx->choice_);
     ctx->comm_ = make_gloo_communicator(std::move(gc));
   }

@@ -39,9 +39,11 @@ inline void expect(bool ok, const std::string& what) {
 }
 
 // Runs body(ctx, rank) on `world` threads; returns each rank's exception message ("" = ok).
+// `per_rank(r)`, when given, adds variables for rank r only.
 inline std::vector<std::string> run_ranks(int world, const std::function<void(Context&, int)>& body,
                                           const EnvMap& extra = {}, InitOptions options = {},
-                                          std::shared_ptr<rendezvous::Store> store = nullptr) {
+                                          std::shared_ptr<rendezvous::Store> store = nullptr,
+                                          const std::function<EnvMap(int)>& per_rank = nullptr) {
   if (!store) store = std::make_shared<rendezvous::MemoryStore>();
   if (!options.timeout) options.timeout = std::chrono::seconds(20);
   const std::string run_id = unique_run_id();
@@ -50,7 +52,11 @@ inline std::vector<std::string> run_ranks(int world, const std::function<void(Co
   for (int r = 0; r < world; ++r) {
     threads.emplace_back([&, r] {
       try {
-        auto ctx = init_with(rank_env(r, world, run_id, extra), store, options);
+        EnvMap env = rank_env(r, world, run_id, extra);
+        if (per_rank) {
+          for (const auto& [k, v] : per_rank(r)) env[k] = v;
+        }
+        auto ctx = init_with(env, store, options);
         body(*ctx, r);
       } catch (const std::exception& e) {
         errors[static_cast<std::size_t>(r)] = e.what();

@@ -1,0 +1,252 @@
+#include "shm_allreduce.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <linux/futex.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <random>
+#include <stdexcept>
+
+#include "gpurun/common/unique_fd.h"
+
+namespace gpurun::worker::detail {
+
+// One per rank, on its own cache line. Accessed only through std::atomic_ref: the segment is
+// plain shared memory, zero-filled by the kernel.
+struct ShmAllReduce::Header {
+  std::uint32_t seq;       // the last chunk this rank has written and published
+  std::uint32_t sleepers;  // ranks futex-waiting on `seq`
+  std::int32_t pid;        // for the liveness check
+  char pad[64 - 3 * sizeof(std::uint32_t)];
+};
+static_assert(sizeof(std::uint32_t) == sizeof(std::int32_t));
+
+namespace {
+
+constexpr std::size_t kPage = 4096;
+constexpr auto kSpin = std::chrono::microseconds(50);            // busy-wait before sleeping
+constexpr auto kSleepSlice = std::chrono::milliseconds(20);      // futex sleep between checks
+constexpr std::size_t kMaxSegmentBytes = std::size_t{32} << 20;  // /dev/shm is 64 MB in Docker
+
+std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+
+// 1 MiB per slot up to 16 ranks, then smaller so the segment stays within kMaxSegmentBytes.
+std::size_t slot_bytes_for(int size) {
+  const std::size_t fit = kMaxSegmentBytes / (2 * static_cast<std::size_t>(size));
+  return std::clamp(fit / kPage * kPage, std::size_t{64} << 10, std::size_t{1} << 20);
+}
+
+std::string boot_id() {
+  std::ifstream f("/proc/sys/kernel/random/boot_id");
+  std::string s;
+  std::getline(f, s);
+  return s;
+}
+
+bool arrived(std::uint32_t seq, std::uint32_t g) {
+  return static_cast<std::int32_t>(seq - g) >= 0;  // wrap-safe seq >= g
+}
+
+void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Process-shared futex (the segment is mapped by several processes: no FUTEX_PRIVATE_FLAG).
+void futex_wait(std::uint32_t* addr, std::uint32_t expected, std::chrono::nanoseconds slice) {
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(slice.count() / 1'000'000'000);
+  ts.tv_nsec = static_cast<long>(slice.count() % 1'000'000'000);
+  ::syscall(SYS_futex, addr, FUTEX_WAIT, expected, &ts, nullptr, 0);
+}
+
+void futex_wake_all(std::uint32_t* addr) {
+  ::syscall(SYS_futex, addr, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+bool process_gone(std::int32_t pid) { return pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH; }
+
+}  // namespace
+
+std::unique_ptr<ShmAllReduce> ShmAllReduce::create(int rank, int size, rendezvous::Store& store,
+                                                   const std::function<int(int)>& agree,
+                                                   std::string* why) {
+  const std::size_t slot = slot_bytes_for(size);
+  const std::size_t headers = round_up(sizeof(Header) * static_cast<std::size_t>(size), kPage);
+  const std::size_t length = headers + 2 * static_cast<std::size_t>(size) * slot;
+  const std::string boot = boot_id();
+  std::string name;
+  std::string local_why;
+  void* base = nullptr;
+  try {
+    UniqueFd fd;
+    if (rank == 0) {
+      std::random_device rd;
+      name = fmt::format("/gpurun-{}-{:08x}{:08x}", ::getpid(), rd(), rd());
+      fd.reset(::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600));
+      if (!fd) {
+        local_why = fmt::format("shm_open {}: {}", name, std::strerror(errno));
+      } else if (int e = ::posix_fallocate(fd.get(), 0, static_cast<off_t>(length)); e != 0) {
+        local_why =
+            fmt::format("/dev/shm has no room for {} KiB ({})", length >> 10, std::strerror(e));
+        fd.reset();
+      }
+      // Published even on failure, so that the others do not wait for it.
+      store.set("shm", boot + "\n" + (fd ? name : std::string()));
+    } else {
+      const std::string v = rendezvous::to_string(store.get("shm"));
+      const auto nl = v.find('\n');
+      const std::string their_boot = v.substr(0, nl);
+      const std::string their_name = nl == std::string::npos ? "" : v.substr(nl + 1);
+      if (their_name.empty()) {
+        local_why = "rank 0 could not create the segment";
+      } else if (their_boot != boot || boot.empty()) {
+        local_why = "rank 0 runs on another host";
+      } else {
+        fd.reset(::shm_open(their_name.c_str(), O_RDWR, 0));
+        if (!fd) {
+          local_why = fmt::format("shm_open {}: {} (another IPC namespace?)", their_name,
+                                  std::strerror(errno));
+        }
+      }
+    }
+    if (fd) {
+      // MAP_POPULATE: fault the whole segment in now, not one page per first touch later.
+      void* p =
+          ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd.get(), 0);
+      if (p == MAP_FAILED) {
+        local_why = fmt::format("mmap of {} KiB: {}", length >> 10, std::strerror(errno));
+      } else {
+        base = p;
+        auto* h = reinterpret_cast<Header*>(static_cast<std::uint8_t*>(base) +
+                                            sizeof(Header) * static_cast<std::size_t>(rank));
+        std::atomic_ref<std::int32_t>(h->pid).store(static_cast<std::int32_t>(::getpid()));
+      }
+    }
+  } catch (const std::exception& e) {
+    local_why = e.what();
+  }
+  // Every rank reaches this point whatever happened above: all use the segment or none does.
+  const int all_ok = agree(base != nullptr ? 1 : 0);
+  if (rank == 0 && !name.empty()) ::shm_unlink(name.c_str());  // mapped everywhere by now
+  if (all_ok == 0) {
+    if (base != nullptr) ::munmap(base, length);
+    if (why != nullptr) *why = local_why.empty() ? "another rank could not map it" : local_why;
+    return nullptr;
+  }
+  std::unique_ptr<ShmAllReduce> shm(new ShmAllReduce(rank, size, base, length, slot));
+  // The exit check needs the peers' PIDs to mean something here (same PID namespace).
+  shm->check_pids_ = true;
+  for (int r = 0; r < size; ++r) {
+    const std::int32_t pid = std::atomic_ref<std::int32_t>(shm->header(r).pid).load();
+    if (pid <= 0 || (::kill(pid, 0) != 0 && errno != EPERM)) shm->check_pids_ = false;
+  }
+  return shm;
+}
+
+ShmAllReduce::ShmAllReduce(int rank, int size, void* base, std::size_t length,
+                           std::size_t slot_bytes)
+    : rank_(rank), size_(size), base_(base), length_(length), slot_bytes_(slot_bytes) {}
+
+ShmAllReduce::~ShmAllReduce() { ::munmap(base_, length_); }
+
+ShmAllReduce::Header& ShmAllReduce::header(int r) const {
+  return reinterpret_cast<Header*>(base_)[r];
+}
+
+std::uint8_t* ShmAllReduce::slot(std::uint32_t parity, int r) const {
+  const std::size_t headers = round_up(sizeof(Header) * static_cast<std::size_t>(size_), kPage);
+  const std::size_t index = static_cast<std::size_t>(parity) * static_cast<std::size_t>(size_) +
+                            static_cast<std::size_t>(r);
+  return static_cast<std::uint8_t*>(base_) + headers + index * slot_bytes_;
+}
+
+void ShmAllReduce::arrive(std::uint32_t g) {
+  Header& h = header(rank_);
+  std::atomic_ref<std::uint32_t>(h.seq).store(g, std::memory_order_seq_cst);
+  if (std::atomic_ref<std::uint32_t>(h.sleepers).load(std::memory_order_seq_cst) != 0) {
+    futex_wake_all(&h.seq);
+  }
+}
+
+void ShmAllReduce::wait_for_all(std::uint32_t g, std::chrono::steady_clock::time_point deadline,
+                                std::size_t chunk, std::size_t chunks) {
+  using Clock = std::chrono::steady_clock;
+  auto where = [&] {
+    return chunks > 1 ? fmt::format(" (chunk {} of {})", chunk + 1, chunks) : std::string();
+  };
+  for (int r = 0; r < size_; ++r) {
+    if (r == rank_) continue;
+    Header& h = header(r);
+    std::atomic_ref<std::uint32_t> seq(h.seq);
+    if (arrived(seq.load(std::memory_order_acquire), g)) continue;
+    const auto spin_until = Clock::now() + kSpin;
+    for (int i = 0; !arrived(seq.load(std::memory_order_acquire), g); ++i) {
+      cpu_relax();
+      if ((i & 63) == 63 && Clock::now() > spin_until) break;
+    }
+    std::atomic_ref<std::uint32_t> sleepers(h.sleepers);
+    while (true) {
+      sleepers.fetch_add(1, std::memory_order_seq_cst);
+      const std::uint32_t v = seq.load(std::memory_order_seq_cst);
+      if (!arrived(v, g)) futex_wait(&h.seq, v, kSleepSlice);
+      sleepers.fetch_sub(1, std::memory_order_seq_cst);
+      if (arrived(seq.load(std::memory_order_acquire), g)) break;
+      const std::int32_t pid = std::atomic_ref<std::int32_t>(h.pid).load();
+      if (check_pids_ && process_gone(pid)) {
+        throw std::runtime_error(fmt::format(
+            "rank {} (pid {}) exited while this rank waited for it in the shared-memory "
+            "all_reduce{}",
+            r, pid, where()));
+      }
+      if (Clock::now() >= deadline) {
+        std::vector<int> late;
+        for (int q = 0; q < size_; ++q) {
+          if (q != rank_ && !arrived(std::atomic_ref<std::uint32_t>(header(q).seq).load(), g)) {
+            late.push_back(q);
+          }
+        }
+        throw std::runtime_error(
+            fmt::format("rank{} {} did not arrive at the shared-memory all_reduce{} in time",
+                        late.size() == 1 ? "" : "s", fmt::join(late, ","), where()));
+      }
+    }
+  }
+}
+
+void ShmAllReduce::all_reduce(std::uint8_t* data, std::size_t bytes, std::size_t elem_size,
+                              ReduceKernel fn, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const std::size_t step = slot_bytes_ / elem_size * elem_size;
+  const std::size_t chunks = (bytes + step - 1) / step;
+  for (std::size_t k = 0; k < chunks; ++k) {
+    const std::size_t off = k * step;
+    const std::size_t n = std::min(step, bytes - off);
+    const std::uint32_t g = ++seq_;
+    const std::uint32_t parity = g & 1u;
+    std::memcpy(slot(parity, rank_), data + off, n);
+    arrive(g);
+    wait_for_all(g, deadline, k, chunks);
+    // Rank order on every rank: slot 0 op slot 1 op ... (this rank's input is its own slot).
+    std::uint8_t* out = data + off;
+    const std::size_t count = n / elem_size;
+    fn(out, slot(parity, 0), slot(parity, 1), count);
+    for (int r = 2; r < size_; ++r) fn(out, out, slot(parity, r), count);
+  }
+}
+
+}  // namespace gpurun::worker::detail
