@@ -12,6 +12,8 @@
 #include <gloo/types.h>
 #include <ifaddrs.h>
 #include <netdb.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -93,10 +95,47 @@ decltype(auto) visit_type(DataType t, F&& f) {
       to_string(t)));
 }
 
+// Closing a Gloo pair unregisters its socket from the device's epoll loop and then waits for the
+// loop's next tick, which comes on an event or on the loop's 10 ms timeout. Destroying a context
+// closes its pairs one after the other, so without help a communicator's destruction (every
+// worker's exit) waited up to 10 ms per peer. The kicker is an eventfd registered with the loop
+// (level-triggered, a handler that does nothing): made readable, it keeps the loop ticking while
+// the pairs close; drained, it costs nothing. It stays registered for the device's lifetime
+// (unregistering would itself wait for a tick).
+class LoopKicker {
+ public:
+  static std::shared_ptr<LoopKicker> attach(
+      const std::shared_ptr<::gloo::transport::Device>& device) {
+    auto* tcp = dynamic_cast<::gloo::transport::tcp::Device*>(device.get());
+    if (tcp == nullptr) return nullptr;
+    UniqueFd fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!fd) return nullptr;
+    auto k = std::shared_ptr<LoopKicker>(new LoopKicker(std::move(fd)));
+    tcp->registerDescriptor(k->fd_.get(), EPOLLIN, &k->handler_);
+    return k;
+  }
+  void start() {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(fd_.get(), &one, sizeof one);
+  }
+  void stop() {
+    std::uint64_t v = 0;
+    [[maybe_unused]] auto n = ::read(fd_.get(), &v, sizeof v);
+  }
+
+ private:
+  struct Noop final : ::gloo::transport::tcp::Handler {
+    void handleEvents(int /*events*/) override {}
+  };
+  explicit LoopKicker(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;
+  Noop handler_;
+};
+
 class GlooCommunicator final : public Communicator {
  public:
   GlooCommunicator(GlooConfig cfg, std::shared_ptr<::gloo::rendezvous::Context> ctx,
-                   std::unique_ptr<ShmAllReduce> shm)
+                   std::unique_ptr<ShmAllReduce> shm, std::shared_ptr<LoopKicker> kicker)
       : rank_(cfg.rank),
         size_(cfg.size),
         timeout_(std::min(cfg.timeout, kGlooMaxTimeout)),
@@ -104,7 +143,17 @@ class GlooCommunicator final : public Communicator {
         ctx_(std::move(ctx)),
         tracker_(cfg.store, cfg.rank, cfg.size, cfg.timeout),
         direct_max_(cfg.direct_max_bytes),
-        shm_(std::move(shm)) {}
+        shm_(std::move(shm)),
+        kicker_(std::move(kicker)) {}
+
+  ~GlooCommunicator() override {
+    // The pairs close with the context; keep the transport loop ticking meanwhile (LoopKicker).
+    if (kicker_) kicker_->start();
+    ctx_.reset();
+    if (kicker_) kicker_->stop();
+  }
+  GlooCommunicator(const GlooCommunicator&) = delete;
+  GlooCommunicator& operator=(const GlooCommunicator&) = delete;
 
   Backend backend() const override { return Backend::kGloo; }
   int rank() const override { return rank_; }
@@ -416,7 +465,8 @@ class GlooCommunicator final : public Communicator {
   HostVector<std::uint8_t> scratch_;
   HostVector<std::uint8_t> direct_;  // allreduce_direct's peer buffers (scratch_ may be its input)
   std::size_t direct_max_;
-  std::unique_ptr<ShmAllReduce> shm_;  // null: all_reduce over Gloo's TCP pairs
+  std::unique_ptr<ShmAllReduce> shm_;   // null: all_reduce over Gloo's TCP pairs
+  std::shared_ptr<LoopKicker> kicker_;  // null if the device is not Gloo's TCP one
   std::string broken_;
 };
 
@@ -471,13 +521,20 @@ namespace {
 // the device is destroyed: destroying it with the last communicator added up to 10 ms to every
 // worker's exit (and one thread per communicator created). The cache is deliberately never
 // destroyed: the threads end with the process.
-std::shared_ptr<::gloo::transport::Device> shared_device(const ::gloo::transport::tcp::attr& attr) {
+struct SharedDevice {
+  std::shared_ptr<::gloo::transport::Device> device;
+  std::shared_ptr<LoopKicker> kicker;
+};
+
+SharedDevice shared_device(const ::gloo::transport::tcp::attr& attr) {
   static std::mutex mu;
-  static auto* devices = new std::map<std::pair<std::string, std::string>,
-                                      std::shared_ptr<::gloo::transport::Device>>();
+  static auto* devices = new std::map<std::pair<std::string, std::string>, SharedDevice>();
   const std::lock_guard<std::mutex> lock(mu);
   auto& slot = (*devices)[{attr.hostname, attr.iface}];
-  if (!slot) slot = ::gloo::transport::tcp::CreateDevice(attr);
+  if (!slot.device) {
+    slot.device = ::gloo::transport::tcp::CreateDevice(attr);
+    slot.kicker = LoopKicker::attach(slot.device);
+  }
   return slot;
 }
 
@@ -501,8 +558,11 @@ std::unique_ptr<Communicator> make_gloo_communicator(GlooConfig cfg) {
     attr.hostname = cfg.address.hostname;
   }
   std::shared_ptr<::gloo::transport::Device> dev;
+  std::shared_ptr<LoopKicker> kicker;
   try {
-    dev = shared_device(attr);
+    auto shared = shared_device(attr);
+    dev = shared.device;
+    kicker = shared.kicker;
   } catch (const std::exception& e) {
     throw CommError(fmt::format(
         "cannot open the Gloo TCP transport on {} ({}; {}); set GPURUN_SOCKET_IFNAME to an "
@@ -571,7 +631,8 @@ std::unique_ptr<Communicator> make_gloo_communicator(GlooConfig cfg) {
       GPURUN_LOG_INFO("comm", "all_reduce over TCP (shared memory not used: {})", why);
     }
   }
-  return std::make_unique<GlooCommunicator>(std::move(cfg), std::move(ctx), std::move(shm));
+  return std::make_unique<GlooCommunicator>(std::move(cfg), std::move(ctx), std::move(shm),
+                                            std::move(kicker));
 }
 
 }  // namespace gpurun::worker::detail
