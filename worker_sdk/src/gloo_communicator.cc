@@ -95,13 +95,13 @@ decltype(auto) visit_type(DataType t, F&& f) {
       to_string(t)));
 }
 
-// Closing a Gloo pair unregisters its socket from the device's epoll loop and then waits for the
-// loop's next tick, which comes on an event or on the loop's 10 ms timeout. Destroying a context
-// closes its pairs one after the other, so without help a communicator's destruction (every
-// worker's exit) waited up to 10 ms per peer. The kicker is an eventfd registered with the loop
-// (level-triggered, a handler that does nothing): made readable, it keeps the loop ticking while
-// the pairs close; drained, it costs nothing. It stays registered for the device's lifetime
-// (unregistering would itself wait for a tick).
+// Gloo's TCP pairs unregister a socket from the device's epoll loop (closing a pair; or, while
+// connecting, the lower rank dropping its listening socket) and then wait for the loop's next
+// tick, which comes on an event or on the loop's 10 ms timeout. So connecting a mesh and
+// destroying a context each waited up to 10 ms per peer, on every worker's start and exit. The
+// kicker is an eventfd registered with the loop (level-triggered, a handler that does nothing):
+// while a Kick is held it is readable and keeps the loop ticking; drained, it costs nothing. It
+// stays registered for the device's lifetime (unregistering would itself wait for a tick).
 class LoopKicker {
  public:
   static std::shared_ptr<LoopKicker> attach(
@@ -114,22 +114,46 @@ class LoopKicker {
     tcp->registerDescriptor(k->fd_.get(), EPOLLIN, &k->handler_);
     return k;
   }
-  void start() {
-    const std::uint64_t one = 1;
-    [[maybe_unused]] auto n = ::write(fd_.get(), &one, sizeof one);
-  }
-  void stop() {
-    std::uint64_t v = 0;
-    [[maybe_unused]] auto n = ::read(fd_.get(), &v, sizeof v);
-  }
+
+  // Keeps the loop ticking for its lifetime (nests: the loop idles again after the last one).
+  class Kick {
+   public:
+    explicit Kick(LoopKicker* k) : k_(k) {
+      if (k_ != nullptr) k_->start();
+    }
+    ~Kick() {
+      if (k_ != nullptr) k_->stop();
+    }
+    Kick(const Kick&) = delete;
+    Kick& operator=(const Kick&) = delete;
+
+   private:
+    LoopKicker* k_;
+  };
 
  private:
   struct Noop final : ::gloo::transport::tcp::Handler {
     void handleEvents(int /*events*/) override {}
   };
   explicit LoopKicker(UniqueFd fd) : fd_(std::move(fd)) {}
+  void start() {
+    const std::lock_guard<std::mutex> lock(mu_);
+    if (active_++ == 0) {
+      const std::uint64_t one = 1;
+      [[maybe_unused]] auto n = ::write(fd_.get(), &one, sizeof one);
+    }
+  }
+  void stop() {
+    const std::lock_guard<std::mutex> lock(mu_);
+    if (--active_ == 0) {
+      std::uint64_t v = 0;
+      [[maybe_unused]] auto n = ::read(fd_.get(), &v, sizeof v);
+    }
+  }
   UniqueFd fd_;
   Noop handler_;
+  std::mutex mu_;
+  int active_ = 0;
 };
 
 class GlooCommunicator final : public Communicator {
@@ -147,10 +171,8 @@ class GlooCommunicator final : public Communicator {
         kicker_(std::move(kicker)) {}
 
   ~GlooCommunicator() override {
-    // The pairs close with the context; keep the transport loop ticking meanwhile (LoopKicker).
-    if (kicker_) kicker_->start();
+    const LoopKicker::Kick kick(kicker_.get());  // the pairs close with the context
     ctx_.reset();
-    if (kicker_) kicker_->stop();
   }
   GlooCommunicator(const GlooCommunicator&) = delete;
   GlooCommunicator& operator=(const GlooCommunicator&) = delete;
@@ -576,6 +598,7 @@ std::unique_ptr<Communicator> make_gloo_communicator(GlooConfig cfg) {
   auto mesh_store = std::make_shared<rendezvous::PrefixStore>("gloo", cfg.store);
   GlooStoreAdapter adapter(mesh_store, timeout);
   try {
+    const LoopKicker::Kick kick(kicker.get());
     ctx->connectFullMesh(adapter, dev);
   } catch (const std::exception& e) {
     // Which ranks never published their address?
