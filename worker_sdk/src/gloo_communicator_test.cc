@@ -149,7 +149,7 @@ TEST_CASE("gloo all_reduce reduces in rank order on every rank (shared memory, o
           "[gloo]") {
   // float addition is not associative: (1e8 + 1) - 1e8 == 0 but (-1e8 + 1e8) + 1 == 1. Every
   // rank must compute b0 + b1 + b2 in that order, whatever its own rank, so all agree.
-  // n = 1000: 4 KB (TCP: one round); n = 300'000: 1.2 MB (TCP: the ring; shared memory: two
+  // n = 1000: 4 KB (TCP: one round); n = 300'000: 1.2 MB (TCP: the ring; shared memory: five
   // chunks). Shared memory and the one-round path give exactly 0 everywhere; the ring reduces
   // each segment in its own order, so only agreement between ranks is guaranteed there.
   for (const char* shm : {"1", "0"}) {
@@ -180,7 +180,7 @@ TEST_CASE("shared-memory all_reduce: every op and type, odd sizes, many chunks, 
           "[gloo][shm]") {
   for (int world : {2, 3, 4}) {
     auto errs = run_ranks(world, [world](Context& ctx, int r) {
-      // 2.5 slots of doubles (1 MiB slots): three chunks, the last one partial.
+      // 327'683 doubles: ten 256 KiB chunks, the last one partial.
       for (std::size_t n : {std::size_t{1}, std::size_t{12'345}, std::size_t{327'683}}) {
         std::vector<double> d(n);
         for (std::size_t i = 0; i < n; ++i) d[i] = static_cast<double>((i % 7) + r);

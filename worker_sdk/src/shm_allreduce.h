@@ -8,10 +8,10 @@
 // futex-sleep), reduce the N slots in rank order into the caller's buffer. NCCL (SHM transport)
 // and DeepSpeed (CPU shm all_reduce) do the same for ranks that share a host.
 //
-// Data larger than a slot goes through in chunks. Two sets of slots alternate, so one arrival
-// per chunk is the only synchronisation: a rank writes set p again (chunk g + 2) only after every
-// rank has arrived at chunk g + 1, which each does after it finished reading chunk g.
-// Every rank reduces slot 0 op slot 1 op ... in rank order, so all ranks hold the same bits.
+// Data larger than a slot (256 KiB) goes through in chunks. Two sets of slots alternate, so one
+// arrival per chunk is the only synchronisation: a rank writes set p again (chunk g + 2) only after
+// every rank has arrived at chunk g + 1, which each does after it finished reading chunk g. Every
+// rank reduces slot 0 op slot 1 op ... in rank order, so all ranks hold the same bits.
 //
 // A waiting rank notices a peer that exited (same PID namespace) within ~20 ms, and a peer that
 // is only late after the communicator timeout; both throw std::runtime_error naming the ranks.
