@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gpurun/common/host_memory.h"
@@ -53,11 +54,31 @@ inline constexpr const char* kDefaultDigitsFile =
 // Throws UsageError for unknown names or an unreadable digits file (naming the package to install).
 Split make_dataset(const DatasetOptions& opt);
 
+// One rank's share of a generated dataset, for building it in parallel: rows
+// [train_begin, train_end) and [test_begin, test_end) of make_dataset's split, produced from the
+// same random stream (jumped to the first row), in arrays of the full size (other rows zero).
+// Contiguous shares of `parts` ranks, one per `part`, together are make_dataset(opt) exactly,
+// provided every part is `exact`: the jump assumes no normal() draw was rejected before the
+// share (a 2^-53 event per draw); a part that sees a rejection says so, and the caller then
+// builds the whole dataset instead. Datasets read from a file (digits) come whole (part 0 of 1).
+struct SplitPart {
+  Split split;
+  std::size_t train_begin = 0, train_end = 0, test_begin = 0, test_end = 0;
+  bool exact = true;
+  bool whole = false;  // the split is complete already (a file-based dataset)
+};
+SplitPart make_dataset_part(const DatasetOptions& opt, int part, int parts);
+// The rows [begin, end) of n that part `part` of `parts` generates (contiguous shares).
+std::pair<std::size_t, std::size_t> part_rows(std::size_t n, int part, int parts);
+
 // splitmix64: tiny, fast, and the same everywhere (std distributions are implementation-defined).
 struct SplitMix64 {
   std::uint64_t state;
+  static constexpr std::uint64_t kIncrement = 0x9e3779b97f4a7c15ULL;
   explicit SplitMix64(std::uint64_t seed) : state(seed) {}
   std::uint64_t next();
+  // Skips `calls` next() calls in O(1) (the state is a counter).
+  void jump(std::uint64_t calls) { state += calls * kIncrement; }
   double uniform();  // [0, 1) with 53 random bits
   double normal();   // Box-Muller
 };

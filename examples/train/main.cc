@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <future>
 #include <optional>
@@ -145,21 +146,76 @@ std::uint64_t resume(gw::Context& ctx, Collectives& coll, Engine& eng, const Opt
   return static_cast<std::uint64_t>(head[1]);
 }
 
+// Every rank's share of a generated dataset to every rank, in one all_gather of equal blocks
+// (each rank's rows padded to the largest share). If any rank's share is not exact (see
+// SplitPart), every rank builds the whole dataset itself instead: the result is always
+// make_dataset(opt), bit for bit, whatever the number of ranks.
+Split assemble_dataset(gw::Context& ctx, SplitPart part, const DatasetOptions& opt) {
+  const int world = ctx.world_size();
+  if (part.whole || world == 1) return std::move(part.split);
+  auto& comm = ctx.comm();
+  std::int32_t exact = part.exact ? 1 : 0;
+  std::vector<std::int32_t> votes(static_cast<std::size_t>(world));
+  comm.host_all_gather(&exact, votes.data(), 1, gw::DataType::kInt32);
+  if (std::find(votes.begin(), votes.end(), 0) != votes.end()) return make_dataset(opt);
+
+  struct Piece {
+    Dataset* d;
+    std::size_t n;
+  };
+  Split& s = part.split;
+  const Piece pieces[] = {{&s.train, s.train.size()}, {&s.test, s.test.size()}};
+  const auto F = static_cast<std::size_t>(s.train.features);
+  auto range = [&](std::size_t n, int r) { return part_rows(n, r, world); };
+  auto max_rows = [&](std::size_t n) {
+    return (n + static_cast<std::size_t>(world) - 1) / static_cast<std::size_t>(world);
+  };
+  // Block layout per rank: for each split, max_rows x F floats then max_rows int32 labels.
+  std::size_t block = 0;
+  for (const Piece& p : pieces) block += max_rows(p.n) * (F * sizeof(float) + sizeof(std::int32_t));
+  gpurun::HostVector<std::uint8_t> mine(block), all(block * static_cast<std::size_t>(world));
+  std::size_t off = 0;
+  for (const Piece& p : pieces) {
+    const auto [b, e] = range(p.n, ctx.rank());
+    std::memcpy(mine.data() + off, p.d->x.data() + b * F, (e - b) * F * sizeof(float));
+    off += max_rows(p.n) * F * sizeof(float);
+    std::memcpy(mine.data() + off, p.d->y.data() + b, (e - b) * sizeof(std::int32_t));
+    off += max_rows(p.n) * sizeof(std::int32_t);
+  }
+  comm.host_all_gather(mine.data(), all.data(), block, gw::DataType::kUInt8);
+  for (int r = 0; r < world; ++r) {
+    if (r == ctx.rank()) continue;
+    const std::uint8_t* src = all.data() + block * static_cast<std::size_t>(r);
+    for (const Piece& p : pieces) {
+      const auto [b, e] = range(p.n, r);
+      std::memcpy(p.d->x.data() + b * F, src, (e - b) * F * sizeof(float));
+      src += max_rows(p.n) * F * sizeof(float);
+      std::memcpy(p.d->y.data() + b, src, (e - b) * sizeof(std::int32_t));
+      src += max_rows(p.n) * sizeof(std::int32_t);
+    }
+  }
+  return std::move(part.split);
+}
+
 int run(const Options& opt) {
   gw::InitOptions init;
   init.backend = opt.backend == "gloo"   ? gw::Backend::kGloo
                  : opt.backend == "nccl" ? gw::Backend::kNccl
                                          : gw::Backend::kAuto;
   init.use_gpu = !opt.cpu;
-  // The data does not depend on the rank: build it while init waits for the other ranks.
-  auto data_ready = std::async(std::launch::async, [&] { return make_dataset(opt.data); });
+  // Each rank generates its share of the dataset while init waits for the other ranks; the
+  // shares are then exchanged (every rank needs every sample: the sampler reshuffles each epoch).
+  const gw::LaunchInfo launch = gw::read_launch_info(gpurun::current_environment());
+  auto part_ready = std::async(std::launch::async, [&] {
+    return make_dataset_part(opt.data, launch.rank, launch.world_size);
+  });
   auto ctxp = gpurun::init(init);
   gw::Context& ctx = *ctxp;
   const int world = ctx.world_size();
   const int rank = ctx.rank();
   const bool cuda = ctx.device().is_cuda();
 
-  const Split data = data_ready.get();
+  const Split data = assemble_dataset(ctx, part_ready.get(), opt.data);
   ModelShape shape;
   shape.widths.push_back(data.train.features);
   for (int h : opt.hidden) shape.widths.push_back(h);
