@@ -34,7 +34,7 @@
 #include "gpurun/common/unique_fd.h"
 #include "gpurun/rendezvous/prefix_store.h"
 #include "reduce_kernels.h"
-#include "shm_allreduce.h"
+#include "shm_collectives.h"
 
 namespace gpurun::worker::detail {
 namespace {
@@ -159,7 +159,7 @@ class LoopKicker {
 class GlooCommunicator final : public Communicator {
  public:
   GlooCommunicator(GlooConfig cfg, std::shared_ptr<::gloo::rendezvous::Context> ctx,
-                   std::unique_ptr<ShmAllReduce> shm, std::shared_ptr<LoopKicker> kicker)
+                   std::unique_ptr<ShmCollectives> shm, std::shared_ptr<LoopKicker> kicker)
       : rank_(cfg.rank),
         size_(cfg.size),
         timeout_(std::min(cfg.timeout, kGlooMaxTimeout)),
@@ -203,12 +203,16 @@ class GlooCommunicator final : public Communicator {
         [&](std::uint32_t tag) {
           if (count == 0 || size_ == 1) return;
           void* p = rank_ == root ? stage_in(buf, bytes, 0) : host_ptr(buf, bytes, 0);
-          ::gloo::BroadcastOptions o(ctx_);
-          o.setOutput(static_cast<std::uint8_t*>(p), bytes);
-          o.setRoot(root);
-          o.setTag(tag);
-          o.setTimeout(timeout_);
-          ::gloo::broadcast(o);
+          if (shm_) {
+            shm_->broadcast(static_cast<std::uint8_t*>(p), bytes, root, timeout_);
+          } else {
+            ::gloo::BroadcastOptions o(ctx_);
+            o.setOutput(static_cast<std::uint8_t*>(p), bytes);
+            o.setRoot(root);
+            o.setTag(tag);
+            o.setTimeout(timeout_);
+            ::gloo::broadcast(o);
+          }
           stage_out(buf, p, bytes);
         },
         type);
@@ -227,6 +231,9 @@ class GlooCommunicator final : public Communicator {
           memory_in(in, send, bytes);
           if (size_ == 1) {
             if (out != in) std::memcpy(out, in, bytes);
+          } else if (shm_) {
+            shm_->all_gather(static_cast<const std::uint8_t*>(in), static_cast<std::uint8_t*>(out),
+                             bytes, timeout_);
           } else {
             ::gloo::AllgatherOptions o(ctx_);
             o.setInput(static_cast<std::uint8_t*>(in), bytes);
@@ -313,6 +320,10 @@ class GlooCommunicator final : public Communicator {
         "barrier", [] { return std::string("barrier"); },
         [&](std::uint32_t tag) {
           if (size_ == 1) return;
+          if (shm_) {
+            shm_->barrier(timeout_);
+            return;
+          }
           ::gloo::BarrierOptions o(ctx_);
           o.setTag(tag);
           o.setTimeout(timeout_);
@@ -487,8 +498,8 @@ class GlooCommunicator final : public Communicator {
   HostVector<std::uint8_t> scratch_;
   HostVector<std::uint8_t> direct_;  // allreduce_direct's peer buffers (scratch_ may be its input)
   std::size_t direct_max_;
-  std::unique_ptr<ShmAllReduce> shm_;   // null: all_reduce over Gloo's TCP pairs
-  std::shared_ptr<LoopKicker> kicker_;  // null if the device is not Gloo's TCP one
+  std::unique_ptr<ShmCollectives> shm_;  // null: all_reduce over Gloo's TCP pairs
+  std::shared_ptr<LoopKicker> kicker_;   // null if the device is not Gloo's TCP one
   std::string broken_;
 };
 
@@ -621,9 +632,10 @@ std::unique_ptr<Communicator> make_gloo_communicator(GlooConfig cfg) {
   GPURUN_LOG_INFO("comm", "gloo connected: rank {}/{} on {} ({})", cfg.rank, cfg.size,
                   cfg.address.iface.empty() ? cfg.address.hostname : cfg.address.iface,
                   cfg.address.how);
-  std::unique_ptr<ShmAllReduce> shm;
+  std::unique_ptr<ShmCollectives> shm;
   if (cfg.size > 1) {
-    // Same-host ranks all_reduce through shared memory. Every rank takes part in the setup
+    // Same-host ranks run all_reduce, all_gather, broadcast and barrier through shared memory
+    // (gather and reduce_scatter stay on Gloo's pairs). Every rank takes part in the setup
     // (even with GPURUN_SHM=0: it votes no), and a 1-int Gloo all_reduce makes the vote unanimous.
     auto agree = [&](int ok) {
       std::int32_t v = cfg.shm ? ok : 0;
@@ -638,7 +650,7 @@ std::unique_ptr<Communicator> make_gloo_communicator(GlooConfig cfg) {
     std::string why = cfg.shm ? "" : "GPURUN_SHM=0";
     try {
       auto shm_store = std::make_shared<rendezvous::PrefixStore>("shm", cfg.store);
-      shm = ShmAllReduce::create(cfg.rank, cfg.size, *shm_store, agree, &why);
+      shm = ShmCollectives::create(cfg.rank, cfg.size, *shm_store, agree, &why);
     } catch (const std::exception& e) {
       throw CommError(fmt::format(
           "gloo setup on rank {}/{} failed while agreeing on shared memory (timeout {}; {}); "
@@ -647,11 +659,11 @@ std::unique_ptr<Communicator> make_gloo_communicator(GlooConfig cfg) {
     }
     if (shm) {
       GPURUN_LOG_INFO("comm",
-                      "all_reduce through shared memory ({} ranks on this host, {} KiB "
+                      "collectives through shared memory ({} ranks on this host, {} KiB "
                       "slots)",
                       cfg.size, shm->slot_bytes() >> 10);
     } else {
-      GPURUN_LOG_INFO("comm", "all_reduce over TCP (shared memory not used: {})", why);
+      GPURUN_LOG_INFO("comm", "collectives over TCP (shared memory not used: {})", why);
     }
   }
   return std::make_unique<GlooCommunicator>(std::move(cfg), std::move(ctx), std::move(shm),

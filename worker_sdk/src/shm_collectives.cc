@@ -1,4 +1,4 @@
-#include "shm_allreduce.h"
+#include "shm_collectives.h"
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -24,7 +24,7 @@ namespace gpurun::worker::detail {
 
 // One per rank, on its own cache line. Accessed only through std::atomic_ref: the segment is
 // plain shared memory, zero-filled by the kernel.
-struct ShmAllReduce::Header {
+struct ShmCollectives::Header {
   std::uint32_t seq;       // the last chunk this rank has written and published
   std::uint32_t sleepers;  // ranks futex-waiting on `seq`
   std::int32_t pid;        // for the liveness check
@@ -83,9 +83,9 @@ bool process_gone(std::int32_t pid) { return pid > 0 && ::kill(pid, 0) != 0 && e
 
 }  // namespace
 
-std::unique_ptr<ShmAllReduce> ShmAllReduce::create(int rank, int size, rendezvous::Store& store,
-                                                   const std::function<int(int)>& agree,
-                                                   std::string* why) {
+std::unique_ptr<ShmCollectives> ShmCollectives::create(int rank, int size, rendezvous::Store& store,
+                                                       const std::function<int(int)>& agree,
+                                                       std::string* why) {
   const std::size_t slot = slot_bytes_for(size);
   const std::size_t headers = round_up(sizeof(Header) * static_cast<std::size_t>(size), kPage);
   const std::size_t length = headers + 2 * static_cast<std::size_t>(size) * slot;
@@ -149,7 +149,7 @@ std::unique_ptr<ShmAllReduce> ShmAllReduce::create(int rank, int size, rendezvou
     if (why != nullptr) *why = local_why.empty() ? "another rank could not map it" : local_why;
     return nullptr;
   }
-  std::unique_ptr<ShmAllReduce> shm(new ShmAllReduce(rank, size, base, length, slot));
+  std::unique_ptr<ShmCollectives> shm(new ShmCollectives(rank, size, base, length, slot));
   // The exit check needs the peers' PIDs to mean something here (same PID namespace).
   shm->check_pids_ = true;
   for (int r = 0; r < size; ++r) {
@@ -159,24 +159,24 @@ std::unique_ptr<ShmAllReduce> ShmAllReduce::create(int rank, int size, rendezvou
   return shm;
 }
 
-ShmAllReduce::ShmAllReduce(int rank, int size, void* base, std::size_t length,
-                           std::size_t slot_bytes)
+ShmCollectives::ShmCollectives(int rank, int size, void* base, std::size_t length,
+                               std::size_t slot_bytes)
     : rank_(rank), size_(size), base_(base), length_(length), slot_bytes_(slot_bytes) {}
 
-ShmAllReduce::~ShmAllReduce() { ::munmap(base_, length_); }
+ShmCollectives::~ShmCollectives() { ::munmap(base_, length_); }
 
-ShmAllReduce::Header& ShmAllReduce::header(int r) const {
+ShmCollectives::Header& ShmCollectives::header(int r) const {
   return reinterpret_cast<Header*>(base_)[r];
 }
 
-std::uint8_t* ShmAllReduce::slot(std::uint32_t parity, int r) const {
+std::uint8_t* ShmCollectives::slot(std::uint32_t parity, int r) const {
   const std::size_t headers = round_up(sizeof(Header) * static_cast<std::size_t>(size_), kPage);
   const std::size_t index = static_cast<std::size_t>(parity) * static_cast<std::size_t>(size_) +
                             static_cast<std::size_t>(r);
   return static_cast<std::uint8_t*>(base_) + headers + index * slot_bytes_;
 }
 
-void ShmAllReduce::arrive(std::uint32_t g) {
+void ShmCollectives::arrive(std::uint32_t g) {
   Header& h = header(rank_);
   std::atomic_ref<std::uint32_t>(h.seq).store(g, std::memory_order_seq_cst);
   if (std::atomic_ref<std::uint32_t>(h.sleepers).load(std::memory_order_seq_cst) != 0) {
@@ -184,8 +184,8 @@ void ShmAllReduce::arrive(std::uint32_t g) {
   }
 }
 
-void ShmAllReduce::wait_for_all(std::uint32_t g, std::chrono::steady_clock::time_point deadline,
-                                std::size_t chunk, std::size_t chunks) {
+void ShmCollectives::wait_for_all(std::uint32_t g, std::chrono::steady_clock::time_point deadline,
+                                  std::size_t chunk, std::size_t chunks, const char* op) {
   using Clock = std::chrono::steady_clock;
   auto where = [&] {
     return chunks > 1 ? fmt::format(" (chunk {} of {})", chunk + 1, chunks) : std::string();
@@ -210,9 +210,8 @@ void ShmAllReduce::wait_for_all(std::uint32_t g, std::chrono::steady_clock::time
       const std::int32_t pid = std::atomic_ref<std::int32_t>(h.pid).load();
       if (check_pids_ && process_gone(pid)) {
         throw std::runtime_error(fmt::format(
-            "rank {} (pid {}) exited while this rank waited for it in the shared-memory "
-            "all_reduce{}",
-            r, pid, where()));
+            "rank {} (pid {}) exited while this rank waited for it in the shared-memory {}{}", r,
+            pid, op, where()));
       }
       if (Clock::now() >= deadline) {
         std::vector<int> late;
@@ -229,25 +228,67 @@ void ShmAllReduce::wait_for_all(std::uint32_t g, std::chrono::steady_clock::time
   }
 }
 
-void ShmAllReduce::all_reduce(std::uint8_t* data, std::size_t bytes, std::size_t elem_size,
-                              ReduceKernel fn, std::chrono::milliseconds timeout) {
+template <typename Put, typename Take>
+void ShmCollectives::chunked(std::size_t bytes, std::size_t step, std::chrono::milliseconds timeout,
+                             const char* op, Put&& put, Take&& take) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  const std::size_t step = slot_bytes_ / elem_size * elem_size;
-  const std::size_t chunks = (bytes + step - 1) / step;
+  const std::size_t chunks = bytes == 0 ? 1 : (bytes + step - 1) / step;
   for (std::size_t k = 0; k < chunks; ++k) {
     const std::size_t off = k * step;
     const std::size_t n = std::min(step, bytes - off);
     const std::uint32_t g = ++seq_;
     const std::uint32_t parity = g & 1u;
-    std::memcpy(slot(parity, rank_), data + off, n);
+    put(slot(parity, rank_), off, n);
     arrive(g);
-    wait_for_all(g, deadline, k, chunks);
-    // Rank order on every rank: slot 0 op slot 1 op ... (this rank's input is its own slot).
-    std::uint8_t* out = data + off;
-    const std::size_t count = n / elem_size;
-    fn(out, slot(parity, 0), slot(parity, 1), count);
-    for (int r = 2; r < size_; ++r) fn(out, out, slot(parity, r), count);
+    wait_for_all(g, deadline, k, chunks, op);
+    take(parity, off, n);
   }
+}
+
+void ShmCollectives::all_reduce(std::uint8_t* data, std::size_t bytes, std::size_t elem_size,
+                                ReduceKernel fn, std::chrono::milliseconds timeout) {
+  chunked(
+      bytes, slot_bytes_ / elem_size * elem_size, timeout, "all_reduce",
+      [&](std::uint8_t* mine, std::size_t off, std::size_t n) { std::memcpy(mine, data + off, n); },
+      [&](std::uint32_t parity, std::size_t off, std::size_t n) {
+        // Rank order on every rank: slot 0 op slot 1 op ... (this rank's input is its own slot).
+        std::uint8_t* out = data + off;
+        const std::size_t count = n / elem_size;
+        fn(out, slot(parity, 0), slot(parity, 1), count);
+        for (int r = 2; r < size_; ++r) fn(out, out, slot(parity, r), count);
+      });
+}
+
+void ShmCollectives::all_gather(const std::uint8_t* send, std::uint8_t* recv, std::size_t bytes,
+                                std::chrono::milliseconds timeout) {
+  chunked(
+      bytes, slot_bytes_, timeout, "all_gather",
+      [&](std::uint8_t* mine, std::size_t off, std::size_t n) {
+        std::memmove(mine, send + off, n);
+      },
+      [&](std::uint32_t parity, std::size_t off, std::size_t n) {
+        for (int r = 0; r < size_; ++r) {
+          std::memcpy(recv + static_cast<std::size_t>(r) * bytes + off, slot(parity, r), n);
+        }
+      });
+}
+
+void ShmCollectives::broadcast(std::uint8_t* data, std::size_t bytes, int root,
+                               std::chrono::milliseconds timeout) {
+  chunked(
+      bytes, slot_bytes_, timeout, "broadcast",
+      [&](std::uint8_t* mine, std::size_t off, std::size_t n) {
+        if (rank_ == root) std::memcpy(mine, data + off, n);
+      },
+      [&](std::uint32_t parity, std::size_t off, std::size_t n) {
+        if (rank_ != root) std::memcpy(data + off, slot(parity, root), n);
+      });
+}
+
+void ShmCollectives::barrier(std::chrono::milliseconds timeout) {
+  chunked(
+      0, slot_bytes_, timeout, "barrier", [](std::uint8_t*, std::size_t, std::size_t) {},
+      [](std::uint32_t, std::size_t, std::size_t) {});
 }
 
 }  // namespace gpurun::worker::detail

@@ -1,12 +1,14 @@
-// Shared-memory all_reduce for a group whose ranks all run on one host (the common single-node
-// job): one POSIX shared-memory segment, one slot per rank, no sockets and no helper threads.
+// Shared-memory collectives (all_reduce, all_gather, broadcast, barrier) for a group whose ranks
+// all run on one host (the common single-node job): one POSIX shared-memory segment, one slot per
+// rank, no sockets and no helper threads.
 //
 // Why: Gloo's TCP pairs need a request/ready/data handshake through each process's transport
 // thread for every collective, so even a 4 KiB all_reduce costs ~200 us on a VM, and gradients
 // move at loopback-TCP speed (~1 GB/s). Through shared memory an all_reduce is: copy this rank's
 // chunk into its slot, publish a sequence number, wait for the others' (spin briefly, then
-// futex-sleep), reduce the N slots in rank order into the caller's buffer. NCCL (SHM transport)
-// and DeepSpeed (CPU shm all_reduce) do the same for ranks that share a host.
+// futex-sleep), reduce the N slots in rank order into the caller's buffer (all_gather copies
+// them out; broadcast copies the root's). NCCL (SHM transport) and DeepSpeed (CPU shm
+// all_reduce) do the same for ranks that share a host.
 //
 // Data larger than a slot (256 KiB) goes through in chunks. Two sets of slots alternate, so one
 // arrival per chunk is the only synchronisation: a rank writes set p again (chunk g + 2) only after
@@ -30,35 +32,46 @@
 
 namespace gpurun::worker::detail {
 
-class ShmAllReduce {
+class ShmCollectives {
  public:
   // Collective: every rank of the group calls it once, in the same place. Rank 0 creates the
   // segment and publishes its name (and this host's boot id) under "shm" in `store`; the others
   // map it. `agree(ok)` must return the minimum of `ok` over all ranks (a 1-int all_reduce), so
   // that either every rank uses shared memory or none does. Returns null when any rank could not
   // map the segment (another host, another IPC namespace, /dev/shm full); `why` says why locally.
-  static std::unique_ptr<ShmAllReduce> create(int rank, int size, rendezvous::Store& store,
-                                              const std::function<int(int)>& agree,
-                                              std::string* why);
-  ~ShmAllReduce();
-  ShmAllReduce(const ShmAllReduce&) = delete;
-  ShmAllReduce& operator=(const ShmAllReduce&) = delete;
+  static std::unique_ptr<ShmCollectives> create(int rank, int size, rendezvous::Store& store,
+                                                const std::function<int(int)>& agree,
+                                                std::string* why);
+  ~ShmCollectives();
+  ShmCollectives(const ShmCollectives&) = delete;
+  ShmCollectives& operator=(const ShmCollectives&) = delete;
 
   // In place on `bytes` bytes (count elements of elem_size). Throws std::runtime_error naming the
   // ranks that did not arrive (timeout) or that exited.
   void all_reduce(std::uint8_t* data, std::size_t bytes, std::size_t elem_size, ReduceKernel fn,
                   std::chrono::milliseconds timeout);
+  // recv holds size() blocks of `bytes`, rank r's at r * bytes; send may alias recv's own block.
+  void all_gather(const std::uint8_t* send, std::uint8_t* recv, std::size_t bytes,
+                  std::chrono::milliseconds timeout);
+  void broadcast(std::uint8_t* data, std::size_t bytes, int root,
+                 std::chrono::milliseconds timeout);
+  void barrier(std::chrono::milliseconds timeout);
 
   std::size_t slot_bytes() const { return slot_bytes_; }
 
  private:
   struct Header;
-  ShmAllReduce(int rank, int size, void* base, std::size_t length, std::size_t slot_bytes);
+  ShmCollectives(int rank, int size, void* base, std::size_t length, std::size_t slot_bytes);
   Header& header(int r) const;
   std::uint8_t* slot(std::uint32_t parity, int r) const;
   void arrive(std::uint32_t g);
   void wait_for_all(std::uint32_t g, std::chrono::steady_clock::time_point deadline,
-                    std::size_t chunk, std::size_t chunks);
+                    std::size_t chunk, std::size_t chunks, const char* op);
+  // Runs `bytes` through the slots in chunks: put(slot, offset, n) fills this rank's slot, then
+  // every rank arrives, then take(parity, offset, n) reads the slots. bytes == 0: one empty round.
+  template <typename Put, typename Take>
+  void chunked(std::size_t bytes, std::size_t step, std::chrono::milliseconds timeout,
+               const char* op, Put&& put, Take&& take);
 
   int rank_;
   int size_;
