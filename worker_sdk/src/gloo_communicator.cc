@@ -258,8 +258,26 @@ class GlooCommunicator final : public Communicator {
         "gather",
         [&] { return fmt::format("{} x {} in all, root {}", total, to_string(type), root); },
         [&](std::uint32_t tag) {
-          const auto slot = ::gloo::Slot::build(kGatherSlotPrefix, tag);
           const std::size_t mine = counts[static_cast<std::size_t>(rank_)] * es;
+          if (shm_ && size_ > 1) {
+            std::vector<std::size_t> bytes(counts.size());
+            for (std::size_t r = 0; r < counts.size(); ++r) bytes[r] = counts[r] * es;
+            // Root: the output (staged for a GPU rank), its own block copied in first.
+            void* out = rank_ == root ? host_ptr(recv, total * es, 0) : nullptr;
+            const void* in =
+                rank_ == root || mine == 0 ? send : stage_in(const_cast<void*>(send), mine, 0);
+            if (rank_ == root && mine != 0) {
+              std::size_t before = 0;
+              for (int r = 0; r < rank_; ++r) before += bytes[static_cast<std::size_t>(r)];
+              memory_in(static_cast<std::uint8_t*>(out) + before, send, mine);
+              in = static_cast<std::uint8_t*>(out) + before;
+            }
+            shm_->gather(static_cast<const std::uint8_t*>(in), static_cast<std::uint8_t*>(out),
+                         bytes, root, timeout_);
+            if (rank_ == root) stage_out(recv, out, total * es);
+            return;
+          }
+          const auto slot = ::gloo::Slot::build(kGatherSlotPrefix, tag);
           if (rank_ != root) {
             if (mine == 0) return;
             void* in = stage_in(const_cast<void*>(send), mine, 0);
@@ -634,8 +652,8 @@ std::unique_ptr<Communicator> make_gloo_communicator(GlooConfig cfg) {
                   cfg.address.how);
   std::unique_ptr<ShmCollectives> shm;
   if (cfg.size > 1) {
-    // Same-host ranks run all_reduce, all_gather, broadcast and barrier through shared memory
-    // (gather and reduce_scatter stay on Gloo's pairs). Every rank takes part in the setup
+    // Same-host ranks run all_reduce, all_gather, broadcast, barrier through shared memory
+    // and gather (reduce_scatter stays on Gloo's pairs). Every rank takes part in the setup
     // (even with GPURUN_SHM=0: it votes no), and a 1-int Gloo all_reduce makes the vote unanimous.
     auto agree = [&](int ok) {
       std::int32_t v = cfg.shm ? ok : 0;

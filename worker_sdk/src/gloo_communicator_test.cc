@@ -206,35 +206,48 @@ TEST_CASE("shared-memory all_reduce: every op and type, odd sizes, many chunks, 
   }
 }
 
-TEST_CASE("all_gather, broadcast and barrier in many chunks, shared memory and TCP alike",
+TEST_CASE("all_gather, broadcast, gather and barrier in many chunks, shared memory and TCP alike",
           "[gloo][shm]") {
   for (const char* shm : {"1", "0"}) {
-    auto errs = run_ranks(3,
-                          [](Context& ctx, int r) {
-                            // 100'003 int32 per rank: two 256 KiB chunks and a partial one.
-                            const std::size_t n = 100'003;
-                            std::vector<std::int32_t> mine(n);
-                            for (std::size_t i = 0; i < n; ++i)
-                              mine[i] = static_cast<std::int32_t>(i * 3 + r);
-                            const auto all =
-                                ctx.comm().all_gather(std::span<const std::int32_t>(mine));
-                            expect(all.size() == 3 * n, "all_gather size");
-                            for (int q = 0; q < 3; ++q) {
-                              for (std::size_t i = 0; i < n; i += 997) {
-                                expect(all[static_cast<std::size_t>(q) * n + i] ==
-                                           static_cast<std::int32_t>(i * 3 + q),
-                                       fmt::format("all_gather block {} element {}", q, i));
-                              }
-                            }
-                            for (int root : {0, 2}) {
-                              std::vector<double> b(70'001, r == root ? 1.5 * root : -1.0);
-                              ctx.comm().broadcast(std::span(b), root);
-                              expect(b.front() == 1.5 * root && b.back() == 1.5 * root,
-                                     fmt::format("broadcast from {}", root));
-                            }
-                            ctx.comm().barrier();
-                          },
-                          {{"GPURUN_SHM", shm}});
+    auto errs = run_ranks(
+        3,
+        [](Context& ctx, int r) {
+          // 100'003 int32 per rank: two 256 KiB chunks and a partial one.
+          const std::size_t n = 100'003;
+          std::vector<std::int32_t> mine(n);
+          for (std::size_t i = 0; i < n; ++i) mine[i] = static_cast<std::int32_t>(i * 3 + r);
+          const auto all = ctx.comm().all_gather(std::span<const std::int32_t>(mine));
+          expect(all.size() == 3 * n, "all_gather size");
+          for (int q = 0; q < 3; ++q) {
+            for (std::size_t i = 0; i < n; i += 997) {
+              expect(
+                  all[static_cast<std::size_t>(q) * n + i] == static_cast<std::int32_t>(i * 3 + q),
+                  fmt::format("all_gather block {} element {}", q, i));
+            }
+          }
+          for (int root : {0, 2}) {
+            std::vector<double> b(70'001, r == root ? 1.5 * root : -1.0);
+            ctx.comm().broadcast(std::span(b), root);
+            expect(b.front() == 1.5 * root && b.back() == 1.5 * root,
+                   fmt::format("broadcast from {}", root));
+          }
+          // Variable gather: rank q sends q * 100'000 + 7 bytes (rank 0 only 7; chunks differ).
+          std::vector<std::uint8_t> g(static_cast<std::size_t>(r) * 100'000 + 7,
+                                      static_cast<std::uint8_t>(10 + r));
+          for (int root : {0, 1}) {
+            const auto got = ctx.comm().gather_host_flat(std::span<const std::uint8_t>(g), root);
+            if (r != root) continue;
+            expect(got.ranks() == 3, "gather ranks");
+            for (int q = 0; q < 3; ++q) {
+              const auto b = got.from(q);
+              expect(b.size() == static_cast<std::size_t>(q) * 100'000 + 7, "gather size");
+              expect(std::all_of(b.begin(), b.end(), [q](std::uint8_t x) { return x == 10 + q; }),
+                     fmt::format("gather block {} at root {}", q, root));
+            }
+          }
+          ctx.comm().barrier();
+        },
+        {{"GPURUN_SHM", shm}});
     INFO("GPURUN_SHM=" << shm);
     CHECK(join_errors(errs) == "");
   }

@@ -285,6 +285,33 @@ void ShmCollectives::broadcast(std::uint8_t* data, std::size_t bytes, int root,
       });
 }
 
+void ShmCollectives::gather(const std::uint8_t* send, std::uint8_t* recv,
+                            const std::vector<std::size_t>& counts, int root,
+                            std::chrono::milliseconds timeout) {
+  auto part = [](std::size_t count, std::size_t off, std::size_t n) {
+    return count > off ? std::min(n, count - off) : std::size_t{0};
+  };
+  std::vector<std::size_t> displ(counts.size() + 1, 0);
+  for (std::size_t r = 0; r < counts.size(); ++r) displ[r + 1] = displ[r] + counts[r];
+  const auto me = static_cast<std::size_t>(rank_);
+  if (rank_ == root && counts[me] != 0 && send != recv + displ[me]) {
+    std::memmove(recv + displ[me], send, counts[me]);
+  }
+  chunked(
+      *std::max_element(counts.begin(), counts.end()), slot_bytes_, timeout, "gather",
+      [&](std::uint8_t* mine, std::size_t off, std::size_t n) {
+        if (rank_ != root) std::memcpy(mine, send + off, part(counts[me], off, n));
+      },
+      [&](std::uint32_t parity, std::size_t off, std::size_t n) {
+        if (rank_ != root) return;
+        for (int r = 0; r < size_; ++r) {
+          const auto q = static_cast<std::size_t>(r);
+          if (r != root)
+            std::memcpy(recv + displ[q] + off, slot(parity, r), part(counts[q], off, n));
+        }
+      });
+}
+
 void ShmCollectives::barrier(std::chrono::milliseconds timeout) {
   chunked(
       0, slot_bytes_, timeout, "barrier", [](std::uint8_t*, std::size_t, std::size_t) {},

@@ -55,6 +55,10 @@ class ShmCollectives {
                   std::chrono::milliseconds timeout);
   void broadcast(std::uint8_t* data, std::size_t bytes, int root,
                  std::chrono::milliseconds timeout);
+  // Rank r sends counts[r] bytes; on root, recv gets them laid out by rank (root's own included;
+  // root's send may already be its block of recv).
+  void gather(const std::uint8_t* send, std::uint8_t* recv, const std::vector<std::size_t>& counts,
+              int root, std::chrono::milliseconds timeout);
   void barrier(std::chrono::milliseconds timeout);
 
   std::size_t slot_bytes() const { return slot_bytes_; }
