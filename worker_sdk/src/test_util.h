@@ -1,7 +1,10 @@
 // Test helpers: run N ranks as threads in one process on a shared MemoryStore.
 #pragma once
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <exception>
@@ -66,6 +69,18 @@ inline std::vector<std::string> run_ranks(int world, const std::function<void(Co
   }
   for (auto& t : threads) t.join();
   return errors;
+}
+
+// Whether this machine gives POSIX shared memory (/dev/shm) to the SDK's same-host collectives;
+// without it they fall back to TCP, and tests of shared-memory-only behaviour skip.
+inline bool shm_available() {
+  const std::string name = fmt::format("/gpurun-test-{}", ::getpid());
+  const int fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  if (fd < 0) return false;
+  ::shm_unlink(name.c_str());
+  const bool ok = ::posix_fallocate(fd, 0, 4 << 20) == 0;
+  ::close(fd);
+  return ok;
 }
 
 inline std::string join_errors(const std::vector<std::string>& errs) {
