@@ -8,7 +8,8 @@
 // "madvise") turns ~2,400 faults into 5. PyTorch's CPU allocator does the same for large tensors.
 //
 // Allocations of at least kHugePageMinBytes are mmap'ed 2 MiB-aligned, their length rounded up
-// to whole 2 MiB pages, and advised; smaller ones come from operator new. Where huge pages are
+// to whole 2 MiB pages, advised, and populated in one call (MADV_POPULATE_WRITE: the containers
+// touch every element anyway); smaller ones come from operator new. Where huge pages are
 // unavailable (THP "never", or madvise refused) the mapping still works as ordinary memory.
 #pragma once
 
