@@ -37,6 +37,7 @@ struct Config {
   int repeat = 5;  // best of 5: the least disturbed run on a shared host
   bool gpu = false;
   bool quick = false;
+  int work = 1;  // multiplies the work per run (blur passes, epochs)
   std::string only;
   std::string json_path;
   std::string gpurun, windowed_image, train;
@@ -159,7 +160,7 @@ std::vector<Example> examples(const Config& c) {
   Example wi;
   wi.name = "windowed_image";
   wi.unit = "windows";
-  const int passes = c.gpu ? 64 : (c.quick ? 6 : 60);
+  const int passes = (c.gpu ? 64 : (c.quick ? 6 : 60)) * c.work;
   const std::string size = c.gpu ? "4096x4096" : "2048x1536";
   wi.work_units = c.gpu ? 31.0 * 31.0 : 192.0;
   wi.args = {c.windowed_image, "--image-size",    size, "--blur-passes", std::to_string(passes),
@@ -171,7 +172,7 @@ std::vector<Example> examples(const Config& c) {
   tr.name = "train";
   tr.unit = "samples";
   const int samples = c.gpu ? 400000 : (c.quick ? 4000 : 32000);
-  const int epochs = c.gpu ? 5 : (c.quick ? 2 : 8);
+  const int epochs = (c.gpu ? 5 : (c.quick ? 2 : 8)) * c.work;
   tr.work_units = static_cast<double>(samples) * epochs;
   tr.args = {c.train,
              "--samples",
@@ -230,6 +231,8 @@ std::string usage() {
   --only NAME       windowed_image | train
   --gpu             GPU mode: the examples use their CUDA paths; reports samples/s
   --quick           smaller work (a smoke run, not for figures)
+  --work K          K times the work per run (blur passes, epochs): fixed start-up costs weigh
+                    less, as in real jobs that run for minutes (default 1)
   --json FILE       also write the JSON result to FILE
   --gpurun PATH, --windowed-image PATH, --train PATH   binaries (default: next to this build)
 )";
@@ -262,6 +265,8 @@ int main(int argc, char** argv) {
       c.only = next();
     else if (a == "--gpu")
       c.gpu = true;
+    else if (a == "--work")
+      c.work = std::max(1, std::stoi(next()));
     else if (a == "--quick")
       c.quick = true;
     else if (a == "--json")
@@ -332,8 +337,9 @@ int main(int argc, char** argv) {
   bool failed = false;
   const double load_before = load_average();
   fmt::print(
-      "scaling_bench: {} mode, {} CPU cores{}, best of {} run(s) per point, fixed total work\n",
-      c.gpu ? "GPU" : "CPU", cores, c.gpu ? fmt::format(", {} GPUs", gpus) : "", c.repeat);
+      "scaling_bench: {} mode, {} CPU cores{}, best of {} run(s) per point, fixed total work "
+      "(x{})\n",
+      c.gpu ? "GPU" : "CPU", cores, c.gpu ? fmt::format(", {} GPUs", gpus) : "", c.repeat, c.work);
   for (const Example& ex : examples(c)) {
     fmt::print("  {}: {}\n", ex.name, shell_join(ex.args));
     double base = 0.0;
@@ -414,8 +420,8 @@ int main(int argc, char** argv) {
         load_before, load_after, cores);
   }
   std::string json = fmt::format(
-      R"({{"bench": "scaling", "mode": "{}", "cpu_cores": {}, "gpus": {}, "repeat": {}, "load_before": {:.2f}, "load_after": {:.2f}, "results": [)",
-      c.gpu ? "gpu" : "cpu", cores, gpus, c.repeat, load_before, load_after);
+      R"({{"bench": "scaling", "mode": "{}", "cpu_cores": {}, "gpus": {}, "repeat": {}, "work": {}, "load_before": {:.2f}, "load_after": {:.2f}, "results": [)",
+      c.gpu ? "gpu" : "cpu", cores, gpus, c.repeat, c.work, load_before, load_after);
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
     json += fmt::format(
