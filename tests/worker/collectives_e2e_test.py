@@ -51,6 +51,25 @@ class CollectivesUnderGpurun(unittest.TestCase):
         self.assertIn("rank 1 has not arrived at all_reduce #2", out)
         self.assertIn("last seen in barrier #1", out)
 
+    def test_rank_that_exits_is_named_quickly(self):
+        # Rank 1 leaves after the first barrier. Through shared memory the others notice that its
+        # process is gone (within ~20 ms, long before the 60 s timeout); over TCP, Gloo sees the
+        # connection close. Either way: a CommError, not a hang.
+        import time
+        for shm in ("1", "0"):
+            with self.subTest(GPURUN_SHM=shm):
+                t0 = time.monotonic()
+                p = run_gpurun(2, ["--exit-rank", "1"],
+                               env={"GPURUN_COMM_TIMEOUT": "60s", "GPURUN_SHM": shm}, timeout=50)
+                took = time.monotonic() - t0
+                out = p.stdout + p.stderr
+                self.assertNotEqual(p.returncode, 0, out)
+                self.assertIn("CommError on rank 0", out)
+                self.assertLess(took, 30, out)
+                if shm == "1":
+                    self.assertRegex(out, r"rank 1 \(pid \d+\) exited while this rank waited for it in "
+                                          r"the shared-memory all_reduce")
+
     def test_hybrid_fake_gpus(self):
         p = run_gpurun(4, [], env={"GPURUN_FAKE_GPU_RANKS": "0,1"})
         self.check_ok(p, "hybrid")

@@ -97,7 +97,9 @@ int main(int argc, char** argv) {
   return run_main([&] {
     std::string mode = argc > 1 ? argv[1] : "";
     int hang_rank = -1;
+    int exit_rank = -1;
     if (mode == "--hang-rank" && argc > 2) hang_rank = std::stoi(argv[2]);
+    if (mode == "--exit-rank" && argc > 2) exit_rank = std::stoi(argv[2]);
 
     auto ctx = gpurun::init();
     auto& comm = ctx->comm();
@@ -114,6 +116,19 @@ int main(int argc, char** argv) {
       for (double x : v) expect(x == want, fmt::format("all_reduce got {} want {}", x, want));
       log0(*ctx, "allreduce ok: world {} sum {}", ctx->world_size(), want);
       return 0;
+    }
+    if (exit_rank >= 0) {
+      comm.barrier();                          // #1: everyone arrives
+      if (ctx->rank() == exit_rank) return 0;  // leaves without the next collective
+      std::vector<float> v(10, 1.0f);
+      try {
+        comm.all_reduce(std::span(v));
+      } catch (const gpurun::CommError& e) {
+        std::fprintf(stderr, "CommError on rank %d: %s\n", ctx->rank(), e.what());
+        return 17;
+      }
+      std::fprintf(stderr, "rank %d: all_reduce unexpectedly succeeded\n", ctx->rank());
+      return 1;
     }
     if (hang_rank >= 0) {
       comm.barrier();  // #1: everyone arrives
