@@ -1,15 +1,11 @@
 #include "image.h"
 
 #include <png.h>
-#include <zlib.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <stdexcept>
-#include <string>
 #include <system_error>
 #include <vector>
 
@@ -135,18 +131,22 @@ Image read_png(const std::string& path) {
   return img;
 }
 
-namespace {
-
-namespace fs = std::filesystem;
-
-// Writes `path` through a temporary next to it and a rename: a reader never sees half an image.
-template <typename WriteTmp>
-void write_atomically(const std::string& path, WriteTmp&& write_tmp) {
+void write_png(const std::string& path, const Image& img, bool fast) {
+  namespace fs = std::filesystem;
   const fs::path target(path);
   std::error_code ec;
   if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
+  // Write next to the target, then rename: a reader never sees a half-written image.
   const std::string tmp = path + ".tmp";
-  if (const std::string why = write_tmp(tmp); !why.empty()) {
+  png_image png;
+  std::memset(&png, 0, sizeof png);
+  png.version = PNG_IMAGE_VERSION;
+  png.width = static_cast<png_uint_32>(img.width);
+  png.height = static_cast<png_uint_32>(img.height);
+  png.format = PNG_FORMAT_RGB;
+  if (fast) png.flags |= PNG_IMAGE_FLAG_FAST;
+  if (!png_image_write_to_file(&png, tmp.c_str(), 0, img.data.data(), 0, nullptr)) {
+    const std::string why = png.message;
     std::remove(tmp.c_str());
     throw UsageError("cannot write PNG '" + path + "' (" + why +
                      "); check that the directory is writable or pass another --output");
@@ -156,115 +156,6 @@ void write_atomically(const std::string& path, WriteTmp&& write_tmp) {
     std::remove(tmp.c_str());
     throw UsageError("cannot write PNG '" + path + "' (rename: " + ec.message() + ")");
   }
-}
-
-void put_u32(std::vector<std::uint8_t>& out, std::uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<std::uint8_t>(v >> shift));
-}
-
-// One PNG chunk: length, type, data, CRC-32 of type and data.
-void put_chunk(std::vector<std::uint8_t>& out, const char* type, const std::uint8_t* data,
-               std::size_t n) {
-  put_u32(out, static_cast<std::uint32_t>(n));
-  const std::size_t type_at = out.size();
-  out.insert(out.end(), type, type + 4);
-  if (n != 0) out.insert(out.end(), data, data + n);
-  const uLong crc = crc32(0L, out.data() + type_at, static_cast<uInt>(4 + n));
-  put_u32(out, static_cast<std::uint32_t>(crc));
-}
-
-constexpr int kPngZlibLevel = 3;  // libpng's fast mode uses 3 as well
-
-}  // namespace
-
-int png_band_count(int height) { return (height + kPngBandRows - 1) / kPngBandRows; }
-
-PngBand deflate_png_band(const Image& img, int band) {
-  const int y0 = band * kPngBandRows;
-  const int y1 = std::min(img.height, y0 + kPngBandRows);
-  const bool last = y1 == img.height;
-  const std::size_t row = static_cast<std::size_t>(img.width) * Image::kChannels;
-  // The band's scanlines: filter type 0 (none), then the row as stored.
-  std::vector<std::uint8_t> raw(static_cast<std::size_t>(y1 - y0) * (row + 1));
-  for (int y = y0; y < y1; ++y) {
-    std::uint8_t* dst = raw.data() + static_cast<std::size_t>(y - y0) * (row + 1);
-    dst[0] = 0;
-    std::memcpy(dst + 1, &img.data[static_cast<std::size_t>(y) * row], row);
-  }
-  PngBand out;
-  out.raw_bytes = raw.size();
-  out.adler = static_cast<std::uint32_t>(adler32(1L, raw.data(), static_cast<uInt>(raw.size())));
-  z_stream z{};
-  if (deflateInit2(&z, kPngZlibLevel, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
-    throw std::runtime_error("zlib deflateInit2 failed");
-  }
-  out.deflated.resize(deflateBound(&z, static_cast<uLong>(raw.size())) + 16);
-  z.next_in = raw.data();
-  z.avail_in = static_cast<uInt>(raw.size());
-  z.next_out = out.deflated.data();
-  z.avail_out = static_cast<uInt>(out.deflated.size());
-  // A sync flush ends the band on a byte boundary without the final-block bit; the next band's
-  // stream then simply continues the deflate stream.
-  const int rc = deflate(&z, last ? Z_FINISH : Z_SYNC_FLUSH);
-  const bool ok = last ? rc == Z_STREAM_END : (rc == Z_OK && z.avail_in == 0);
-  out.deflated.resize(out.deflated.size() - z.avail_out);
-  deflateEnd(&z);
-  if (!ok) throw std::runtime_error("zlib deflate of PNG band " + std::to_string(band) + " failed");
-  return out;
-}
-
-void write_png_bands(const std::string& path, int width, int height,
-                     const std::vector<PngBand>& bands) {
-  std::vector<std::uint8_t> file = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-  std::vector<std::uint8_t> ihdr;
-  put_u32(ihdr, static_cast<std::uint32_t>(width));
-  put_u32(ihdr, static_cast<std::uint32_t>(height));
-  ihdr.insert(ihdr.end(), {8, 2, 0, 0, 0});  // 8-bit, RGB, deflate, adaptive filters, no interlace
-  put_chunk(file, "IHDR", ihdr.data(), ihdr.size());
-  // The zlib stream: header (32 KiB window, "fast" level hint, check bits), the bands' deflate
-  // data, the Adler-32 of all scanlines.
-  std::vector<std::uint8_t> zs = {0x78, 0x00};
-  zs[1] = static_cast<std::uint8_t>(1 << 6);
-  zs[1] = static_cast<std::uint8_t>(zs[1] + (31 - (zs[0] * 256 + zs[1]) % 31) % 31);
-  uLong adler = 1;
-  for (const PngBand& b : bands) {
-    zs.insert(zs.end(), b.deflated.begin(), b.deflated.end());
-    adler = adler32_combine(adler, b.adler, static_cast<z_off_t>(b.raw_bytes));
-  }
-  put_u32(zs, static_cast<std::uint32_t>(adler));
-  constexpr std::size_t kIdatBytes = std::size_t{1} << 20;
-  for (std::size_t off = 0; off < zs.size(); off += kIdatBytes) {
-    put_chunk(file, "IDAT", zs.data() + off, std::min(kIdatBytes, zs.size() - off));
-  }
-  put_chunk(file, "IEND", nullptr, 0);
-  write_atomically(path, [&](const std::string& tmp) -> std::string {
-    std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (f == nullptr) return std::strerror(errno);
-    const bool ok = std::fwrite(file.data(), 1, file.size(), f) == file.size();
-    const bool closed = std::fclose(f) == 0;
-    return ok && closed ? std::string() : std::string("short write");
-  });
-}
-
-void write_png(const std::string& path, const Image& img, bool fast) {
-  if (fast) {
-    std::vector<PngBand> bands;
-    for (int b = 0; b < png_band_count(img.height); ++b) bands.push_back(deflate_png_band(img, b));
-    write_png_bands(path, img.width, img.height, bands);
-    return;
-  }
-  write_atomically(path, [&](const std::string& tmp) -> std::string {
-    png_image png;
-    std::memset(&png, 0, sizeof png);
-    png.version = PNG_IMAGE_VERSION;
-    png.width = static_cast<png_uint_32>(img.width);
-    png.height = static_cast<png_uint_32>(img.height);
-    png.format = PNG_FORMAT_RGB;
-    if (!png_image_write_to_file(&png, tmp.c_str(), 0, img.data.data(), 0, nullptr)) {
-      return png.message;
-    }
-    return std::string();
-  });
 }
 
 }  // namespace windowed_image

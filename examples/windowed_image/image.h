@@ -47,28 +47,9 @@ Image make_default_image(int width = kDefaultWidth, int height = kDefaultHeight)
 // Throws UsageError naming the file and libpng's reason.
 Image read_png(const std::string& path);
 // Writes RGB8 PNG (to a temporary next to it, then renamed; creates the parent directory).
-// fast: the banded encoder below (zlib level 3, no row filter: ~6x faster than libpng's full
-// compression for a 1.5x larger file, and the same bytes whichever ranks compress which bands);
-// otherwise libpng with full compression (--small-png). Throws UsageError naming the file and
-// the reason.
+// fast: libpng's fastest compression, ~6x faster for a 1.5x larger file (what the distributed job
+// uses by default: rank 0 writes while the other ranks wait). Throws UsageError naming the file
+// and the reason.
 void write_png(const std::string& path, const Image& img, bool fast = false);
-
-// The fast PNG encoder, in bands that can be compressed on different ranks. The image's
-// scanlines (filter byte 0, then the RGB row) are cut into bands of kPngBandRows rows; each band
-// is an independent raw deflate stream (no back-references into the previous band), ended with a
-// sync flush, the last one with the final block, so that the bands' streams concatenated are one
-// valid deflate stream (as pigz does). The zlib trailer's Adler-32 is combined from the bands'.
-inline constexpr int kPngBandRows = 64;
-struct PngBand {
-  std::vector<std::uint8_t> deflated;
-  std::uint32_t adler = 1;      // Adler-32 of the band's uncompressed scanlines
-  std::uint64_t raw_bytes = 0;  // their length
-};
-int png_band_count(int height);
-// Band `band` of `img` (needs only that band's rows to be final).
-PngBand deflate_png_band(const Image& img, int band);
-// Writes the PNG from all bands in order (as write_png: temporary file, then rename).
-void write_png_bands(const std::string& path, int width, int height,
-                     const std::vector<PngBand>& bands);
 
 }  // namespace windowed_image

@@ -5,11 +5,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
-#include <string>
 #include <utility>
-#include <vector>
 
 #include "pipeline.h"
 
@@ -119,54 +115,6 @@ TEST_CASE("PNG write + read round-trips the pixels", "[image]") {
     CHECK(back.height == 77);
     CHECK(back.data == img.data);
   }
-  std::filesystem::remove_all(dir);
-}
-
-TEST_CASE("banded PNG: libpng reads it back exactly, at any height", "[image][png]") {
-  const auto dir =
-      std::filesystem::temp_directory_path() / ("wi_band_" + std::to_string(::getpid()));
-  // Heights: one row, under one band, exactly one band, one band + 1, several bands + a remainder.
-  for (const auto& [w, h] : {std::pair{5, 1}, std::pair{33, 40}, std::pair{64, 64},
-                             std::pair{70, 65}, std::pair{300, 201}}) {
-    INFO(w << "x" << h);
-    const wi::Image img = wi::make_default_image(w, h);
-    CHECK(wi::png_band_count(h) == (h + wi::kPngBandRows - 1) / wi::kPngBandRows);
-    const std::string path = (dir / ("b" + std::to_string(h) + ".png")).string();
-    wi::write_png(path, img, /*fast=*/true);
-    const wi::Image back = wi::read_png(path);  // libpng checks every CRC and the Adler-32
-    CHECK(back.width == w);
-    CHECK(back.height == h);
-    CHECK(back.data == img.data);
-  }
-  std::filesystem::remove_all(dir);
-}
-
-TEST_CASE("banded PNG: a band needs only its own rows; any split gives the same file",
-          "[image][png]") {
-  const auto dir =
-      std::filesystem::temp_directory_path() / ("wi_split_" + std::to_string(::getpid()));
-  const wi::Image img = wi::make_default_image(257, 300);  // 5 bands, the last one short
-  const std::string whole = (dir / "whole.png").string();
-  const std::string split = (dir / "split.png").string();
-  wi::write_png(whole, img, true);
-  // Each band from a copy where every other row is garbage (what a rank has that stitched only
-  // the windows of its bands).
-  std::vector<wi::PngBand> bands;
-  for (int b = 0; b < wi::png_band_count(img.height); ++b) {
-    wi::Image partial = img;
-    for (int y = 0; y < img.height; ++y) {
-      if (y / wi::kPngBandRows == b) continue;
-      for (int x = 0; x < img.width; ++x) partial.at(y, x, 0) = static_cast<std::uint8_t>(x + y);
-    }
-    bands.push_back(wi::deflate_png_band(partial, b));
-  }
-  wi::write_png_bands(split, img.width, img.height, bands);
-  auto bytes = [](const std::string& p) {
-    std::ifstream f(p, std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  };
-  CHECK(bytes(split) == bytes(whole));
-  CHECK(wi::read_png(split).data == img.data);
   std::filesystem::remove_all(dir);
 }
 
