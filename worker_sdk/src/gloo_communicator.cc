@@ -357,6 +357,9 @@ class GlooCommunicator final : public Communicator {
                    DataType type, int root) override {
     with_host_buffers([&] { gather(send, recv, counts, type, root); });
   }
+  void host_broadcast(void* buf, std::size_t count, DataType type, int root) override {
+    with_host_buffers([&] { broadcast(buf, count, type, root); });
+  }
 
  private:
   static ReduceKernel kernel_for(ReduceOp op, ReduceKernel sum, ReduceKernel max,

@@ -315,6 +315,21 @@ TEST_CASE("gather_host_flat: one buffer on the root, ranks may send nothing", "[
   CHECK(join_errors(errs) == "");
 }
 
+TEST_CASE("host_broadcast: host buffers from any rank kind (fake GPU ranks too)", "[gloo]") {
+  auto errs = run_ranks(3,
+                        [](Context& ctx, int r) {
+                          for (int root : {0, 2}) {
+                            std::vector<std::uint8_t> v(
+                                300'001, static_cast<std::uint8_t>(r == root ? 7 + root : 0));
+                            ctx.comm().host_broadcast(v.data(), v.size(), DataType::kUInt8, root);
+                            expect(v.front() == 7 + root && v.back() == 7 + root,
+                                   fmt::format("host_broadcast from {}", root));
+                          }
+                        },
+                        {{"GPURUN_FAKE_GPU_RANKS", "0"}});
+  CHECK(join_errors(errs) == "");
+}
+
 TEST_CASE("gloo: float16 is refused with a fix", "[gloo]") {
   auto errs = run_ranks(1, [](Context& ctx, int) {
     std::uint16_t h[2] = {0, 0};

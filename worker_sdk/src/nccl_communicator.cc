@@ -207,6 +207,14 @@ class NcclCommunicator final : public Communicator {
     gather(d, d + mine, counts, type, root);
     copy_out(recv, d + mine, received);
   }
+  void host_broadcast(void* buf, std::size_t count, DataType type, int root) override {
+    check_root(rank_, size_, root, "broadcast");
+    const std::size_t bytes = count * size_of(type);
+    std::uint8_t* d = host_stage(bytes);
+    if (rank_ == root) copy_in(d, buf, bytes);
+    broadcast(d, count, type, root);
+    copy_out(buf, d, bytes);
+  }
 
  private:
   // Device memory for host_all_gather / host_gather, grown as needed and kept.

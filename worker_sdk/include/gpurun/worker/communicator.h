@@ -79,8 +79,8 @@ class Communicator {
                               ReduceOp op) = 0;
   virtual void barrier() = 0;
 
-  // Host-memory variants of all_gather and gather, for any rank kind: on a CPU rank the buffers
-  // above already are host memory, so these default to the same calls; a communicator whose
+  // Host-memory variants of all_gather, gather and broadcast, for any rank kind: on a CPU rank the
+  // buffers above already are host memory, so these default to the same calls; a communicator whose
   // buffers live on a GPU (NCCL) stages through device memory.
   virtual void host_all_gather(const void* send, void* recv, std::size_t count, DataType type) {
     all_gather(send, recv, count, type);
@@ -88,6 +88,9 @@ class Communicator {
   virtual void host_gather(const void* send, void* recv, const std::vector<std::size_t>& counts,
                            DataType type, int root) {
     gather(send, recv, counts, type, root);
+  }
+  virtual void host_broadcast(void* buf, std::size_t count, DataType type, int root) {
+    broadcast(buf, count, type, root);
   }
 
   // ---- typed helpers ----
