@@ -300,14 +300,16 @@ void ShmCollectives::gather(const std::uint8_t* send, std::uint8_t* recv,
   chunked(
       *std::max_element(counts.begin(), counts.end()), slot_bytes_, timeout, "gather",
       [&](std::uint8_t* mine, std::size_t off, std::size_t n) {
-        if (rank_ != root) std::memcpy(mine, send + off, part(counts[me], off, n));
+        // A rank that sends nothing may pass a null buffer: copy only what there is.
+        const std::size_t k = part(counts[me], off, n);
+        if (rank_ != root && k != 0) std::memcpy(mine, send + off, k);
       },
       [&](std::uint32_t parity, std::size_t off, std::size_t n) {
         if (rank_ != root) return;
         for (int r = 0; r < size_; ++r) {
           const auto q = static_cast<std::size_t>(r);
-          if (r != root)
-            std::memcpy(recv + displ[q] + off, slot(parity, r), part(counts[q], off, n));
+          const std::size_t k = part(counts[q], off, n);
+          if (r != root && k != 0) std::memcpy(recv + displ[q] + off, slot(parity, r), k);
         }
       });
 }
