@@ -136,8 +136,12 @@ double capacity(const std::string& windowed_image, const std::string& dir, int n
   const std::vector<std::string> task = {windowed_image, "--reference",        "--image-size",
                                          "1024x768",     "--blur-passes",      "40",
                                          "--output",     dir + "/capacity.png"};
-  const double one = run_concurrent(task, 1);
-  const double many = run_concurrent(task, n);
+  // Best of 3 each: a single pair of runs on a shared host reads anywhere from 0.6x to 2.3x.
+  double one = 1e9, many = 1e9;
+  for (int k = 0; k < 3; ++k) {
+    one = std::min(one, run_concurrent(task, 1));
+    many = std::min(many, run_concurrent(task, n));
+  }
   return n * one / many;
 }
 

@@ -50,7 +50,8 @@ int run_reference(const wi::Options& opt) {
   const auto t0 = std::chrono::steady_clock::now();
   const wi::Image img = wi::load_input(opt);
   const wi::WindowGrid grid(img.width, img.height, opt.window, opt.stride);
-  wi::write_png(opt.output, wi::reference_output(img, opt), !opt.small_png);
+  wi::write_png(opt.output, wi::reference_output(img, opt), !opt.small_png,
+                std::max(1, opt.png_threads));
   const double s = seconds_since(t0);
   say("Reference: {} windows of (3, {}, {}) in one process, {:.3f} s", grid.count(), opt.window,
       opt.window, s);
@@ -156,14 +157,17 @@ int run_distributed(const wi::Options& opt) {
                                          grid.count() - stitcher->received(), grid.count()));
   }
   const double gather_s = seconds_since(t0) - compute_s;
-  wi::write_png(opt.output, stitcher->image(), !opt.small_png);
+  // Every other rank on this host has sent its tiles and is exiting: their cores compress the PNG.
+  const int png_threads = opt.png_threads > 0 ? opt.png_threads : ctx->local_world_size();
+  wi::write_png(opt.output, stitcher->image(), !opt.small_png, png_threads);
   const double s = seconds_since(t0);
   say("SUCCESS: Got {} outputs. Example shape[0]: ({}, {}, {})", stitcher->received(),
       wi::Image::kChannels, grid.window(), grid.window());
   say("Output: {} ({}x{}, {} windows on {} ranks, {:.3f} s: rank 0 computed {:.3f} s, gather + "
-      "stitch {:.3f} s, PNG {:.3f} s)",
+      "stitch {:.3f} s, PNG {:.3f} s{})",
       opt.output, img.width, img.height, grid.count(), ctx->world_size(), s, compute_s, gather_s,
-      s - compute_s - gather_s);
+      s - compute_s - gather_s,
+      opt.small_png ? "" : fmt::format(" on {} thread{}", png_threads, png_threads > 1 ? "s" : ""));
   return 0;
 }
 

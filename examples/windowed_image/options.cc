@@ -52,8 +52,12 @@ cli::CommandLine command_line(Options& o) {
          "auto | gloo | nccl (default: auto)");
   cl.add("cpu", cli::flag(&o.cpu), "use the CPU even where a GPU is visible");
   cl.add("small-png", cli::flag(&o.small_png),
-         "compress the PNG fully: ~1.5x smaller, ~5x slower to write (default: libpng's\n"
-         "fast mode, as rank 0 writes while the other ranks wait)");
+         "compress the PNG fully with libpng: ~1.5x smaller, ~5x slower to write, one\n"
+         "thread (default: zlib's fast level in bands, on --png-threads threads)");
+  cl.add("png-threads", cli::integer("N", &o.png_threads, 0, 1024),
+         "threads that compress the PNG on rank 0 (default 0: as many as there are ranks\n"
+         "on its host, whose cores are idle once they have sent their tiles; 1 with\n"
+         "--reference); the file's bytes do not depend on it");
   cl.add("reference", cli::flag(&o.reference),
          "run all windows in this one process (no launcher needed) and write the\n"
          "output: the result every distributed run must match bit for bit");

@@ -26,6 +26,7 @@ TEST_CASE("no flags: the defaults", "[options]") {
   CHECK_FALSE(o.cpu);
   CHECK_FALSE(o.reference);
   CHECK_FALSE(o.small_png);
+  CHECK(o.png_threads == 0);
   CHECK_FALSE(o.help);
 }
 
@@ -33,7 +34,7 @@ TEST_CASE("every flag, as '--flag value' and '--flag=value'", "[options]") {
   const wi::Options o =
       parse({"--input", "in.png", "--output=o.png", "--image-size=450x300", "--window", "96",
              "--stride=64", "--batch-size", "4", "--blur-passes=0", "--gain", "1.5",
-             "--backend=gloo", "--cpu", "--small-png", "--reference"});
+             "--backend=gloo", "--cpu", "--small-png", "--reference", "--png-threads=3"});
   CHECK(o.input == "in.png");
   CHECK(o.output == "o.png");
   CHECK(o.image_width == 450);
@@ -47,6 +48,7 @@ TEST_CASE("every flag, as '--flag value' and '--flag=value'", "[options]") {
   CHECK(o.cpu);
   CHECK(o.small_png);
   CHECK(o.reference);
+  CHECK(o.png_threads == 3);
 }
 
 TEST_CASE("batch size in both spellings; the last of a repeated flag wins", "[options]") {

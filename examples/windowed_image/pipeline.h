@@ -27,6 +27,7 @@ struct Options {
   FilterOptions filter;
   float gain = 200.0f;           // edge magnitude -> 8-bit: round(min(v * gain, 255))
   bool small_png = false;        // full PNG compression (default: write_png's fast mode)
+  int png_threads = 0;           // threads compressing the PNG; 0: the ranks on rank 0's host
   std::string backend = "auto";  // auto | gloo | nccl
   bool cpu = false;              // force the CPU path even where a GPU is visible
   bool reference = false;        // single process, no launcher, no SDK: the reference output
