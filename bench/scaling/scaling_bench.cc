@@ -6,9 +6,17 @@
 // CPU mode (default): every rank is pinned to one BLAS/OpenMP thread so the 1-rank baseline uses
 // one core, as a 1-GPU baseline uses one GPU. GPU mode (--gpu): the examples pick their CUDA
 // paths; the report adds samples/s. Output: a table, then one JSON line (also --json FILE).
+//
+// Side by side (CPU mode): the same training job as users write it today in PyTorch 1.13
+// (bench/scaling/torch_train.py: torch.nn MLP, DistributedDataParallel on gloo, no_sync gradient
+// accumulation), under torchrun and under gpurun, with its whole-job time, its training loop's own
+// time and both speedups (--no-torch skips it).
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,7 +45,10 @@ struct Config {
   int repeat = 5;  // best of 5: the least disturbed run on a shared host
   bool gpu = false;
   bool quick = false;
-  int work = 1;  // multiplies the work per run (blur passes, epochs)
+  int work = 1;          // multiplies the work per run (blur passes, epochs)
+  bool torch = true;     // also run the PyTorch DDP version of the training job (CPU mode)
+  int torch_repeat = 3;  // its runs per point (torchrun takes seconds to start)
+  std::string python = "/usr/bin/python3";
   std::string only;
   std::string json_path;
   std::string gpurun, windowed_image, train;
@@ -158,6 +169,61 @@ struct Example {
   std::vector<std::string> args;
 };
 
+// The training job's size, shared by examples/train and its PyTorch version.
+struct TrainJob {
+  int samples = 0;
+  int epochs = 0;
+  std::string hidden;
+  int batch = 0;
+  std::vector<std::string> flags() const {
+    return {"--samples",
+            std::to_string(samples),
+            "--test-samples",
+            "2000",
+            "--hidden",
+            hidden,
+            "--epochs",
+            std::to_string(epochs),
+            "--global-batch-size",
+            "2048",
+            "--batch-size",
+            std::to_string(batch)};
+  }
+};
+
+TrainJob train_job(const Config& c) {
+  TrainJob j;
+  j.samples = c.gpu ? 400000 : (c.quick ? 4000 : 32000);
+  j.epochs = (c.gpu ? 5 : (c.quick ? 2 : 8)) * c.work;
+  j.hidden = c.gpu ? "2048,2048" : "256,256";
+  j.batch = c.gpu ? 256 : 128;
+  return j;
+}
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  const bool ok = fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+  if (fd >= 0) ::close(fd);
+  return ok ? ntohs(a.sin_port) : 29500;
+}
+
+// The number after `"key": ` in the last line of `out` that has it (torch_train.py's JSON).
+std::optional<double> json_number(const std::string& out, const std::string& key) {
+  const std::string needle = "\"" + key + "\": ";
+  const auto at = out.rfind(needle);
+  if (at == std::string::npos) return std::nullopt;
+  const char* begin = out.c_str() + at + needle.size();
+  char* end = nullptr;
+  const double v = std::strtod(begin, &end);
+  if (end == begin) return std::nullopt;
+  return v;
+}
+
 std::vector<Example> examples(const Config& c) {
   std::vector<Example> out;
   // windowed_image: 2048x1536 -> 16 x 12 = 192 windows of 3x192x192; blur passes set the work.
@@ -175,23 +241,12 @@ std::vector<Example> examples(const Config& c) {
   Example tr;
   tr.name = "train";
   tr.unit = "samples";
-  const int samples = c.gpu ? 400000 : (c.quick ? 4000 : 32000);
-  const int epochs = (c.gpu ? 5 : (c.quick ? 2 : 8)) * c.work;
-  tr.work_units = static_cast<double>(samples) * epochs;
-  tr.args = {c.train,
-             "--samples",
-             std::to_string(samples),
-             "--test-samples",
-             "2000",
-             "--hidden",
-             c.gpu ? "2048,2048" : "256,256",
-             "--epochs",
-             std::to_string(epochs),
-             "--global-batch-size",
-             "2048",
-             "--batch-size",
-             c.gpu ? "256" : "128",
-             "--no-progress"};
+  const TrainJob job = train_job(c);
+  tr.work_units = static_cast<double>(job.samples) * job.epochs;
+  tr.args = {c.train};
+  const auto flags = job.flags();
+  tr.args.insert(tr.args.end(), flags.begin(), flags.end());
+  tr.args.push_back("--no-progress");
   if (!c.gpu) tr.args.push_back("--cpu");
   out.push_back(tr);
   if (!c.only.empty()) {
@@ -237,6 +292,10 @@ std::string usage() {
   --quick           smaller work (a smoke run, not for figures)
   --work K          K times the work per run (blur passes, epochs): fixed start-up costs weigh
                     less, as in real jobs that run for minutes (default 1)
+  --no-torch        skip the PyTorch DDP version of the training job (bench/scaling/torch_train.py,
+                    the same MLP job as users write it, under torchrun and under gpurun)
+  --torch-repeat N  runs per point for it (default: 3)
+  --python PATH     the Python with torch (default: /usr/bin/python3)
   --json FILE       also write the JSON result to FILE
   --gpurun PATH, --windowed-image PATH, --train PATH   binaries (default: next to this build)
 )";
@@ -275,6 +334,12 @@ int main(int argc, char** argv) {
       c.quick = true;
     else if (a == "--json")
       c.json_path = next();
+    else if (a == "--no-torch")
+      c.torch = false;
+    else if (a == "--torch-repeat")
+      c.torch_repeat = std::max(1, std::stoi(next()));
+    else if (a == "--python")
+      c.python = next();
     else if (a == "--gpurun")
       c.gpurun = next();
     else if (a == "--windowed-image")
@@ -397,6 +462,86 @@ int main(int argc, char** argv) {
     }
   }
 
+  // What users run instead: the same training job in PyTorch DDP, under torchrun and gpurun.
+  struct TorchRow {
+    std::string launcher;
+    int ranks;
+    double seconds;       // whole job, launch to exit
+    double loop_seconds;  // the training loop alone (torch_train.py's own clock)
+    double accuracy;
+    double speedup = 0.0;  // job time, against the same launcher's first rank count
+    double loop_speedup = 0.0;
+    double vs_example = 0.0;  // job time / examples/train's job time at the same rank count
+  };
+  std::vector<TorchRow> torch_rows;
+  std::string torch_skipped;
+  const bool want_torch = c.torch && !c.gpu && (c.only.empty() || c.only == "train");
+  if (want_torch) {
+    const RunResult probe = run_command({c.python, "-c", "import torch.distributed.run"});
+    if (probe.exit_code != 0) {
+      torch_skipped =
+          fmt::format("{} cannot import torch (install python3-torch, or --python)", c.python);
+    }
+  } else if (c.torch && c.gpu) {
+    torch_skipped = "GPU mode (Debian's torch is a CPU build)";
+  }
+  if (want_torch && torch_skipped.empty()) {
+    const std::string script = std::string(SCALING_BENCH_SOURCE_DIR) + "/torch_train.py";
+    setenv("PYTHON_EXEC", c.python.c_str(), 1);  // gpurun runs a .py with this interpreter
+    const auto flags = train_job(c).flags();
+    fmt::print("  train, PyTorch DDP: {} {}\n", script, shell_join(flags));
+    for (const std::string launcher : {"torchrun", "gpurun"}) {
+      for (int n : c.ranks) {
+        std::optional<TorchRow> best;
+        for (int k = 0; k < c.torch_repeat; ++k) {
+          std::vector<std::string> cmd;
+          if (launcher == "torchrun") {
+            // torchrun 1.13 on Python 3.11 crashes on its default -r 0 -t 0 (pytorch#92319).
+            cmd = {c.python,
+                   "-m",
+                   "torch.distributed.run",
+                   fmt::format("--nproc_per_node={}", n),
+                   fmt::format("--master_port={}", free_port()),
+                   "-r",
+                   "1",
+                   "-t",
+                   "1",
+                   "--log_dir",
+                   c.work_dir + "/torchrun_logs"};
+          } else {
+            cmd = {c.gpurun, fmt::format("--nproc_per_node={}", n)};
+          }
+          cmd.push_back(script);
+          cmd.insert(cmd.end(), flags.begin(), flags.end());
+          const RunResult r = run_command(cmd);
+          const auto loop = json_number(r.output, "train_seconds");
+          const auto acc = json_number(r.output, "test_accuracy");
+          if (r.exit_code != 0 || !loop || !acc) {
+            fmt::print(stderr,
+                       "scaling_bench: torch_train.py under {} with {} ranks exited {}:\n{}\n",
+                       launcher, n, r.exit_code, r.output);
+            failed = true;
+            break;
+          }
+          if (!best || r.seconds < best->seconds)
+            best = TorchRow{launcher, n, r.seconds, *loop, *acc};
+        }
+        if (best) torch_rows.push_back(*best);
+      }
+    }
+    for (TorchRow& t : torch_rows) {
+      for (const TorchRow& base : torch_rows) {
+        if (base.launcher == t.launcher && base.ranks == c.ranks.front()) {
+          t.speedup = base.seconds * base.ranks / t.seconds;
+          t.loop_speedup = base.loop_seconds * base.ranks / t.loop_seconds;
+        }
+      }
+      for (const Row& r : rows) {
+        if (r.example == "train" && r.ranks == t.ranks) t.vs_example = t.seconds / r.seconds;
+      }
+    }
+  }
+
   const double load_after = load_average();
   fmt::print("\n{:<15} {:>5} {:>9} {:>8} {:>8} {:>10} {:>9} {:>8} {:>8} {:>18}  {}\n", "example",
              "ranks", "time(s)", "cpu(s)", "speedup", "efficiency", "promised", "ceiling",
@@ -414,6 +559,24 @@ int main(int argc, char** argv) {
     fmt::print(
         "ceiling = N x t(1 copy) / t(N copies at once) of a fixed single-threaded task, "
         "measured next to each point: the speedup this machine allowed at that moment\n");
+  }
+  if (!torch_rows.empty()) {
+    fmt::print(
+        "\nthe same training job in PyTorch 1.13 DDP (what users run instead: torch.nn MLP, gloo, "
+        "DistributedSampler, no_sync accumulation, 1 thread per rank)\n");
+    fmt::print("{:<10} {:>5} {:>11} {:>8} {:>9} {:>13} {:>18} {:>9} {:>22}\n", "launcher", "ranks",
+               "job time(s)", "speedup", "loop(s)", "loop speedup", "loop throughput", "test acc",
+               "job time vs examples/train");
+    for (const TorchRow& t : torch_rows) {
+      fmt::print(
+          "{:<10} {:>5} {:>11.2f} {:>7.2f}x {:>9.2f} {:>12.2f}x {:>10.1f} samples/s {:>8.1f}% "
+          "{:>21.1f}x\n",
+          t.launcher, t.ranks, t.seconds, t.speedup, t.loop_seconds, t.loop_speedup,
+          train_job(c).samples * static_cast<double>(train_job(c).epochs) / t.loop_seconds,
+          100.0 * t.accuracy, t.vs_example);
+    }
+  } else if (!torch_skipped.empty()) {
+    fmt::print("\nPyTorch DDP comparison skipped: {}\n", torch_skipped);
   }
   if (!c.gpu && std::max(load_before, load_after) > cores) {
     fmt::print(
@@ -435,7 +598,15 @@ int main(int argc, char** argv) {
         promised(r.ranks) > 0 ? fmt::format("{:.1f}", promised(r.ranks)) : "null", r.throughput,
         r.unit, r.note);
   }
-  json += "]}";
+  json += "], \"torch\": [";
+  for (std::size_t i = 0; i < torch_rows.size(); ++i) {
+    const TorchRow& t = torch_rows[i];
+    json += fmt::format(
+        R"({}{{"launcher": "{}", "ranks": {}, "seconds": {:.4f}, "speedup": {:.4f}, "loop_seconds": {:.4f}, "loop_speedup": {:.4f}, "test_accuracy": {:.4f}, "seconds_vs_example": {:.4f}}})",
+        i ? ", " : "", t.launcher, t.ranks, t.seconds, t.speedup, t.loop_seconds, t.loop_speedup,
+        t.accuracy, t.vs_example);
+  }
+  json += fmt::format(R"(], "torch_skipped": "{}"}})", torch_skipped);
   fmt::print("\n{}\n", json);
   if (!c.json_path.empty()) std::ofstream(c.json_path) << json << "\n";
   fs::remove_all(c.work_dir);
