@@ -1,8 +1,13 @@
 #include "dataset.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <zlib.h>
 
+#include <cerrno>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <numbers>
 #include <sstream>
 #include <stdexcept>
@@ -121,12 +126,25 @@ SplitPart make_spirals_part(const DatasetOptions& opt, int part, int parts) {
 
 // scikit-learn's digits.csv.gz: 1797 rows of 64 pixel values (0..16) then the label.
 Split make_digits(const DatasetOptions& opt) {
-  const std::string path = opt.data_file.empty() ? kDefaultDigitsFile : opt.data_file;
+  std::string path = opt.data_file;
+  if (path.empty()) {
+    for (const char* candidate : kDigitsFiles) {
+      if (std::filesystem::exists(candidate)) {
+        path = candidate;
+        break;
+      }
+    }
+  }
+  if (path.empty()) {
+    throw UsageError(fmt::format(
+        "cannot find the digits data (looked for {}); run scripts/fetch_digits.sh (it unpacks "
+        "digits.csv.gz from Debian's python3-sklearn package) or pass --data-file PATH",
+        fmt::join(kDigitsFiles, " and ")));
+  }
   gzFile gz = gzopen(path.c_str(), "rb");
   if (!gz) {
-    throw UsageError("cannot open the digits data '" + path +
-                     "' (missing); install Debian's python3-sklearn (it ships "
-                     "sklearn/datasets/data/digits.csv.gz) or pass --data-file PATH");
+    throw UsageError("cannot open the digits data '" + path + "' (" + std::strerror(errno) +
+                     "); run scripts/fetch_digits.sh or pass --data-file PATH to a digits.csv.gz");
   }
   std::string text;
   char buf[1 << 16];

@@ -44,11 +44,14 @@ struct DatasetOptions {
   int classes = 8;     // blobs and spirals (digits: 10)
   float noise = 2.0f;  // blobs: within-class sigma (2: ~95% reachable); spirals: angle noise
   std::uint64_t seed = 1234;
-  std::string data_file;  // digits: path of digits.csv.gz (default: python3-sklearn's copy)
+  std::string data_file;  // digits: path of digits.csv.gz (default: kDigitsFiles, first found)
 };
 
-inline constexpr const char* kDefaultDigitsFile =
-    "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz";
+// Where --dataset digits looks without --data-file, in order: an installed python3-sklearn's copy,
+// then what scripts/fetch_digits.sh unpacks from that package (relative to the working directory,
+// i.e. the repository root when run as the README shows).
+inline constexpr const char* kDigitsFiles[] = {
+    "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz", "data/digits.csv.gz"};
 
 // Builds the split; generated sets are identical on every rank and every run for the same options.
 // Throws UsageError for unknown names or an unreadable digits file (naming the package to install).

@@ -115,12 +115,14 @@ TEST_CASE("dataset parts: a bad part number is refused", "[dataset]") {
   CHECK_THROWS_AS(make_dataset_part(o, 0, 0), std::invalid_argument);
 }
 
-TEST_CASE("digits: a missing file names the Debian package", "[dataset]") {
+TEST_CASE("digits: a missing file names the file and the fix", "[dataset]") {
   DatasetOptions o;
   o.name = "digits";
   o.data_file = "/nonexistent/digits.csv.gz";
-  CHECK_THROWS_WITH(make_dataset(o),
-                    Catch::Contains("python3-sklearn") && Catch::Contains("--data-file"));
+  CHECK_THROWS_WITH(make_dataset(o), Catch::Contains("/nonexistent/digits.csv.gz") &&
+                                         Catch::Contains("No such file") &&
+                                         Catch::Contains("scripts/fetch_digits.sh") &&
+                                         Catch::Contains("--data-file"));
 }
 
 TEST_CASE("digits: parses scikit-learn's CSV layout", "[dataset]") {

@@ -49,7 +49,7 @@ cli::CommandLine command_line(Options& o) {
   cl.section("data and model:");
   cl.add("dataset", cli::choice("NAME", &o.data.name, {"blobs", "spirals", "digits"}),
          "blobs | spirals | digits (default: blobs; digits reads scikit-learn's\n"
-         "digits.csv.gz from python3-sklearn, or --data-file PATH)");
+         "digits.csv.gz: scripts/fetch_digits.sh puts it in data/, or --data-file PATH)");
   cl.add("data-file", cli::text("PATH", &o.data.data_file), "");  // in --dataset's help
   cl.add("samples", cli::integer("N", &o.data.train_samples, 1),
          "training samples of a generated dataset (default: 8000)");

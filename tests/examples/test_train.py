@@ -143,6 +143,35 @@ class TrainAccuracy(Base):
             self.assertLessEqual(abs(acc[n] - acc[1]), 1.0, acc)
 
 
+DIGITS = os.path.join(os.environ.get("GPURUN_SOURCE_DIR", ""), "data", "digits.csv.gz")
+
+
+class TrainDigits(Base):
+    """The real data set: scikit-learn's handwritten digits, unpacked from Debian's python3-sklearn
+    by scripts/fetch_digits.sh (scripts/test.sh runs it)."""
+
+    def test_digits_accuracy_matches_across_world_sizes(self):
+        if not os.path.exists(DIGITS):
+            self.skipTest(f"{DIGITS} missing: run scripts/fetch_digits.sh")
+        args = ["--dataset", "digits", "--data-file", DIGITS, "--epochs", "20",
+                "--global-batch-size", "64", "--batch-size", "16", "--seed", "2"]
+        acc = {}
+        for n in (1, 2, 4):
+            proc = testlib.run([self.gpurun, f"--nproc_per_node={n}", self.train, "--cpu",
+                                "--no-progress", *args], timeout=120)
+            text = proc.stdout + proc.stderr
+            self.assertEqual(proc.returncode, 0, f"{n} ranks failed:\n{text}")
+            self.checksum(text, n)
+            self.assertIn("1437 train / 360 test samples", text)
+            m = FINAL.search(text)
+            self.assertIsNotNone(m, text)
+            acc[n] = float(m.group(1))
+        print("digits test accuracy by world size:", acc)
+        self.assertGreater(acc[1], 90.0)
+        for n in (2, 4):
+            self.assertLessEqual(abs(acc[n] - acc[1]), 1.0, acc)
+
+
 class TrainErrors(Base):
     def test_global_batch_must_divide(self):
         rc, text = self.job(2, "--global-batch-size", "100", "--batch-size", "16", ok=False)
