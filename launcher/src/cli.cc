@@ -21,6 +21,7 @@
 #include "gpurun/common/env.h"
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
+#include "numa.h"
 
 namespace gpurun::launcher {
 
@@ -295,6 +296,16 @@ const std::vector<OptionSpec>& options() {
       {"--virtual-local-rank", 0, false, EnvKind::kPet, Group::kTorchrun, nullptr,
        "each worker sees only its own GPU and LOCAL_RANK=0", nullptr,
        FLAG(st.cfg.virtual_local_rank = on)},
+      {"--numa-binding", 0, true, EnvKind::kNone, Group::kTorchrun,
+       "node|socket|exclusive|core-complex",
+       "bind each GPU worker to CPUs near its GPU: its NUMA node, its socket, an exclusive "
+       "share of the node's cores, or one L3 domain of the node (CPU workers stay unbound)",
+       VALUE({
+         auto m = parse_numa_binding(trim(value));
+         if (!m) bad_value(origin, value, "node, socket, exclusive or core-complex");
+         st.cfg.numa_binding = m;
+       }),
+       nullptr},
       {"--monitor-interval", 0, true, EnvKind::kPet, Group::kTorchrun, "SECONDS",
        "accepted for compatibility; gpurun sees worker exits at once [0.1]",
        VALUE(st.cfg.monitor_interval = parse_duration(trim(value), origin)), nullptr},
@@ -998,6 +1009,7 @@ std::string config_to_json(const LaunchConfig& c) {
   j["signals_to_handle"] = sigs;
   j["shutdown_timeout_ms"] = c.shutdown_timeout.count();
   j["virtual_local_rank"] = c.virtual_local_rank;
+  j["numa_binding"] = c.numa_binding ? json(to_string(*c.numa_binding)) : json(nullptr);
   j["per_worker_visible_devices"] = c.narrow_visible_devices;
   j["timeout_ms"] = c.run_timeout ? json(c.run_timeout->count()) : json(nullptr);
   j["rdzv_timeout_ms"] = c.rdzv_timeout.count();

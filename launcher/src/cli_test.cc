@@ -197,6 +197,19 @@ TEST_CASE("local ranks filter", "[cli]") {
              Catch::Contains("--local-ranks-filter"));
 }
 
+TEST_CASE("numa binding: torchrun's four modes in both spellings", "[cli]") {
+  CHECK_FALSE(parse({"x"}).numa_binding);
+  CHECK(parse({"--numa-binding", "node", "x"}).numa_binding == NumaBinding::kNode);
+  CHECK(parse({"--numa_binding=socket", "x"}).numa_binding == NumaBinding::kSocket);
+  CHECK(parse({"--numa-binding", "exclusive", "x"}).numa_binding == NumaBinding::kExclusive);
+  CHECK(parse({"--numa-binding", "core-complex", "x"}).numa_binding == NumaBinding::kCoreComplex);
+  CHECK_THAT(error_of({"--numa-binding", "numa", "x"}),
+             Catch::Contains("--numa-binding") && Catch::Contains("'numa'") &&
+                 Catch::Contains("node, socket, exclusive or core-complex"));
+  CHECK_THAT(config_to_json(parse({"--numa-binding", "core-complex", "x"})),
+             Catch::Contains("\"numa_binding\": \"core-complex\""));
+}
+
 TEST_CASE("PET_* environment fallbacks; an explicit flag wins", "[cli]") {
   EnvMap env{{"PET_NPROC_PER_NODE", "3"}, {"PET_NNODES", "2"},
              {"PET_NODE_RANK", "1"},      {"PET_MASTER_ADDR", "10.1.1.1"},

@@ -42,6 +42,9 @@ enum class NprocKind { kNumber, kGpu, kCpu, kAuto };
 
 enum class ColorMode { kAuto, kAlways, kNever };
 
+// --numa-binding (torchrun 2.8+): which CPUs near its GPU each GPU worker is bound to (numa.h).
+enum class NumaBinding { kNode, kSocket, kExclusive, kCoreComplex };
+
 struct LaunchConfig {
   Action action = Action::kRun;
   std::vector<std::string> store_args;  // args after `gpurun store` (Action::kStore)
@@ -76,6 +79,7 @@ struct LaunchConfig {
       signals_to_handle;  // default SIGTERM,SIGINT,SIGHUP,SIGQUIT (+SIGUSR1/2 forwarded)
   std::chrono::milliseconds shutdown_timeout{5000};  // grace between forwarded signal and SIGKILL
   bool virtual_local_rank = false;
+  std::optional<NumaBinding> numa_binding;  // unset: workers run on every CPU (no binding)
 
   // ---- gpurun extras ----
   bool narrow_visible_devices =
@@ -123,6 +127,8 @@ struct GpuInfo {
   std::string name;    // "NVIDIA H100 80GB HBM3" when known
   std::string vendor;  // "nvidia" | "amd" | "fake"
   std::string uuid;
+  std::string pci_bus_id;        // "0000:3b:00.0" when known (--numa-binding looks it up in sysfs)
+  std::optional<int> numa_node;  // known without sysfs (fake GPUs: GPURUN_FAKE_GPU_NUMA_NODES)
 };
 
 struct GpuInventory {
@@ -165,6 +171,7 @@ struct WorkerSpec {
   std::string stderr_path;
   bool console_stdout = true;  // after --local-ranks-filter
   bool console_stderr = true;
+  std::vector<int> cpus;  // --numa-binding: the CPUs it may run on (empty = not bound)
 };
 
 // "--nproc-per-node gpu" with no GPU visible. main() maps it to ExitCode::kNoGpu (4).

@@ -91,6 +91,8 @@ VisibleSelection select_visible_nvidia(const std::vector<NvmlDevice>& devices,
   VisibleSelection sel;
   auto add = [&](const NvmlDevice& d, std::string id, std::string uuid, std::string name) {
     GpuInfo g;
+    g.pci_bus_id = d.pci_bus_id;
+    g.numa_node = d.numa_node;
     g.index = static_cast<int>(sel.gpus.size());
     g.id = std::move(id);
     g.name = std::move(name);
@@ -259,9 +261,31 @@ GpuInventory NvmlGpuProbe::probe(const EnvMap& env) {
 FakeGpuProbe::FakeGpuProbe(int count) : count_(count) {}
 
 GpuInventory FakeGpuProbe::probe(const EnvMap& env) {
+  // GPURUN_FAKE_GPU_NUMA_NODES=0,0,1,1 (tests only): the NUMA node of each fake GPU, in order.
+  std::vector<int> nodes;
+  if (auto v = env_get(env, "GPURUN_FAKE_GPU_NUMA_NODES")) {
+    std::size_t start = 0;
+    while (start <= v->size()) {
+      std::size_t comma = v->find(',', start);
+      if (comma == std::string::npos) comma = v->size();
+      try {
+        nodes.push_back(static_cast<int>(
+            parse_int(v->substr(start, comma - start), "GPURUN_FAKE_GPU_NUMA_NODES")));
+      } catch (const ConfigError&) {
+        throw ConfigError(fmt::format(
+            "invalid GPURUN_FAKE_GPU_NUMA_NODES '{}' (expected node numbers such as 0,0,1,1; it "
+            "is for tests only); unset it",
+            *v));
+      }
+      start = comma + 1;
+    }
+  }
   std::vector<NvmlDevice> devices;
   for (int i = 0; i < count_; ++i) {
-    devices.push_back({fmt::format("GPU-fa4e0000-0000-4000-8000-{:012d}", i), "Fake GPU", {}});
+    NvmlDevice d{fmt::format("GPU-fa4e0000-0000-4000-8000-{:012d}", i), "Fake GPU", {}, "", {}};
+    if (static_cast<std::size_t>(i) < nodes.size())
+      d.numa_node = nodes[static_cast<std::size_t>(i)];
+    devices.push_back(std::move(d));
   }
   GpuInventory inv =
       NvmlGpuProbe(make_fake_nvml(std::move(devices), "fake"), "fake", "fake").probe(env);

@@ -19,6 +19,8 @@ struct NvmlDevice {
   std::string uuid;                    // "GPU-8b5c..."
   std::string name;                    // "NVIDIA H100 80GB HBM3"
   std::vector<std::string> mig_uuids;  // "MIG-..." of its MIG devices (empty: MIG off)
+  std::string pci_bus_id;              // sysfs form "0000:3b:00.0" (empty: unknown)
+  std::optional<int> numa_node;        // fake devices only (real ones: sysfs, by pci_bus_id)
 };
 
 // The NVML calls gpurun needs. The real one (system_nvml) dlopens libnvidia-ml.so.1 once per

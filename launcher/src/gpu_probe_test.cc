@@ -21,10 +21,10 @@ const std::string kMig0 = "MIG-aaaaaaaa-0000-5000-8000-000000000000";
 const std::string kMig1 = "MIG-bbbbbbbb-0000-5000-8000-000000000001";
 
 std::vector<NvmlDevice> four_gpus() {
-  return {{kU0, "NVIDIA A100", {}},
-          {kU1, "NVIDIA A100", {}},
-          {kU2, "NVIDIA A100", {}},
-          {kU3, "NVIDIA A100", {kMig0, kMig1}}};
+  return {{kU0, "NVIDIA A100", {}, "0000:17:00.0", {}},
+          {kU1, "NVIDIA A100", {}, "0000:3b:00.0", {}},
+          {kU2, "NVIDIA A100", {}, "0000:86:00.0", {}},
+          {kU3, "NVIDIA A100", {kMig0, kMig1}, "0000:af:00.0", {}}};
 }
 
 std::vector<std::string> ids(const VisibleSelection& s) {

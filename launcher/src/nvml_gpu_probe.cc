@@ -20,6 +20,17 @@ constexpr unsigned kUuidBuffer = 96;
 constexpr unsigned kNameBuffer = 96;
 constexpr unsigned kVersionBuffer = 80;
 
+// nvmlPciInfo_t as nvml.h declares it since CUDA 11 (nvmlDeviceGetPciInfo_v3).
+struct NvmlPciInfo {
+  char bus_id_legacy[16];
+  unsigned domain;
+  unsigned bus;
+  unsigned device;
+  unsigned pci_device_id;
+  unsigned pci_subsystem_id;
+  char bus_id[32];
+};
+
 class DlopenNvml : public NvmlLibrary {
  public:
   ~DlopenNvml() override {
@@ -51,6 +62,11 @@ class DlopenNvml : public NvmlLibrary {
       char name[kNameBuffer] = {};
       if (get_name_(dev, name, kNameBuffer) == kNvmlSuccess) d.name = name;
       d.mig_uuids = mig_uuids(dev);
+      NvmlPciInfo pci{};
+      if (get_pci_ && get_pci_(dev, &pci) == kNvmlSuccess) {
+        d.pci_bus_id =
+            fmt::format("{:04x}:{:02x}:{:02x}.0", pci.domain & 0xffff, pci.bus, pci.device);
+      }
       out.push_back(std::move(d));
     }
     return out;
@@ -80,6 +96,8 @@ class DlopenNvml : public NvmlLibrary {
     get_uuid_ = lib_.symbol<nvmlReturn_t (*)(nvmlDevice_t, char*, unsigned)>("nvmlDeviceGetUUID");
     get_name_ = lib_.symbol<nvmlReturn_t (*)(nvmlDevice_t, char*, unsigned)>("nvmlDeviceGetName");
     driver_version_ = lib_.symbol<nvmlReturn_t (*)(char*, unsigned)>("nvmlSystemGetDriverVersion");
+    // Optional: PCI location (--numa-binding finds the GPU's NUMA node through it).
+    get_pci_ = lib_.symbol<nvmlReturn_t (*)(nvmlDevice_t, NvmlPciInfo*)>("nvmlDeviceGetPciInfo_v3");
     // Optional (MIG-capable drivers only).
     mig_mode_ =
         lib_.symbol<nvmlReturn_t (*)(nvmlDevice_t, unsigned*, unsigned*)>("nvmlDeviceGetMigMode");
@@ -130,6 +148,7 @@ class DlopenNvml : public NvmlLibrary {
   nvmlReturn_t (*get_uuid_)(nvmlDevice_t, char*, unsigned) = nullptr;
   nvmlReturn_t (*get_name_)(nvmlDevice_t, char*, unsigned) = nullptr;
   nvmlReturn_t (*driver_version_)(char*, unsigned) = nullptr;
+  nvmlReturn_t (*get_pci_)(nvmlDevice_t, NvmlPciInfo*) = nullptr;
   nvmlReturn_t (*mig_mode_)(nvmlDevice_t, unsigned*, unsigned*) = nullptr;
   nvmlReturn_t (*max_mig_)(nvmlDevice_t, unsigned*) = nullptr;
   nvmlReturn_t (*mig_handle_)(nvmlDevice_t, unsigned, nvmlDevice_t*) = nullptr;

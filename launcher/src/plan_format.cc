@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "config.h"
+#include "numa.h"
 #include "worker_env.h"
 
 namespace gpurun::launcher {
@@ -89,6 +90,13 @@ std::string format_plan(const LaunchConfig& cfg, const std::vector<WorkerSpec>& 
     }
     out << fmt::format("\nrank {} (local rank {})  {}\n", w.rank, w.local_rank, gpu);
     out << "  command: " << join_quoted(w.argv) << "\n";
+    if (cfg.numa_binding) {
+      out << "  cpus:    "
+          << (w.cpus.empty() ? std::string("all (not bound)")
+                             : fmt::format("{} (--numa-binding {})", format_cpu_list(w.cpus),
+                                           to_string(*cfg.numa_binding)))
+          << "\n";
+    }
     std::vector<std::string> set;
     for (const auto& key : worker_env_keys()) {
       auto it = w.env.find(key);

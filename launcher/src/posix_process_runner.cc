@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
@@ -81,7 +82,7 @@ std::string resolve_executable(const std::string& name, const EnvMap& env) {
 // Child-side failure record sent through the error pipe.
 struct ChildError {
   int err;
-  int stage;  // 0 exec, 1 dup2, 2 parent died, 3 chdir
+  int stage;  // 0 exec, 1 dup2, 2 parent died, 3 chdir, 4 sched_setaffinity
 };
 
 [[noreturn]] void child_fail(int fd, int stage) {
@@ -99,6 +100,8 @@ struct ChildArgs {
   pid_t parent = 0;
   const int* handled = nullptr;  // signals gpurun catches: back to SIG_DFL in the child
   std::size_t n_handled = 0;
+  const cpu_set_t* cpus = nullptr;  // --numa-binding: affinity to set (null: inherited)
+  std::size_t cpus_size = 0;
 };
 
 // The child between clone/fork and exec: raw syscalls only (it may share the parent's memory).
@@ -115,6 +118,9 @@ struct ChildArgs {
   if (a.in_fd >= 0 && ::dup2(a.in_fd, 0) < 0) child_fail(a.exec_fd, 1);
   if (a.out_fd >= 0 && ::dup2(a.out_fd, 1) < 0) child_fail(a.exec_fd, 1);
   if (a.err_fd >= 0 && ::dup2(a.err_fd, 2) < 0) child_fail(a.exec_fd, 1);
+  if (a.cpus != nullptr && ::sched_setaffinity(0, a.cpus_size, a.cpus) != 0) {
+    child_fail(a.exec_fd, 4);
+  }
   // Like Python's close_fds=True (torchrun): nothing but 0/1/2 survives exec (e.g. the store's
   // sockets, other workers' pipes). The error pipe already has FD_CLOEXEC.
   ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
@@ -263,6 +269,20 @@ class PosixProcessRunner final : public ProcessRunner {
     ca.parent = ::getpid();
     ca.handled = handled_signals_.data();
     ca.n_handled = handled_signals_.size();
+
+    // --numa-binding: the affinity mask, built here (the child must not allocate).
+    std::unique_ptr<cpu_set_t, void (*)(cpu_set_t*)> cpus(nullptr, [](cpu_set_t* p) {
+      if (p) CPU_FREE(p);
+    });
+    if (!req.cpus.empty()) {
+      const int max_cpu = *std::max_element(req.cpus.begin(), req.cpus.end());
+      cpus.reset(CPU_ALLOC(max_cpu + 1));
+      if (!cpus) throw SpawnError("cannot allocate a CPU set for --numa-binding");
+      ca.cpus_size = CPU_ALLOC_SIZE(max_cpu + 1);
+      CPU_ZERO_S(ca.cpus_size, cpus.get());
+      for (int c : req.cpus) CPU_SET_S(static_cast<std::size_t>(c), ca.cpus_size, cpus.get());
+      ca.cpus = cpus.get();
+    }
 
     const pid_t pid = start_child(ca);
     if (pid < 0) {
@@ -413,6 +433,7 @@ class PosixProcessRunner final : public ProcessRunner {
     if (n == static_cast<ssize_t>(sizeof e)) {
       const char* what = e.stage == 1   ? "cannot set up its stdio"
                          : e.stage == 2 ? "gpurun exited while it started"
+                         : e.stage == 4 ? "cannot bind it to its --numa-binding CPUs"
                                         : nullptr;
       c.exec_error = what ? fmt::format("{} ({})", what, std::strerror(e.err))
                           : std::string(std::strerror(e.err));

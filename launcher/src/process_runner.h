@@ -38,6 +38,7 @@ struct SpawnRequest {
   StreamSetup out;
   StreamSetup err;
   bool stdin_null = false;  // stdin from /dev/null instead of gpurun's stdin
+  std::vector<int> cpus;    // CPU affinity set before exec (--numa-binding); empty = inherited
 };
 
 enum class Stream { kStdout = 1, kStderr = 2 };

@@ -24,6 +24,7 @@
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
 #include "gpurun/rendezvous/store_server.h"
+#include "numa.h"
 #include "output_mux.h"
 #include "process_runner.h"
 #include "run_internal.h"
@@ -278,6 +279,7 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
     facts.world_size = nproc;
     std::vector<std::string> notes;
     auto workers = plan_workers(cfg, nproc, gpus, facts, env, &notes);
+    apply_numa_binding(cfg, gpus, env, workers, &notes);
     for (const auto& n : notes) print_note(n);
     std::fputs(format_plan(cfg, workers, gpus).c_str(), stdout);
     std::fflush(stdout);
@@ -336,6 +338,7 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
     facts.world_size = world_size;
     std::vector<std::string> notes;
     auto specs = plan_workers(cfg, nproc, gpus, facts, env, &notes);
+    apply_numa_binding(cfg, gpus, env, specs, &notes);
     if (!notes_printed) {
       for (const auto& n : notes) print_note(n);
       notes_printed = true;
@@ -350,6 +353,7 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
       p.request.argv = s.argv;
       p.request.env = s.env;
       p.request.stdin_null = stdin_null;
+      p.request.cpus = s.cpus;
       RankOutput ro;
       auto [out, err] = wire_streams(s, pipe_console, &ro);
       p.request.out = out;

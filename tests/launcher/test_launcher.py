@@ -422,5 +422,79 @@ class MultiNode(unittest.TestCase):
         self.assertIn("waiting for role_info from node rank 1", p.stderr)
 
 
+
+class NumaBinding(unittest.TestCase):
+    """--numa-binding on a made-up two-node machine (GPURUN_SYSFS_ROOT, tests only) with two
+    fake GPUs, one per node: each worker really runs on its node's CPU (its kernel affinity)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="gpurun_numa_")
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise unittest.SkipTest("needs 2 CPUs")
+        cls.cpus = cpus[:2]
+
+        def put(rel, text):
+            path = os.path.join(cls.tmp, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text + "\n")
+
+        put("devices/system/cpu/online", ",".join(map(str, cls.cpus)))
+        for node, cpu in enumerate(cls.cpus):
+            put(f"devices/system/node/node{node}/cpulist", str(cpu))
+            put(f"devices/system/cpu/cpu{cpu}/topology/physical_package_id", str(node))
+        cls.env = {"GPURUN_FAKE_GPUS": "2", "GPURUN_FAKE_GPU_NUMA_NODES": "0,1",
+                   "GPURUN_SYSFS_ROOT": cls.tmp}
+
+    @classmethod
+    def tearDownClass(cls):
+        import shutil
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    AFFINITY = ["--no-python", "/bin/sh", "-c",
+                "echo affinity=$(grep Cpus_allowed_list /proc/self/status | cut -f2)"]
+
+    def affinity(self, p):
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        return dict(re.findall(r"\[rank (\d+)\] affinity=(\S+)", p.stdout))
+
+    def test_each_worker_runs_on_its_gpus_node(self):
+        p = gpurun("--nproc-per-node", "2", "--numa-binding", "node", *self.AFFINITY,
+                   env=self.env)
+        self.assertEqual(self.affinity(p), {"0": str(self.cpus[0]), "1": str(self.cpus[1])})
+
+    def test_without_the_flag_workers_keep_every_cpu(self):
+        p = gpurun("--nproc-per-node", "2", *self.AFFINITY, env=self.env)
+        got = self.affinity(p)
+        self.assertEqual(len(got), 2)
+        self.assertNotEqual(got["0"], str(self.cpus[0]))
+
+    def test_cpu_workers_are_left_alone_and_named(self):
+        p = gpurun("--nproc-per-node", "3", "--numa-binding", "socket", *self.AFFINITY,
+                   env=self.env)
+        got = self.affinity(p)
+        self.assertEqual(got["0"], str(self.cpus[0]))
+        self.assertEqual(got["1"], str(self.cpus[1]))
+        self.assertNotIn(got["2"], (str(self.cpus[0]), str(self.cpus[1])))
+        self.assertIn("rank 2 has no GPU with a known NUMA node; not bound", p.stderr)
+
+    def test_dry_run_shows_the_cpus(self):
+        p = gpurun("--dry-run", "--nproc-per-node", "2", "--numa-binding", "exclusive",
+                   *self.AFFINITY, env=self.env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(f"cpus:    {self.cpus[1]} (--numa-binding exclusive)", p.stdout)
+
+    def test_exclusive_with_too_few_cores_and_bad_values_are_errors(self):
+        p = gpurun("--nproc-per-node", "2", "--numa-binding", "exclusive", *self.AFFINITY,
+                   env={**self.env, "GPURUN_FAKE_GPU_NUMA_NODES": "0,0"})
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("gpurun: error: --numa-binding exclusive: NUMA node 0 has 1 physical core "
+                      "for 2 workers", p.stderr)
+        p = gpurun("--numa-binding", "numa", *self.AFFINITY)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("node, socket, exclusive or core-complex", p.stderr)
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
