@@ -187,6 +187,25 @@ std::optional<std::set<int>> parse_rank_filter(const std::string& value,
   return ranks;
 }
 
+// torchrun's comma_separated_list: "a,b" -> {a, b}; ",," is a literal comma; empty items dropped.
+std::vector<std::string> parse_filter_list(const std::string& value) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    if (value[i] != ',') {
+      cur += value[i];
+    } else if (i + 1 < value.size() && value[i + 1] == ',') {
+      cur += ',';
+      ++i;
+    } else {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
 std::optional<milliseconds> parse_optional_timeout(const std::string& value,
                                                    const std::string& origin) {
   std::string v = trim(value);
@@ -306,6 +325,30 @@ const std::vector<OptionSpec>& options() {
          st.cfg.numa_binding = m;
        }),
        nullptr},
+      {"--event-log-handler", 0, true, EnvKind::kPet, Group::kTorchrun, "null|console",
+       "console: print torchelastic's end-of-run events (one JSON line per worker) on stderr "
+       "[null]",
+       VALUE({
+         std::string v = trim(value);
+         if (v != "null" && v != "console") {
+           throw ConfigError(fmt::format(
+               "{}='{}' is not an event handler gpurun has; use null or console (torchrun's "
+               "other handlers are Python plugins)",
+               origin, value));
+         }
+         st.cfg.event_log_handler = v;
+       }),
+       nullptr},
+      {"--logs-specs", 0, true, EnvKind::kNone, Group::kLogs, "NAME",
+       "torchrun loads a Python LogsSpecs plugin here; gpurun refuses it with an explanation",
+       VALUE({
+         throw ConfigError(fmt::format(
+             "{} {}: gpurun cannot load torchrun.logs_specs Python entry points; it writes "
+             "torchrun's default log layout (--log-dir, -r, -t, --local-ranks-filter); drop "
+             "--logs-specs",
+             origin, value));
+       }),
+       nullptr},
       {"--monitor-interval", 0, true, EnvKind::kPet, Group::kTorchrun, "SECONDS",
        "accepted for compatibility; gpurun sees worker exits at once [0.1]",
        VALUE(st.cfg.monitor_interval = parse_duration(trim(value), origin)), nullptr},
@@ -332,6 +375,13 @@ const std::vector<OptionSpec>& options() {
       {"--local-ranks-filter", 0, true, EnvKind::kPet, Group::kLogs, "RANKS",
        "only these local ranks reach the console, e.g. 0 or 0,3 (files are unaffected)",
        VALUE(st.cfg.local_ranks_filter = parse_rank_filter(value, origin)), nullptr},
+      {"--duplicate-stdout-filters", 0, true, EnvKind::kPet, Group::kLogs, "TEXT,...",
+       "tee'd stdout lines containing any TEXT also go to <attempt dir>/filtered_stdout.log, "
+       "all ranks in one file (',,' is a literal comma)",
+       VALUE(st.cfg.duplicate_stdout_filters = parse_filter_list(value)), nullptr},
+      {"--duplicate-stderr-filters", 0, true, EnvKind::kPet, Group::kLogs, "TEXT,...",
+       "the same for stderr: <attempt dir>/filtered_stderr.log",
+       VALUE(st.cfg.duplicate_stderr_filters = parse_filter_list(value)), nullptr},
       // ---- torchrun: multi-node / rendezvous ----
       {"--nnodes", 0, true, EnvKind::kPet, Group::kMultiNode, "N|MIN:MAX", "number of nodes [1]",
        VALUE(parse_nnodes(st, value, origin)), nullptr},
@@ -1001,6 +1051,8 @@ std::string config_to_json(const LaunchConfig& c) {
   j["redirects"] = std_json(c.redirects);
   j["tee"] = std_json(c.tee);
   j["local_ranks_filter"] = c.local_ranks_filter ? json(*c.local_ranks_filter) : json(nullptr);
+  j["duplicate_stdout_filters"] = c.duplicate_stdout_filters;
+  j["duplicate_stderr_filters"] = c.duplicate_stderr_filters;
   j["master_addr"] = c.master_addr;
   j["master_port"] = c.master_port ? json(*c.master_port) : json(nullptr);
   j["local_addr"] = opt_str(c.local_addr);
@@ -1010,6 +1062,7 @@ std::string config_to_json(const LaunchConfig& c) {
   j["shutdown_timeout_ms"] = c.shutdown_timeout.count();
   j["virtual_local_rank"] = c.virtual_local_rank;
   j["numa_binding"] = c.numa_binding ? json(to_string(*c.numa_binding)) : json(nullptr);
+  j["event_log_handler"] = c.event_log_handler;
   j["per_worker_visible_devices"] = c.narrow_visible_devices;
   j["timeout_ms"] = c.run_timeout ? json(c.run_timeout->count()) : json(nullptr);
   j["rdzv_timeout_ms"] = c.rdzv_timeout.count();

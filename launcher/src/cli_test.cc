@@ -210,6 +210,23 @@ TEST_CASE("numa binding: torchrun's four modes in both spellings", "[cli]") {
              Catch::Contains("\"numa_binding\": \"core-complex\""));
 }
 
+TEST_CASE("duplicate filters, event handler and logs specs (torchrun 2.x)", "[cli]") {
+  auto c = parse({"--duplicate-stdout-filters", "loss,acc,,top5,", "--duplicate_stderr_filters",
+                  "Error", "x"});
+  CHECK(c.duplicate_stdout_filters == std::vector<std::string>{"loss", "acc,top5"});
+  CHECK(c.duplicate_stderr_filters == std::vector<std::string>{"Error"});
+  CHECK(parse({"x"}, {{"PET_DUPLICATE_STDOUT_FILTERS", "a,b"}}).duplicate_stdout_filters ==
+        std::vector<std::string>{"a", "b"});
+  CHECK(parse({"x"}).event_log_handler == "null");
+  CHECK(parse({"--event-log-handler", "console", "x"}).event_log_handler == "console");
+  CHECK(parse({"x"}, {{"PET_EVENT_LOG_HANDLER", "console"}}).event_log_handler == "console");
+  CHECK_THAT(error_of({"--event-log-handler", "dynamic_rendezvous", "x"}),
+             Catch::Contains("null or console"));
+  CHECK_THAT(error_of({"--logs-specs", "my_specs", "x"}),
+             Catch::Contains("--logs-specs my_specs") && Catch::Contains("Python entry points") &&
+                 Catch::Contains("drop --logs-specs"));
+}
+
 TEST_CASE("PET_* environment fallbacks; an explicit flag wins", "[cli]") {
   EnvMap env{{"PET_NPROC_PER_NODE", "3"}, {"PET_NNODES", "2"},
              {"PET_NODE_RANK", "1"},      {"PET_MASTER_ADDR", "10.1.1.1"},

@@ -72,6 +72,10 @@ struct LaunchConfig {
   StdSpec redirects;
   StdSpec tee;
   std::optional<std::set<int>> local_ranks_filter;  // console filter (local ranks)
+  // --duplicate-stdout-filters / --duplicate-stderr-filters: tee'd lines containing any of these
+  // also go to <attempt dir>/filtered_stdout.log (filtered_stderr.log), all ranks together.
+  std::vector<std::string> duplicate_stdout_filters;
+  std::vector<std::string> duplicate_stderr_filters;
   std::string master_addr = "127.0.0.1";
   std::optional<int> master_port;  // unset or 0 = pick a free port atomically (bound, never probed)
   std::optional<std::string> local_addr;
@@ -80,6 +84,7 @@ struct LaunchConfig {
   std::chrono::milliseconds shutdown_timeout{5000};  // grace between forwarded signal and SIGKILL
   bool virtual_local_rank = false;
   std::optional<NumaBinding> numa_binding;  // unset: workers run on every CPU (no binding)
+  std::string event_log_handler = "null";   // --event-log-handler null|console
 
   // ---- gpurun extras ----
   bool narrow_visible_devices =

@@ -357,4 +357,49 @@ nlohmann::json summary_json(const FailureReport& report) {
   return j;
 }
 
+std::vector<nlohmann::json> worker_events(const FailureReport& report, const EventContext& ctx) {
+  std::vector<nlohmann::json> out;
+  auto failure_of = [&](int rank) -> const FailureEntry* {
+    if (report.root && report.root->worker.rank == rank) return &*report.root;
+    for (const auto& o : report.others) {
+      if (o.worker.rank == rank) return &o;
+    }
+    return nullptr;
+  };
+  for (const WorkerRecord& w : report.result.workers) {
+    const FailureEntry* f = failure_of(w.rank);
+    // torch's _get_worker_state: the run's state for a worker that failed itself (or for all
+    // when the run succeeded); TERMINATED for one the agent stopped.
+    const std::string state = report.result.outcome == Outcome::kSucceeded ? "SUCCEEDED"
+                              : f != nullptr                               ? "FAILED"
+                                                                           : "TERMINATED";
+    nlohmann::json raw = nullptr;
+    if (f && f->error_file.present && !f->error_file.raw.is_null()) raw = f->error_file.raw.dump();
+    nlohmann::json md;
+    md["group_world_size"] = ctx.group_world_size;
+    md["entry_point"] = report.entrypoint;
+    nlohmann::json metadata;
+    metadata["run_id"] = ctx.run_id;
+    metadata["global_rank"] = w.rank;
+    metadata["group_rank"] = ctx.group_rank;
+    metadata["worker_id"] = std::to_string(w.pid);
+    metadata["role"] = ctx.role;
+    metadata["hostname"] = report.host;
+    metadata["state"] = state;
+    metadata["total_run_time"] = static_cast<long long>(ctx.total_run_time_s);  // torch: int s
+    metadata["rdzv_backend"] = ctx.rdzv_backend;
+    metadata["raw_error"] = raw;
+    metadata["metadata"] = md.dump();
+    metadata["agent_restarts"] = report.result.restarts;
+    metadata["duration_ms"] = nullptr;
+    nlohmann::json e;
+    e["name"] = "torchelastic.worker.status." + state;
+    e["source"] = "WORKER";
+    e["timestamp"] = ctx.timestamp_s;
+    e["metadata"] = metadata;
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
 }  // namespace gpurun::launcher

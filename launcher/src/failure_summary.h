@@ -58,6 +58,23 @@ std::string format_failure_summary(const FailureReport& report);
 // --summary-json: outcome, exit code, root cause, failures, every worker. Also for success.
 nlohmann::json summary_json(const FailureReport& report);
 
+// --event-log-handler console: torchelastic's end-of-run events, one per worker of the last
+// attempt, as torch's agent records them (name "torchelastic.worker.status.<state>": SUCCEEDED,
+// FAILED for a worker that failed itself, TERMINATED for one stopped after another's failure;
+// source "WORKER", timestamp in seconds, metadata: run_id, global_rank, group_rank, worker_id
+// (the pid), role, hostname, state, total_run_time, rdzv_backend, raw_error (the error file's
+// JSON), metadata (group_world_size, entry_point), agent_restarts). Pure.
+struct EventContext {
+  std::string run_id;
+  int group_rank = 0;
+  int group_world_size = 1;
+  std::string role = "default";
+  std::string rdzv_backend = "static";
+  double total_run_time_s = 0.0;
+  long long timestamp_s = 0;
+};
+std::vector<nlohmann::json> worker_events(const FailureReport& report, const EventContext& ctx);
+
 // The first line of the explanation for the root cause, without "gpurun: error: ".
 std::string explain_failure(const FailureEntry& f, bool has_last_lines);
 

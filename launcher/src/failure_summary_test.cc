@@ -153,3 +153,39 @@ TEST_CASE("summary: interrupted and timed out", "[summary]") {
   rep.result.running_at_timeout = {1, 2, 3};
   CHECK(format_failure_summary(rep).find("ranks 1-3 still running") != std::string::npos);
 }
+
+TEST_CASE("events: one torchelastic worker-status event per worker", "[summary][events]") {
+  auto rep = failed_report(ExitStatus::exited(3));
+  rep.root->error_file.present = true;
+  rep.root->error_file.raw = {{"message", "boom"}};
+  EventContext ctx;
+  ctx.run_id = "job7";
+  ctx.group_world_size = 2;
+  ctx.rdzv_backend = "c10d";
+  ctx.total_run_time_s = 12.7;
+  ctx.timestamp_s = 1732384523;
+  const auto events = worker_events(rep, ctx);
+  REQUIRE(events.size() == 2);
+  // Rank 0 was stopped after rank 1 failed: TERMINATED, as torch's agent calls it.
+  CHECK(events[0]["name"] == "torchelastic.worker.status.TERMINATED");
+  CHECK(events[1]["name"] == "torchelastic.worker.status.FAILED");
+  const auto& md = events[1]["metadata"];
+  CHECK(events[1]["source"] == "WORKER");
+  CHECK(events[1]["timestamp"] == 1732384523);
+  CHECK(md["run_id"] == "job7");
+  CHECK(md["global_rank"] == 1);
+  CHECK(md["worker_id"] == "1234");
+  CHECK(md["hostname"] == "node7");
+  CHECK(md["state"] == "FAILED");
+  CHECK(md["total_run_time"] == 12);
+  CHECK(md["rdzv_backend"] == "c10d");
+  CHECK(md["raw_error"] == "{\"message\":\"boom\"}");
+  CHECK(md["metadata"] == "{\"entry_point\":\"train.py\",\"group_world_size\":2}");
+  CHECK(events[0]["metadata"]["raw_error"].is_null());
+
+  rep.result.outcome = Outcome::kSucceeded;
+  rep.root.reset();
+  for (const auto& e : worker_events(rep, ctx)) {
+    CHECK(e["name"] == "torchelastic.worker.status.SUCCEEDED");
+  }
+}

@@ -78,9 +78,22 @@ std::string OutputMux::prefix_for(int local_rank, int rank) const {
   return fmt::format("[rank {}] ", rank);
 }
 
-void OutputMux::begin_attempt(const std::vector<RankOutput>& ranks) {
+void OutputMux::begin_attempt(const std::vector<RankOutput>& ranks,
+                              const std::string& filtered_stdout_path,
+                              const std::string& filtered_stderr_path) {
   flush_all();
   ranks_.clear();
+  auto open_log = [](const std::string& path, UniqueFd& fd) {
+    fd.reset();
+    if (path.empty()) return;
+    fd.reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+    if (!fd) {
+      throw SpawnError(fmt::format("cannot open log file '{}' ({}); check --log-dir", path,
+                                   std::strerror(errno)));
+    }
+  };
+  open_log(options_.stdout_filters.empty() ? "" : filtered_stdout_path, filtered_out_);
+  open_log(options_.stderr_filters.empty() ? "" : filtered_stderr_path, filtered_err_);
   for (const auto& info : ranks) {
     Rank r;
     r.info = info;
@@ -90,18 +103,11 @@ void OutputMux::begin_attempt(const std::vector<RankOutput>& ranks) {
           kReset;
     }
     r.prefix = std::move(p);
+    r.plain_prefix = prefix_for(info.local_rank, info.rank);
     r.out.console = info.console_stdout;
     r.err.console = info.console_stderr;
-    auto open_tee = [](const std::string& path, UniqueFd& fd) {
-      if (path.empty()) return;
-      fd.reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
-      if (!fd) {
-        throw SpawnError(fmt::format("cannot open log file '{}' ({}); check --log-dir", path,
-                                     std::strerror(errno)));
-      }
-    };
-    open_tee(info.tee_stdout_path, r.out.tee);
-    open_tee(info.tee_stderr_path, r.err.tee);
+    open_log(info.tee_stdout_path, r.out.tee);
+    open_log(info.tee_stderr_path, r.err.tee);
     ranks_.emplace(info.local_rank, std::move(r));
   }
 }
@@ -149,6 +155,12 @@ void OutputMux::remember(Channel& c, std::string_view line) {
 void OutputMux::emit_lines(Rank& r, Stream s, bool flush_partial) {
   Channel& c = channel(r, s);
   if (c.partial.empty()) return;
+  // --duplicate-*-filters: lines of tee'd streams that contain a filter, prefixed as on the
+  // console (without colour), into the attempt's one filtered file.
+  const int filtered_fd =
+      c.tee ? (s == Stream::kStdout ? filtered_out_.get() : filtered_err_.get()) : -1;
+  const auto& filters = s == Stream::kStdout ? options_.stdout_filters : options_.stderr_filters;
+  std::string filtered;
   std::string batch;
   std::size_t start = 0;
   const std::string& buf = c.partial;
@@ -174,6 +186,13 @@ void OutputMux::emit_lines(Rank& r, Stream s, bool flush_partial) {
       end += terminator.size();
     }
     remember(c, line);
+    if (filtered_fd >= 0 && std::any_of(filters.begin(), filters.end(), [&](const std::string& f) {
+          return line.find(f) != std::string_view::npos;
+        })) {
+      filtered += r.plain_prefix;
+      filtered += line;
+      filtered += '\n';
+    }
     if (c.console) {
       batch += r.prefix;
       batch += line;
@@ -182,6 +201,7 @@ void OutputMux::emit_lines(Rank& r, Stream s, bool flush_partial) {
     start = end;
   }
   c.partial.erase(0, start);
+  if (!filtered.empty()) write_all(filtered_fd, filtered);
   if (!batch.empty()) write_console(s, batch);
 }
 

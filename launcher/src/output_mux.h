@@ -25,8 +25,10 @@ struct OutputOptions {
   std::string host;              // non-empty (multi-node): "[host rank N] "
   int stdout_fd = 1;
   int stderr_fd = 2;
-  std::size_t ring_lines = 10;         // last lines kept per rank and stream
-  std::size_t max_line_bytes = 65536;  // a longer line without '\n' is emitted in pieces
+  std::size_t ring_lines = 10;              // last lines kept per rank and stream
+  std::size_t max_line_bytes = 65536;       // a longer line without '\n' is emitted in pieces
+  std::vector<std::string> stdout_filters;  // --duplicate-stdout-filters
+  std::vector<std::string> stderr_filters;  // --duplicate-stderr-filters
 };
 
 // One rank's wiring for an attempt, as far as the mux is concerned.
@@ -46,7 +48,11 @@ class OutputMux final : public OutputSink {
 
   // A new attempt: flushes what is left of the previous one, opens tee files (O_APPEND), resets
   // line buffers and ring buffers. Throws SpawnError when a tee file cannot be opened.
-  void begin_attempt(const std::vector<RankOutput>& ranks);
+  // filtered_*_path (non-empty with OutputOptions::*_filters): the attempt's filtered file, where
+  // tee'd lines that contain a filter go, prefixed as on the console, every rank together.
+  void begin_attempt(const std::vector<RankOutput>& ranks,
+                     const std::string& filtered_stdout_path = "",
+                     const std::string& filtered_stderr_path = "");
 
   void on_output(int local_rank, Stream stream, std::string_view data) override;
   void on_closed(int local_rank, Stream stream) override;
@@ -70,7 +76,8 @@ class OutputMux final : public OutputSink {
   };
   struct Rank {
     RankOutput info;
-    std::string prefix;  // coloured when enabled
+    std::string prefix;        // coloured when enabled
+    std::string plain_prefix;  // for the filtered files
     Channel out, err;
   };
 
@@ -81,6 +88,7 @@ class OutputMux final : public OutputSink {
 
   OutputOptions options_;
   std::map<int, Rank> ranks_;
+  UniqueFd filtered_out_, filtered_err_;  // this attempt's filtered_{stdout,stderr}.log
   bool stdout_broken_ = false;
   bool stderr_broken_ = false;
 };

@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 
 using namespace gpurun;
 using namespace gpurun::launcher;
@@ -141,4 +143,35 @@ TEST_CASE("tail_file returns the last lines", "[mux]") {
   CHECK(tail_file(path + ".missing", 2).empty());
   std::remove(path.c_str());
   ::rmdir(tmpl);
+}
+
+TEST_CASE("mux: --duplicate-*-filters copy matching tee'd lines of every rank to one file",
+          "[mux]") {
+  MemFile out, err;
+  const std::string dir = "/tmp/gpurun_mux_filtered_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  OutputOptions o;
+  o.stdout_fd = out.fd;
+  o.stderr_fd = err.fd;
+  o.stdout_filters = {"loss", "acc"};
+  OutputMux mux(o);
+  auto rs = ranks(3);
+  rs[0].tee_stdout_path = dir + "/0.log";
+  rs[1].tee_stdout_path = dir + "/1.log";  // rank 2 is not tee'd: its lines are not copied
+  mux.begin_attempt(rs, dir + "/filtered_stdout.log", dir + "/filtered_stderr.log");
+  mux.on_output(0, Stream::kStdout, "step 1 loss 0.5\nstep 1 lr 0.1\n");
+  mux.on_output(1, Stream::kStdout, "epoch acc 93%\n");
+  mux.on_output(2, Stream::kStdout, "loss from rank 2\n");
+  mux.on_output(0, Stream::kStderr, "loss on stderr\n");  // no stderr filters
+  mux.on_output(1, Stream::kStdout, "partial loss");
+  mux.flush_all();
+  auto slurp = [](const std::string& p) {
+    std::ifstream f(p);
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  };
+  CHECK(slurp(dir + "/filtered_stdout.log") ==
+        "[rank 0] step 1 loss 0.5\n[rank 1] epoch acc 93%\n[rank 1] partial loss\n");
+  CHECK_FALSE(std::filesystem::exists(dir + "/filtered_stderr.log"));
+  CHECK(slurp(dir + "/0.log") == "step 1 loss 0.5\nstep 1 lr 0.1\n");  // tee files unchanged
+  std::filesystem::remove_all(dir);
 }

@@ -11,7 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -258,6 +260,7 @@ int run(const LaunchConfig& cfg, const EnvMap& env) {
 }
 
 int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) {
+  const auto t_start = std::chrono::steady_clock::now();
   for (const auto& n : cfg.notes) print_note(n);
 
   auto probe = make_default_gpu_probe();
@@ -317,6 +320,8 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
   oo.prefix_template = env_get(env, "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE").value_or("");
   oo.role = cfg.role;
   if (multi) oo.host = hostname();
+  oo.stdout_filters = cfg.duplicate_stdout_filters;
+  oo.stderr_filters = cfg.duplicate_stderr_filters;
   OutputMux mux(oo);
   // Output goes through gpurun when it is tagged (several workers) or tee'd; a single worker
   // without files keeps the terminal itself (colours, isatty, interactive debuggers).
@@ -362,7 +367,26 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
       planned.push_back(std::move(p));
       last_specs.emplace(s.local_rank, std::move(s));
     }
-    mux.begin_attempt(outputs);
+    // --duplicate-*-filters act on tee'd streams (as torchrun's), into the attempt's directory.
+    std::string filtered[2];
+    for (int k = 0; k < 2; ++k) {
+      const bool is_out = k == 0;
+      const auto& filters = is_out ? cfg.duplicate_stdout_filters : cfg.duplicate_stderr_filters;
+      if (filters.empty()) continue;
+      const bool teed = std::any_of(outputs.begin(), outputs.end(), [&](const RankOutput& o) {
+        return !(is_out ? o.tee_stdout_path : o.tee_stderr_path).empty();
+      });
+      if (teed && !facts.attempt_log_dir.empty()) {
+        filtered[k] =
+            fmt::format("{}/filtered_{}.log", facts.attempt_log_dir, is_out ? "stdout" : "stderr");
+      } else if (restart_count == 0) {
+        print_note(fmt::format(
+            "--duplicate-{0}-filters: no rank's {0} is tee'd to a log file, so nothing is "
+            "duplicated; add -t {1} (or -t 3) and a --log-dir other than /dev/null",
+            is_out ? "stdout" : "stderr", is_out ? 1 : 2));
+      }
+    }
+    mux.begin_attempt(outputs, filtered[0], filtered[1]);
     return planned;
   };
 
@@ -386,6 +410,20 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
   if (result.first_failure) report.root = make_entry(*result.first_failure, last_specs, mux);
   for (const auto& o : result.other_failures)
     report.others.push_back(make_entry(o, last_specs, mux));
+  if (cfg.event_log_handler == "console") {
+    EventContext ec;
+    ec.run_id = run_id;
+    ec.group_rank = node.group_rank;
+    ec.group_world_size = node.group_world_size;
+    ec.role = cfg.role;
+    ec.rdzv_backend = cfg.rdzv_backend;
+    ec.total_run_time_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    ec.timestamp_s = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    for (const auto& e : worker_events(report, ec)) write_stderr(e.dump());
+  }
   const std::string summary = format_failure_summary(report);
   if (!summary.empty()) write_stderr(summary);
   if (cfg.summary_json) {

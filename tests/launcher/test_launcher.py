@@ -337,6 +337,44 @@ class Logs(unittest.TestCase):
                 self.assertIn(f"[rank {r}] hello_env[{r}] err 1\n", p.stderr)  # tee'd
             self.assertNotIn("line 0", p.stdout)  # -r 1: stdout only in the files
 
+    def test_duplicate_filters_copy_matching_teed_lines_into_one_file(self):
+        with tempfile.TemporaryDirectory() as d:
+            p = gpurun("--nproc-per-node", "2", "--log-dir", d, "-t", "3",
+                       "--duplicate-stdout-filters", "line 1,line 2",
+                       "--duplicate-stderr-filters", "err 0",
+                       *hello("--quiet", "--lines", "3", "--stderr-lines", "2"))
+            self.assertEqual(p.returncode, 0, p.stderr)
+            (run_dir,) = os.listdir(d)
+            attempt = os.path.join(d, run_dir, "attempt_0")
+            self.assertEqual(sorted(os.listdir(attempt)),
+                             ["0", "1", "filtered_stderr.log", "filtered_stdout.log"])
+            out = open(os.path.join(attempt, "filtered_stdout.log")).read().splitlines()
+            # Each rank's lines in order; the ranks' relative order depends on timing.
+            self.assertEqual(sorted(out), sorted(f"[rank {r}] hello_env[{r}] line {i}"
+                                                 for r in (0, 1) for i in (1, 2)))
+            self.assertEqual([l for l in out if l.startswith("[rank 0]")],
+                             ["[rank 0] hello_env[0] line 1", "[rank 0] hello_env[0] line 2"])
+            err = open(os.path.join(attempt, "filtered_stderr.log")).read().splitlines()
+            self.assertEqual(sorted(err), [f"[rank {r}] hello_env[{r}] err 0" for r in (0, 1)])
+            # The per-rank files and the console are unchanged.
+            self.assertIn("[rank 1] hello_env[1] line 0", p.stdout)
+        p = gpurun("--nproc-per-node", "2", "--duplicate-stdout-filters", "x", *hello("--quiet"))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("no rank's stdout is tee'd to a log file", p.stderr)
+
+    def test_event_log_handler_console_prints_worker_events(self):
+        p = gpurun("--nproc-per-node", "2", "--event-log-handler", "console", "--rdzv-id", "ev1",
+                   "--no-python", "/bin/sh", "-c", 'exit $((RANK * 5))')
+        self.assertEqual(p.returncode, 5, p.stderr)
+        events = [json.loads(l) for l in p.stderr.splitlines() if l.startswith('{"metadata"')]
+        by_rank = {e["metadata"]["global_rank"]: e for e in events}
+        self.assertEqual(sorted(by_rank), [0, 1])
+        self.assertEqual(by_rank[1]["name"], "torchelastic.worker.status.FAILED")
+        self.assertEqual(by_rank[1]["metadata"]["run_id"], "ev1")
+        self.assertIn(by_rank[0]["name"], ("torchelastic.worker.status.TERMINATED",))
+        p = gpurun("--nproc-per-node", "2", *hello("--quiet"))
+        self.assertNotIn("torchelastic.worker.status", p.stderr)  # default: null
+
     def test_redirected_stderr_is_quoted_in_the_summary(self):
         with tempfile.TemporaryDirectory() as d:
             p = gpurun("--log-dir", d, "-r", "3", *hello("--quiet", "--stderr-lines", "3",
