@@ -31,6 +31,7 @@
 #include <map>
 #include <optional>
 #include <regex>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -286,7 +287,8 @@ double promised(int ranks) {
 std::string usage() {
   return R"(usage: scaling_bench [options]
   --ranks LIST      rank counts to run (default: 1,2,4 on CPU; 1,2,4,8 up to the GPU count)
-  --repeat N        runs per point, the fastest is reported (default: 5)
+  --repeat N        runs per point, taken in rounds over the rank counts (1,2,4,1,2,4,...);
+                    the fastest is reported (default: 5)
   --only NAME       windowed_image | train
   --gpu             GPU mode: the examples use their CUDA paths; reports samples/s
   --quick           smaller work (a smoke run, not for figures)
@@ -411,13 +413,16 @@ int main(int argc, char** argv) {
       c.gpu ? "GPU" : "CPU", cores, c.gpu ? fmt::format(", {} GPUs", gpus) : "", c.repeat, c.work);
   for (const Example& ex : examples(c)) {
     fmt::print("  {}: {}\n", ex.name, shell_join(ex.args));
-    double base = 0.0;
-    double base_cpu = 0.0;
     std::optional<std::string> first_png;
-    for (int n : c.ranks) {
-      std::vector<std::pair<double, double>> times;  // (wall, cpu)
-      std::string note;
-      for (int k = 0; k < c.repeat; ++k) {
+    std::map<int, std::vector<std::pair<double, double>>> times;  // ranks -> (wall, cpu) runs
+    std::map<int, std::string> notes;
+    std::set<int> broken;
+    // Rounds over the rank counts (1, 2, 4, 1, 2, 4, ...) rather than all runs of one count
+    // after the other: on a shared host the load drifts over minutes, and every point should see
+    // the same host. Best of the rounds per point.
+    for (int k = 0; k < c.repeat; ++k) {
+      for (int n : c.ranks) {
+        if (broken.count(n)) continue;
         std::vector<std::string> cmd = {c.gpurun, fmt::format("--nproc_per_node={}", n)};
         cmd.insert(cmd.end(), ex.args.begin(), ex.args.end());
         std::string png;
@@ -431,30 +436,38 @@ int main(int argc, char** argv) {
           fmt::print(stderr, "scaling_bench: {} with {} ranks exited {}:\n{}\n", ex.name, n,
                      r.exit_code, r.output);
           failed = true;
-          break;
+          broken.insert(n);
+          continue;
         }
-        times.emplace_back(r.seconds, r.cpu_seconds);
+        times[n].emplace_back(r.seconds, r.cpu_seconds);
         if (!png.empty()) {
           std::ifstream f(png, std::ios::binary);
           std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
           if (!first_png)
             first_png = bytes;
           else if (*first_png != bytes)
-            note = "OUTPUT DIFFERS";
+            notes[n] = "OUTPUT DIFFERS";
+          std::remove(png.c_str());
         }
       }
-      if (times.empty()) continue;
-      std::sort(times.begin(), times.end());
+    }
+    double base = 0.0;
+    double base_cpu = 0.0;
+    for (int n : c.ranks) {
+      auto& runs = times[n];
+      if (runs.empty()) continue;
+      std::sort(runs.begin(), runs.end());
       // Best of N: on a shared machine the fastest run is the least disturbed one.
-      const double t = times.front().first;
-      const double cpu = times.front().second;
+      const double t = runs.front().first;
+      const double cpu = runs.front().second;
       if (n == c.ranks.front()) {
         base = t * n;  // normalise to 1 rank if the list starts above 1
         base_cpu = cpu;
       }
       const double ceil = c.gpu ? 0.0 : capacity(c.windowed_image, c.work_dir, n);
-      Row row{ex.name,           n,       t,   cpu, base / t, base / t / n, base_cpu / cpu, ceil,
-              ex.work_units / t, ex.unit, note};
+      Row row{
+          ex.name,           n,       t,       cpu, base / t, base / t / n, base_cpu / cpu, ceil,
+          ex.work_units / t, ex.unit, notes[n]};
       if (!c.gpu && n > cores) {
         row.note += (row.note.empty() ? "" : "; ") + fmt::format("{} ranks on {} cores", n, cores);
       }
@@ -490,10 +503,15 @@ int main(int argc, char** argv) {
     setenv("PYTHON_EXEC", c.python.c_str(), 1);  // gpurun runs a .py with this interpreter
     const auto flags = train_job(c).flags();
     fmt::print("  train, PyTorch DDP: {} {}\n", script, shell_join(flags));
-    for (const std::string launcher : {"torchrun", "gpurun"}) {
-      for (int n : c.ranks) {
-        std::optional<TorchRow> best;
-        for (int k = 0; k < c.torch_repeat; ++k) {
+    // Rounds over every (launcher, ranks) point, as for the examples; best of the rounds.
+    const std::vector<std::string> launchers = {"torchrun", "gpurun"};
+    std::map<std::pair<std::string, int>, TorchRow> best;
+    std::set<std::pair<std::string, int>> broken;
+    for (int k = 0; k < c.torch_repeat; ++k) {
+      for (const std::string& launcher : launchers) {
+        for (int n : c.ranks) {
+          const auto key = std::make_pair(launcher, n);
+          if (broken.count(key)) continue;
           std::vector<std::string> cmd;
           if (launcher == "torchrun") {
             // torchrun 1.13 on Python 3.11 crashes on its default -r 0 -t 0 (pytorch#92319).
@@ -521,12 +539,20 @@ int main(int argc, char** argv) {
                        "scaling_bench: torch_train.py under {} with {} ranks exited {}:\n{}\n",
                        launcher, n, r.exit_code, r.output);
             failed = true;
-            break;
+            broken.insert(key);
+            continue;
           }
-          if (!best || r.seconds < best->seconds)
-            best = TorchRow{launcher, n, r.seconds, *loop, *acc};
+          auto it = best.find(key);
+          if (it == best.end() || r.seconds < it->second.seconds) {
+            best[key] = TorchRow{launcher, n, r.seconds, *loop, *acc};
+          }
         }
-        if (best) torch_rows.push_back(*best);
+      }
+    }
+    for (const std::string& launcher : launchers) {
+      for (int n : c.ranks) {
+        auto it = best.find({launcher, n});
+        if (it != best.end()) torch_rows.push_back(it->second);
       }
     }
     for (TorchRow& t : torch_rows) {
