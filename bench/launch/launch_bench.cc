@@ -31,6 +31,8 @@
 #include <string>
 #include <vector>
 
+#include "../common/free_port.h"
+
 extern char** environ;
 
 namespace {
@@ -123,17 +125,7 @@ std::optional<double> command_once(const std::vector<std::string>& cmd, int* rc 
   return ms;
 }
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+using gpurun_bench::free_port;
 
 long long monotonic_ns() {
   timespec ts{};

@@ -37,6 +37,8 @@
 #include <thread>
 #include <vector>
 
+#include "../common/free_port.h"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -201,17 +203,7 @@ TrainJob train_job(const Config& c) {
   return j;
 }
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  const bool ok = fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
-  if (fd >= 0) ::close(fd);
-  return ok ? ntohs(a.sin_port) : 29500;
-}
+using gpurun_bench::free_port;
 
 // The number after `"key": ` in the last line of `out` that has it (torch_train.py's JSON).
 std::optional<double> json_number(const std::string& out, const std::string& key) {

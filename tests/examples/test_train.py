@@ -48,6 +48,25 @@ class Base(unittest.TestCase):
             self.assertEqual(proc.returncode, 0, f"{n} ranks failed:\n{text}")
         return proc.returncode, text
 
+    def accuracy_by_world_size(self, cmd, args, expect=None):
+        """Final test accuracy of 1, 2 and 4 ranks at global batch 64 (batch 16 per rank), each
+        run checked for identical parameters and the accumulation it needed."""
+        acc = {}
+        for n in (1, 2, 4):
+            proc = testlib.run(cmd(n, *args), timeout=120)
+            text = proc.stdout + proc.stderr
+            self.assertEqual(proc.returncode, 0, f"{n} ranks failed:\n{text}")
+            self.checksum(text, n)
+            accum = 64 // (16 * n)
+            self.assertIn(f"Effective batch size: 16 x {n} x {accum} = 64", text)
+            self.assertIn(f"Gradient accumulation steps: {accum}", text)
+            if expect:
+                self.assertIn(expect, text)
+            m = FINAL.search(text)
+            self.assertIsNotNone(m, text)
+            acc[n] = float(m.group(1))
+        return acc
+
     def checksum(self, text, n):
         m = CHECKSUM.search(text)
         self.assertIsNotNone(m, text)
@@ -127,16 +146,7 @@ class TrainAccuracy(Base):
     def test_accuracy_matches_across_world_sizes_at_the_same_global_batch(self):
         args = ["--epochs", "6", "--global-batch-size", "64", "--batch-size", "16", "--lr", "0.05",
                 "--seed", "1"]
-        acc = {}
-        for n in (1, 2, 4):
-            _, text = self.job(n, *args)
-            self.checksum(text, n)
-            accum = 64 // (16 * n)
-            self.assertIn(f"Effective batch size: 16 x {n} x {accum} = 64", text)
-            self.assertIn(f"Gradient accumulation steps: {accum}", text)
-            m = FINAL.search(text)
-            self.assertIsNotNone(m, text)
-            acc[n] = float(m.group(1))
+        acc = self.accuracy_by_world_size(self.cmd, args)
         print("test accuracy by world size:", acc)
         self.assertGreater(acc[1], 80.0)
         for n in (2, 4):
@@ -155,17 +165,9 @@ class TrainDigits(Base):
             self.skipTest(f"{DIGITS} missing: run scripts/fetch_digits.sh")
         args = ["--dataset", "digits", "--data-file", DIGITS, "--epochs", "20",
                 "--global-batch-size", "64", "--batch-size", "16", "--seed", "2"]
-        acc = {}
-        for n in (1, 2, 4):
-            proc = testlib.run([self.gpurun, f"--nproc_per_node={n}", self.train, "--cpu",
-                                "--no-progress", *args], timeout=120)
-            text = proc.stdout + proc.stderr
-            self.assertEqual(proc.returncode, 0, f"{n} ranks failed:\n{text}")
-            self.checksum(text, n)
-            self.assertIn("1437 train / 360 test samples", text)
-            m = FINAL.search(text)
-            self.assertIsNotNone(m, text)
-            acc[n] = float(m.group(1))
+        acc = self.accuracy_by_world_size(
+            lambda n, *a: [self.gpurun, f"--nproc_per_node={n}", self.train, "--cpu",
+                           "--no-progress", *a], args, "1437 train / 360 test samples")
         print("digits test accuracy by world size:", acc)
         self.assertGreater(acc[1], 90.0)
         for n in (2, 4):
