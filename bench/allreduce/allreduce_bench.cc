@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/bench_common.h"
 #include "gpurun/rendezvous/store_server.h"
 #include "gpurun/worker/console.h"
 #include "gpurun/worker/worker.h"
@@ -180,18 +181,7 @@ Results parse_results(const std::string& text, const std::string& prefix) {
   return r;
 }
 
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  int port = ntohs(a.sin_port);
-  ::close(fd);
-  return port;
-}
+using gpurun_bench::free_port;
 
 Results run_sdk(const std::string& self, const std::vector<std::size_t>& sizes, int port,
                 int round) {

@@ -31,7 +31,7 @@
 #include <string>
 #include <vector>
 
-#include "../common/free_port.h"
+#include "../common/bench_common.h"
 
 extern char** environ;
 
@@ -124,8 +124,6 @@ std::optional<double> command_once(const std::vector<std::string>& cmd, int* rc 
   if (code != 0 && !rc) return std::nullopt;
   return ms;
 }
-
-using gpurun_bench::free_port;
 
 long long monotonic_ns() {
   timespec ts{};
@@ -240,18 +238,9 @@ int main(int argc, char** argv) {
     }
   }
   auto torchrun_cmd = [&](int n) {
-    return std::vector<std::string>{python,
-                                    "-m",
-                                    "torch.distributed.run",
-                                    fmt::format("--nproc_per_node={}", n),
-                                    "--no_python",
-                                    fmt::format("--master_port={}", free_port()),
-                                    "-r",
-                                    "1",
-                                    "-t",
-                                    "1",
-                                    "--log_dir",
-                                    "/tmp/launch_bench_torchrun_logs"};
+    auto cmd = gpurun_bench::torchrun_command(python, n, "/tmp/launch_bench_torchrun_logs");
+    cmd.insert(cmd.begin() + 4, "--no_python");
+    return cmd;
   };
 
   nlohmann::json out;

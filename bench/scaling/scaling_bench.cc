@@ -37,7 +37,7 @@
 #include <thread>
 #include <vector>
 
-#include "../common/free_port.h"
+#include "../common/bench_common.h"
 
 namespace fs = std::filesystem;
 
@@ -202,8 +202,6 @@ TrainJob train_job(const Config& c) {
   j.batch = c.gpu ? 256 : 128;
   return j;
 }
-
-using gpurun_bench::free_port;
 
 // The number after `"key": ` in the last line of `out` that has it (torch_train.py's JSON).
 std::optional<double> json_number(const std::string& out, const std::string& key) {
@@ -506,18 +504,7 @@ int main(int argc, char** argv) {
           if (broken.count(key)) continue;
           std::vector<std::string> cmd;
           if (launcher == "torchrun") {
-            // torchrun 1.13 on Python 3.11 crashes on its default -r 0 -t 0 (pytorch#92319).
-            cmd = {c.python,
-                   "-m",
-                   "torch.distributed.run",
-                   fmt::format("--nproc_per_node={}", n),
-                   fmt::format("--master_port={}", free_port()),
-                   "-r",
-                   "1",
-                   "-t",
-                   "1",
-                   "--log_dir",
-                   c.work_dir + "/torchrun_logs"};
+            cmd = gpurun_bench::torchrun_command(c.python, n, c.work_dir + "/torchrun_logs");
           } else {
             cmd = {c.gpurun, fmt::format("--nproc_per_node={}", n)};
           }
