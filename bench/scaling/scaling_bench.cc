@@ -11,12 +11,9 @@
 // (bench/scaling/torch_train.py: torch.nn MLP, DistributedDataParallel on gloo, no_sync gradient
 // accumulation), under torchrun and under gpurun, with its whole-job time, its training loop's own
 // time and both speedups (--no-torch skips it).
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <netinet/in.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 

@@ -264,20 +264,15 @@ GpuInventory FakeGpuProbe::probe(const EnvMap& env) {
   // GPURUN_FAKE_GPU_NUMA_NODES=0,0,1,1 (tests only): the NUMA node of each fake GPU, in order.
   std::vector<int> nodes;
   if (auto v = env_get(env, "GPURUN_FAKE_GPU_NUMA_NODES")) {
-    std::size_t start = 0;
-    while (start <= v->size()) {
-      std::size_t comma = v->find(',', start);
-      if (comma == std::string::npos) comma = v->size();
-      try {
-        nodes.push_back(static_cast<int>(
-            parse_int(v->substr(start, comma - start), "GPURUN_FAKE_GPU_NUMA_NODES")));
-      } catch (const ConfigError&) {
-        throw ConfigError(fmt::format(
-            "invalid GPURUN_FAKE_GPU_NUMA_NODES '{}' (expected node numbers such as 0,0,1,1; it "
-            "is for tests only); unset it",
-            *v));
+    try {
+      for (const std::string& n : split(*v, ',')) {
+        nodes.push_back(static_cast<int>(parse_int(n, "GPURUN_FAKE_GPU_NUMA_NODES")));
       }
-      start = comma + 1;
+    } catch (const ConfigError&) {
+      throw ConfigError(fmt::format(
+          "invalid GPURUN_FAKE_GPU_NUMA_NODES '{}' (expected node numbers such as 0,0,1,1; it "
+          "is for tests only); unset it",
+          *v));
     }
   }
   std::vector<NvmlDevice> devices;

@@ -44,19 +44,12 @@ std::optional<NumaBinding> parse_numa_binding(const std::string& text) {
 
 namespace {
 
-std::string trim_ws(std::string s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
-  std::size_t b = 0;
-  while (b < s.size() && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
-  return s.substr(b);
-}
-
 std::optional<std::string> read_line(const fs::path& p) {
   std::ifstream f(p);
   if (!f) return std::nullopt;
   std::string line;
   std::getline(f, line);
-  return trim_ws(line);
+  return trim(line);
 }
 
 std::optional<int> to_int(const std::string& s) {
@@ -75,12 +68,10 @@ std::optional<int> read_int(const fs::path& p) {
 
 std::vector<int> parse_cpu_list(const std::string& text) {
   std::set<int> out;
-  const std::string t = trim_ws(text);
-  std::size_t start = 0;
-  while (start < t.size()) {
-    std::size_t comma = t.find(',', start);
-    if (comma == std::string::npos) comma = t.size();
-    const std::string item = t.substr(start, comma - start);
+  const std::string t = trim(text);
+  std::vector<std::string> items = t.empty() ? std::vector<std::string>() : split(t, ',');
+  if (!items.empty() && items.back().empty()) items.pop_back();  // "0-3," as "0-3"
+  for (const std::string& item : items) {
     const std::size_t dash = item.find('-');
     const auto lo = to_int(item.substr(0, dash));
     const auto hi = dash == std::string::npos ? lo : to_int(item.substr(dash + 1));
@@ -88,7 +79,6 @@ std::vector<int> parse_cpu_list(const std::string& text) {
       throw std::invalid_argument("not a CPU list: '" + text + "'");
     }
     for (int c = *lo; c <= *hi; ++c) out.insert(c);
-    start = comma + 1;
   }
   return {out.begin(), out.end()};
 }
