@@ -298,6 +298,7 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
     master_port = node.master_port;
   } else {
     rendezvous::StoreServerOptions so;
+    rendezvous::apply_store_env(so, env);
     so.host = node.bind_host.empty() ? cfg.master_addr : node.bind_host;
     so.port = static_cast<std::uint16_t>(master_port);
     try {

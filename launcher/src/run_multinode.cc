@@ -46,9 +46,12 @@ void wait_for_nodes(rendezvous::Store& store, const std::vector<std::string>& ke
     throw StoreTimeout(fmt::format(
         "timed out after {} waiting for {} from node rank{} {} on the store at {}; start gpurun "
         "on every node with the same --nnodes/--master-addr/--master-port, or raise "
-        "--rdzv-timeout",
+        "--rdzv-timeout{}",
         format_duration(timeout), what, missing.size() == 1 ? "" : "s", format_rank_list(missing),
-        endpoint));
+        endpoint,
+        is_loopback(endpoint.substr(0, endpoint.rfind(':')))
+            ? " (the store is on a loopback address: only nodes on this host can reach it)"
+            : ""));
   }
 }
 
@@ -75,7 +78,17 @@ int run_multinode(const LaunchConfig& cfg, const EnvMap& env) {
   std::unique_ptr<rendezvous::StoreServerThread> server;
   if (node_rank == 0) {
     rendezvous::StoreServerOptions so;
-    so.host = is_loopback(cfg.master_addr) ? cfg.master_addr : "0.0.0.0";
+    rendezvous::apply_store_env(so, env);
+    // An IPv6 --master-addr needs an IPv6 listener ("::" takes IPv4 too).
+    const bool v6 = cfg.master_addr.find(':') != std::string::npos;
+    so.host = is_loopback(cfg.master_addr) ? cfg.master_addr : v6 ? "::" : "0.0.0.0";
+    if (is_loopback(cfg.master_addr)) {
+      std::fprintf(stderr,
+                   "gpurun: warning: --master-addr %s is a loopback address: only nodes on this "
+                   "host can reach the store; pass an address of node 0 the other nodes can "
+                   "reach\n",
+                   cfg.master_addr.c_str());
+    }
     so.port = static_cast<std::uint16_t>(port);
     try {
       server = std::make_unique<rendezvous::StoreServerThread>(so);

@@ -2,10 +2,14 @@
 // implicit strand, so no mutexes. ServerCore owns the data (map, queues, waiters) and the
 // acceptor; each Session owns one socket, its read buffer, parser and write queue, and keeps
 // itself alive through shared_from_this while an operation is pending.
+// Over 500 lines: the core and its sessions share the memory accounting and the limits of
+// issue 16 (output, store and buffer budgets, frame deadlines, peer checks), which are easier to
+// check for completeness in one place. Peer credential lookups live in peer_cred.cc.
 #include "gpurun/rendezvous/store_server.h"
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/v6_only.hpp>
@@ -22,8 +26,10 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "gpurun/common/duration.h"
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
+#include "peer_cred.h"
 #include "protocol.h"
 
 namespace gpurun::rendezvous {
@@ -38,9 +44,50 @@ using protocol::Request;
 constexpr std::size_t kInitialReadBuffer = 4096;
 constexpr std::size_t kMinReadSpace = 2048;
 constexpr std::size_t kShrinkAbove = 1 << 20;
-// A client that pipelines requests without reading replies stops being read from once this much
-// output is queued; reading resumes when the backlog is written.
-constexpr std::size_t kMaxPendingOutput = 64 << 20;
+// Bookkeeping charged per stored entry / wait registration on top of its bytes, so that millions
+// of empty keys still count against max_store_bytes.
+constexpr std::size_t kEntryOverhead = 64;
+// Peer-caused log lines: at most kLogBurst per kLogWindow, then one summary line per window.
+constexpr int kLogBurst = 10;
+constexpr auto kLogWindow = std::chrono::seconds(5);
+constexpr auto kSweepPeriod = std::chrono::milliseconds(250);
+
+std::string mib(std::uint64_t bytes) {
+  if (bytes >= (1u << 20) && bytes % (1u << 20) == 0) return fmt::format("{} MiB", bytes >> 20);
+  return fmt::format("{} bytes", bytes);
+}
+
+// Rate limit for log lines that a misbehaving peer can trigger at will.
+class LogLimiter {
+ public:
+  bool allow() {
+    roll();
+    if (lines_ < kLogBurst) {
+      ++lines_;
+      return true;
+    }
+    ++suppressed_;
+    return false;
+  }
+  // Ends the window when it is over: one summary line if anything was suppressed.
+  void roll() {
+    auto now = std::chrono::steady_clock::now();
+    if (now - start_ < kLogWindow) return;
+    if (suppressed_ > 0) {
+      GPURUN_LOG_WARN(
+          "store", "{} more lines about misbehaving connections suppressed in the last {}s",
+          suppressed_, std::chrono::duration_cast<std::chrono::seconds>(now - start_).count());
+    }
+    start_ = now;
+    lines_ = 0;
+    suppressed_ = 0;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  int lines_ = 0;
+  std::uint64_t suppressed_ = 0;
+};
 
 struct StrHash {
   using is_transparent = void;
@@ -89,34 +136,54 @@ std::optional<std::int64_t> parse_counter(std::string_view s) {
 
 class Session;
 
+enum class Handled { kDone, kDeferred };
+
 class ServerCore : public std::enable_shared_from_this<ServerCore> {
  public:
   ServerCore(asio::io_context& io, StoreServerOptions opts)
-      : io_(io), opts_(std::move(opts)), acceptor_(io), accept_retry_(io) {
+      : io_(io), opts_(std::move(opts)), acceptor_(io), accept_retry_(io), sweep_(io) {
     limits_.max_key_bytes = opts_.max_key_bytes;
     limits_.max_value_bytes = opts_.max_value_bytes;
     limits_.max_keys_per_request = opts_.max_keys_per_request;
+    own_uid_ = ::geteuid();
   }
 
   void bind();
-  void start() { do_accept(); }
+  void start() {
+    do_accept();
+    arm_sweep();
+  }
   void stop();
 
   // ---- used by sessions ----
-  void handle(Session& s, const Request& req);
+  Handled handle(Session& s, const Request& req);
   void on_session_closed(Session* s) { sessions_.erase(s); }
   void cancel_wait(Session& s);
   void count_rejected() { ++rejected_; }
   const protocol::Limits& limits() const { return limits_; }
+  const StoreServerOptions& options() const { return opts_; }
   void wake_done() { --waiting_; }
+  LogLimiter& peer_log() { return peer_log_; }
+  // Read buffers + queued replies of every connection (max_buffer_bytes).
+  void buffer_delta(std::int64_t d) { buffer_bytes_ += static_cast<std::uint64_t>(d); }
+  std::uint64_t buffer_bytes() const { return buffer_bytes_; }
+  // The largest reply one connection may queue: max_output_bytes, but always one whole value.
+  std::size_t single_reply_limit() const {
+    return std::max(opts_.max_output_bytes, opts_.max_value_bytes + 64);
+  }
+  void release_wait_bytes(std::size_t n) { store_bytes_ -= n; }
 
   StoreServerStats stats() const {
     StoreServerStats st;
     st.connections_accepted = accepted_;
     st.connections_open = sessions_.size();
     st.connections_rejected = rejected_;
+    st.connections_refused = refused_;
     st.keys = kv_.size();
     st.waiters = waiting_;
+    st.store_bytes = store_bytes_;
+    st.buffer_bytes = buffer_bytes_;
+    st.max_connections = max_connections_;
     return st;
   }
 
@@ -128,16 +195,38 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   void do_accept();
   void on_accept(const boost::system::error_code& ec, tcp::socket sock);
   void add_session(tcp::socket sock, const tcp::endpoint& peer);
+  std::string refuse_reason(const tcp::socket& sock, const tcp::endpoint& peer);
+  void resolve_allow_list();
+  void arm_sweep();
+  void sweep();
   bool exists(std::string_view key) const {
     if (kv_.find(key) != kv_.end()) return true;
     auto q = queues_.find(key);
     return q != queues_.end() && !q->second.empty();
   }
+  static std::size_t entry_bytes(std::string_view key, std::size_t value) {
+    return key.size() + value + kEntryOverhead;
+  }
+  // Store-budget delta of giving `key` a value of `size` bytes.
+  std::int64_t set_delta(std::string_view key, std::size_t size) const {
+    auto it = kv_.find(key);
+    if (it == kv_.end()) return static_cast<std::int64_t>(entry_bytes(key, size));
+    return static_cast<std::int64_t>(size) - static_cast<std::int64_t>(it->second.size());
+  }
+  // False (and the session closed, with an ERROR line) if `delta` more bytes do not fit.
+  bool reserve_store(Session& s, std::int64_t delta, const Request& req, std::string_view key);
+  // Decides whether a reply of `bytes` may be queued for `s` now (kDone), later (kDeferred), or
+  // never (the session is closed; returns kDone).
+  std::optional<Handled> admit_reply(Session& s, std::size_t bytes, const Request& req);
+  std::size_t reply_size(const Request& req) const;
   void set_value(std::string_view key, std::string_view value) {
     auto it = kv_.find(key);
     if (it == kv_.end()) {
+      store_bytes_ += entry_bytes(key, value.size());
       kv_.emplace(std::string(key), std::string(value));
     } else {
+      store_bytes_ += value.size();
+      store_bytes_ -= it->second.size();
       it->second.assign(value);
     }
     wake_all(key);
@@ -150,8 +239,14 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   protocol::Limits limits_;
   tcp::acceptor acceptor_;
   asio::steady_timer accept_retry_;
+  asio::steady_timer sweep_;
   tcp::endpoint accept_peer_;  // filled by the pending accept
   bool stopped_ = false;
+  std::size_t max_connections_ = 0;
+  uid_t own_uid_ = 0;
+  std::unique_ptr<PeerCredentials> creds_;
+  std::vector<asio::ip::address> allowed_;
+  LogLimiter peer_log_;
 
   StrMap<std::string> kv_;
   StrMap<std::deque<std::string>> queues_;
@@ -159,11 +254,14 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   // Entries are removed before their Session is closed, so the raw pointers never dangle.
   StrMap<std::vector<Session*>> waiters_;
   std::unordered_set<Session*> sessions_;
-  std::vector<std::shared_ptr<Session>> scratch_;  // reused by stop()
+  std::vector<std::shared_ptr<Session>> scratch_;  // reused by stop() and sweep()
 
   std::uint64_t accepted_ = 0;
   std::uint64_t rejected_ = 0;
+  std::uint64_t refused_ = 0;
   std::uint64_t waiting_ = 0;
+  std::uint64_t store_bytes_ = 0;
+  std::uint64_t buffer_bytes_ = 0;
 
   friend class Session;
 };
@@ -179,12 +277,14 @@ class Session : public std::enable_shared_from_this<Session> {
   void start() { maybe_read(); }
 
   // Closes the socket and drops every wait registration. A non-empty reason is logged as a
-  // protocol violation. Idempotent.
-  void close(std::string_view reason) {
+  // protocol violation (rate-limited). Idempotent.
+  void close(std::string_view reason, log::Level level = log::Level::kWarn) {
     if (closed_) return;
     closed_ = true;
     if (!reason.empty()) {
-      GPURUN_LOG_WARN("store", "closing connection from {}: {}", peer(), reason);
+      if (log::enabled(level, "store") && core_->peer_log().allow()) {
+        log::write(level, "store", fmt::format("closing connection from {}: {}", peer(), reason));
+      }
       core_->count_rejected();
     } else {
       GPURUN_LOG_DEBUG("store", "connection from {} closed", peer());
@@ -194,6 +294,11 @@ class Session : public std::enable_shared_from_this<Session> {
     boost::system::error_code ignored;
     sock_.shutdown(tcp::socket::shutdown_both, ignored);
     sock_.close(ignored);
+    in_.reset();
+    in_cap_ = in_begin_ = in_end_ = 0;
+    std::vector<std::uint8_t>().swap(out_);
+    if (!writing_active_) std::vector<std::uint8_t>().swap(writing_);
+    account();
   }
 
   // One registration of this session's WAIT was satisfied.
@@ -202,22 +307,38 @@ class Session : public std::enable_shared_from_this<Session> {
     if (--wait_remaining_ == 0) {
       wait_keys_.clear();
       core_->wake_done();
+      core_->release_wait_bytes(wait_bytes_);
+      wait_bytes_ = 0;
       protocol::reply_u8(out_, protocol::kStopWaiting);
       flush();
+      account();
     }
   }
 
   std::vector<std::uint8_t>& out() { return out_; }
+  std::size_t queued() const { return out_.size() + writing_.size(); }
   std::string peer() const { return endpoint_string(peer_); }
   bool closed() const { return closed_; }
+  // True if a frame has been arriving for longer than `limit` while we were waiting for it.
+  bool frame_overdue(std::chrono::steady_clock::time_point now,
+                     std::chrono::milliseconds limit) const {
+    return reading_ && frame_started_ && now - *frame_started_ > limit;
+  }
+  // Re-counts this session's buffers in the core's buffer total.
+  void account() {
+    std::size_t now = in_cap_ + out_.capacity() + writing_.capacity();
+    core_->buffer_delta(static_cast<std::int64_t>(now) - static_cast<std::int64_t>(accounted_));
+    accounted_ = now;
+  }
 
   std::size_t wait_remaining_ = 0;
+  std::size_t wait_bytes_ = 0;          // store-budget bytes of the current WAIT's registrations
   std::vector<std::string> wait_keys_;  // registrations of the current WAIT, for cleanup
 
  private:
   void maybe_read() {
-    if (closed_ || reading_) return;
-    if (out_.size() + writing_.size() > kMaxPendingOutput) return;  // resumed by on_write
+    if (closed_ || reading_ || deferred_) return;
+    if (queued() > core_->options().max_output_bytes) return;  // resumed by on_write
     std::size_t used = in_end_ - in_begin_;
     if (used == 0 && in_cap_ > kShrinkAbove) {
       in_.reset();
@@ -231,6 +352,14 @@ class Session : public std::enable_shared_from_this<Session> {
     if (in_cap_ - in_end_ < kMinReadSpace) {
       // Grow by doubling only: never by a length the peer claimed (§8.2).
       std::size_t cap = std::max(kInitialReadBuffer, in_cap_ * 2);
+      const auto& o = core_->options();
+      if (core_->buffer_bytes() + (cap - in_cap_) > o.max_buffer_bytes) {
+        close(fmt::format("a {} read buffer would pass the store's buffer budget of {} ({} in "
+                          "use by all connections; raise --max-buffer-bytes)",
+                          mib(cap), mib(o.max_buffer_bytes), mib(core_->buffer_bytes())),
+              log::Level::kError);
+        return;
+      }
       auto bigger = std::make_unique_for_overwrite<std::uint8_t[]>(cap);
       if (used > 0) std::memcpy(bigger.get(), in_.get() + in_begin_, used);
       in_ = std::move(bigger);
@@ -238,6 +367,7 @@ class Session : public std::enable_shared_from_this<Session> {
       in_begin_ = 0;
       in_end_ = used;
     }
+    account();
     reading_ = true;
     sock_.async_read_some(asio::buffer(in_.get() + in_end_, in_cap_ - in_end_),
                           [self = shared_from_this()](const boost::system::error_code& ec,
@@ -258,12 +388,13 @@ class Session : public std::enable_shared_from_this<Session> {
     in_end_ += n;
     process();
     if (closed_) return;
-    flush();
-    maybe_read();
+    pump(false);
   }
 
+  // Handles every complete request in the buffer, until one has to wait for output space.
   void process() {
     Request req;
+    bool progressed = false;
     while (!closed_) {
       std::span<const std::uint8_t> buf(in_.get() + in_begin_, in_end_ - in_begin_);
       if (buf.size() < parser_.need()) break;
@@ -273,15 +404,50 @@ class Session : public std::enable_shared_from_this<Session> {
         close(parser_.error());
         return;
       }
+      Handled h;
       try {
-        core_->handle(*this, req);
+        h = core_->handle(*this, req);
       } catch (const std::exception& e) {
         close(fmt::format("{} failed: {}", protocol::op_name(req.op), e.what()));
         return;
       }
+      if (h == Handled::kDeferred) {
+        // The request stays in the buffer (the parser is at a boundary again) and is parsed
+        // anew once this connection's replies are written.
+        deferred_ = true;
+        break;
+      }
       in_begin_ += parser_.consumed();
+      progressed = true;
     }
     if (in_begin_ == in_end_) in_begin_ = in_end_ = 0;
+    // The frame deadline covers a request that has started arriving; it restarts whenever a
+    // request completes, and idle connections (nothing buffered) have none.
+    if (in_begin_ == in_end_ || deferred_) {
+      frame_started_.reset();
+    } else if (progressed || !frame_started_) {
+      frame_started_ = std::chrono::steady_clock::now();
+    }
+  }
+
+  // Writes what is queued, retries a deferred request once there is room, and reads again.
+  void pump(bool retry) {
+    for (;;) {
+      if (retry && deferred_) {
+        deferred_ = false;
+        process();
+        if (closed_) return;
+      }
+      flush();
+      if (closed_) return;
+      if (deferred_ && !writing_active_) {  // everything was written synchronously: retry now
+        retry = true;
+        continue;
+      }
+      break;
+    }
+    account();
+    maybe_read();
   }
 
  public:
@@ -316,7 +482,11 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   void on_write(const boost::system::error_code& ec) {
     writing_active_ = false;
-    if (closed_) return;
+    if (closed_) {
+      std::vector<std::uint8_t>().swap(writing_);
+      account();
+      return;
+    }
     if (ec) {
       GPURUN_LOG_DEBUG("store", "write to {} failed: {}", peer(), ec.message());
       close("");
@@ -327,8 +497,7 @@ class Session : public std::enable_shared_from_this<Session> {
     } else {
       writing_.clear();
     }
-    flush();
-    maybe_read();
+    pump(true);
   }
 
   std::shared_ptr<ServerCore> core_;
@@ -339,8 +508,11 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t in_cap_ = 0, in_begin_ = 0, in_end_ = 0;
   std::vector<std::uint8_t> out_;      // replies not yet handed to the socket
   std::vector<std::uint8_t> writing_;  // the buffer of the write in flight
+  std::size_t accounted_ = 0;          // bytes of this session in the core's buffer total
+  std::optional<std::chrono::steady_clock::time_point> frame_started_;
   bool reading_ = false;
   bool writing_active_ = false;
+  bool deferred_ = false;  // a request waits in the buffer for output space
   bool closed_ = false;
 };
 
@@ -389,6 +561,142 @@ void ServerCore::bind() {
   port_ = local.port();
   host_ = local.address().to_string();
   address_ = endpoint_string(local);
+
+  // The connection cap leaves descriptors for the rest of the process (the launcher's pipes,
+  // log files, a restart's new workers): refusing a stranger's 1000th connection is better than
+  // failing the job's next fork.
+  rlimit lim{};
+  std::size_t fds = 1024;
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) {
+    fds = static_cast<std::size_t>(lim.rlim_cur);
+  } else if (lim.rlim_cur == RLIM_INFINITY) {
+    fds = 1 << 20;
+  }
+  std::size_t reserve = std::max<std::size_t>(64, fds / 4);
+  std::size_t fit = fds > reserve ? fds - reserve : 1;
+  max_connections_ = opts_.max_connections == 0 ? fit : std::min(opts_.max_connections, fit);
+  if (opts_.max_connections > fit) {
+    GPURUN_LOG_WARN("store",
+                    "--max-connections {} lowered to {} (RLIMIT_NOFILE {} minus a reserve of {} "
+                    "descriptors); raise the hard limit (ulimit -Hn) for more",
+                    opts_.max_connections, fit, fds, reserve);
+  }
+  if (opts_.check_peer_uid) {
+    creds_ = std::make_unique<PeerCredentials>();
+    SocketOwner probe;
+    // Our own listening socket proves the lookup works (a dual-stack or v6 bind is looked up as
+    // v6); a failure disables the check with a warning instead of refusing every worker.
+    if (creds_->lookup(local, tcp::endpoint(local.address(), 0), probe) ==
+        LookupResult::kUnavailable) {
+      GPURUN_LOG_WARN("store",
+                      "cannot check the uid of local peers ({}); the store on {} accepts "
+                      "connections from any local user",
+                      creds_->why(), address_);
+      creds_.reset();
+    }
+  }
+  resolve_allow_list();
+}
+
+void ServerCore::resolve_allow_list() {
+  for (const auto& h : opts_.allow_hosts) {
+    boost::system::error_code ec;
+    auto a = asio::ip::make_address(h, ec);
+    if (!ec) {
+      allowed_.push_back(a);
+      continue;
+    }
+    tcp::resolver resolver(io_);
+    auto results = resolver.resolve(h, "0", ec);
+    if (ec || results.empty()) {
+      throw ConfigError(
+          fmt::format("cannot resolve store allow-list host '{}' ({}); check "
+                      "--allow / GPURUN_STORE_ALLOW",
+                      h, ec ? ec.message() : "no address"));
+    }
+    for (const auto& r : results) allowed_.push_back(r.endpoint().address());
+  }
+}
+
+// Why a new connection must be refused, or "" to accept it.
+std::string ServerCore::refuse_reason(const tcp::socket& sock, const tcp::endpoint& peer) {
+  bool loopback = is_loopback_address(peer.address());
+  bool local_peer = loopback;
+  if (creds_) {
+    boost::system::error_code ec;
+    tcp::endpoint local = sock.local_endpoint(ec);
+    SocketOwner owner;
+    LookupResult r = ec ? LookupResult::kNotFound : creds_->lookup(peer, local, owner);
+    if (r == LookupResult::kFound && owner.inode != 0) {
+      local_peer = true;
+      if (owner.uid != own_uid_) {
+        std::string who = fmt::format("uid {}", owner.uid);
+        if (peer_log_.allow()) {
+          // Only worth a /proc scan when the line is printed.
+          if (auto pid = pid_of_socket(owner.inode)) who += fmt::format(" (pid {})", *pid);
+          GPURUN_LOG_WARN("store",
+                          "refusing connection from {}: it belongs to {}, but only uid {} (which "
+                          "runs this store) may use it (GPURUN_STORE_CHECK_PEER_UID=0 / "
+                          "--no-peer-uid-check turns this check off)",
+                          endpoint_string(peer), who, own_uid_);
+        }
+        return "uid";
+      }
+      return "";
+    }
+    if (loopback) {
+      if (peer_log_.allow()) {
+        GPURUN_LOG_WARN("store",
+                        "refusing connection from {}: the owner of that loopback socket cannot "
+                        "be found (it closed already)",
+                        endpoint_string(peer));
+      }
+      return "unknown owner";
+    }
+  }
+  if (!local_peer && !allowed_.empty()) {
+    asio::ip::address a = peer.address();
+    if (a.is_v6() && a.to_v6().is_v4_mapped()) {
+      a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+    }
+    if (std::find(allowed_.begin(), allowed_.end(), a) == allowed_.end()) {
+      if (peer_log_.allow()) {
+        GPURUN_LOG_WARN("store",
+                        "refusing connection from {}: not one of the job's hosts "
+                        "(GPURUN_STORE_ALLOW / --allow)",
+                        endpoint_string(peer));
+      }
+      return "address";
+    }
+  }
+  return "";
+}
+
+void ServerCore::arm_sweep() {
+  if (stopped_) return;
+  sweep_.expires_after(kSweepPeriod);
+  sweep_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (ec || self->stopped_) return;
+    self->sweep();
+    self->arm_sweep();
+  });
+}
+
+void ServerCore::sweep() {
+  peer_log_.roll();
+  if (opts_.frame_timeout.count() <= 0) return;
+  auto now = std::chrono::steady_clock::now();
+  scratch_.clear();
+  for (Session* s : sessions_) {
+    if (s->frame_overdue(now, opts_.frame_timeout)) scratch_.push_back(s->shared_from_this());
+  }
+  for (auto& s : scratch_) {
+    s->close(
+        fmt::format("a request started arriving more than {} ago and is still incomplete "
+                    "(frame deadline; GPURUN_STORE_FRAME_TIMEOUT raises it)",
+                    format_duration(opts_.frame_timeout)));
+  }
+  scratch_.clear();
 }
 
 void ServerCore::do_accept() {
@@ -403,7 +711,9 @@ void ServerCore::on_accept(const boost::system::error_code& ec, tcp::socket sock
   if (stopped_) return;
   if (ec) {
     if (ec == asio::error::operation_aborted) return;
-    GPURUN_LOG_WARN("store", "accept on {} failed: {}", address_, ec.message());
+    if (peer_log_.allow()) {
+      GPURUN_LOG_WARN("store", "accept on {} failed: {}", address_, ec.message());
+    }
     if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
         ec == asio::error::no_memory || ec.value() == ENFILE) {
       // Out of descriptors: retry shortly instead of spinning on the same error.
@@ -430,13 +740,23 @@ void ServerCore::on_accept(const boost::system::error_code& ec, tcp::socket sock
 
 void ServerCore::add_session(tcp::socket sock, const tcp::endpoint& peer) {
   ++accepted_;
-  if (sessions_.size() >= opts_.max_connections) {
-    ++rejected_;
-    GPURUN_LOG_WARN("store",
-                    "refusing connection from {}: {} connections open (max_connections); "
-                    "raise --max-connections",
-                    endpoint_string(peer), sessions_.size());
+  if (sessions_.size() >= max_connections_) {
+    ++refused_;
+    if (peer_log_.allow()) {
+      GPURUN_LOG_WARN("store",
+                      "refusing connection from {}: {} connections open (the cap; it leaves "
+                      "descriptors for the launcher: raise ulimit -Hn or --max-connections)",
+                      endpoint_string(peer), sessions_.size());
+    }
     boost::system::error_code ignored;
+    sock.close(ignored);
+    return;
+  }
+  if (!refuse_reason(sock, peer).empty()) {
+    ++refused_;
+    boost::system::error_code ignored;
+    linger l{true, 0};  // RST: the stranger's bytes are never read
+    ::setsockopt(sock.native_handle(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
     sock.close(ignored);
     return;
   }
@@ -454,6 +774,7 @@ void ServerCore::stop() {
   boost::system::error_code ignored;
   acceptor_.close(ignored);
   accept_retry_.cancel();
+  sweep_.cancel();
   scratch_.clear();
   for (Session* s : sessions_) scratch_.push_back(s->shared_from_this());
   for (auto& s : scratch_) s->close("");
@@ -472,6 +793,8 @@ void ServerCore::cancel_wait(Session& s) {
     --waiting_;
   }
   s.wait_keys_.clear();
+  store_bytes_ -= s.wait_bytes_;
+  s.wait_bytes_ = 0;
 }
 
 void ServerCore::wake_all(std::string_view key) {
@@ -493,28 +816,107 @@ void ServerCore::wake_one(std::string_view key) {
   s->key_ready();
 }
 
-void ServerCore::handle(Session& s, const Request& req) {
+// Exact size of the reply `req` gets now (0 for requests without one).
+std::size_t ServerCore::reply_size(const Request& req) const {
+  auto value_len = [&](std::string_view k) -> std::size_t {
+    auto it = kv_.find(k);
+    return it == kv_.end() ? 0 : it->second.size();
+  };
+  switch (req.op) {
+    case Op::kGet:
+      return 8 + value_len(req.key);
+    case Op::kCompareSet:  // the new, the expected or the current value
+      return 8 + std::max({req.value.size(), req.value2.size(), value_len(req.key)});
+    case Op::kMultiGet: {
+      std::size_t n = 0;
+      protocol::for_each_key(req, [&](std::string_view k) { n += 8 + value_len(k); });
+      return n;
+    }
+    case Op::kQueuePop: {
+      auto it = queues_.find(req.key);
+      return 16 + (it == queues_.end() || it->second.empty() ? 0 : it->second.front().size());
+    }
+    case Op::kAdd:
+    case Op::kGetNumKeys:
+    case Op::kDeleteKey:
+    case Op::kQueueLen:
+      return 8;
+    case Op::kPing:
+      return 4;
+    case Op::kCheck:
+    case Op::kWait:
+    case Op::kCancelWait:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+std::optional<Handled> ServerCore::admit_reply(Session& s, std::size_t bytes, const Request& req) {
+  std::size_t queued = s.queued();
+  bool fits_conn =
+      queued + bytes <= opts_.max_output_bytes || (queued == 0 && bytes <= single_reply_limit());
+  bool fits_total = buffer_bytes_ + bytes <= opts_.max_buffer_bytes;
+  if (fits_conn && fits_total) return std::nullopt;
+  // Retried once this connection's earlier replies are written (reading stops meanwhile).
+  if (queued > 0 && bytes <= single_reply_limit()) return Handled::kDeferred;
+  if (!fits_conn) {
+    s.close(
+        fmt::format("the reply to its {} would be {} bytes, over the limit of {} queued for "
+                    "one connection (--max-output-bytes; one value up to "
+                    "--max-value-bytes is always allowed)",
+                    protocol::op_name(req.op), bytes, mib(opts_.max_output_bytes)));
+  } else {
+    s.close(fmt::format(
+                "the reply to its {} ({} bytes) does not fit the store's buffer budget of {} "
+                "({} in use by all connections; raise --max-buffer-bytes)",
+                protocol::op_name(req.op), bytes, mib(opts_.max_buffer_bytes), mib(buffer_bytes_)),
+            log::Level::kError);
+  }
+  return Handled::kDone;
+}
+
+bool ServerCore::reserve_store(Session& s, std::int64_t delta, const Request& req,
+                               std::string_view key) {
+  if (delta <= 0 || store_bytes_ + static_cast<std::uint64_t>(delta) <= opts_.max_store_bytes) {
+    return true;
+  }
+  s.close(fmt::format("store memory budget full: its {} of key '{}' needs {} more bytes but {} of "
+                      "{} are in use (raise --max-store-bytes / GPURUN_STORE_MAX_BYTES, or store "
+                      "less)",
+                      protocol::op_name(req.op), printable(key), delta, store_bytes_,
+                      mib(opts_.max_store_bytes)),
+          log::Level::kError);
+  return false;
+}
+
+Handled ServerCore::handle(Session& s, const Request& req) {
+  if (std::size_t bytes = reply_size(req); bytes > 0) {
+    if (auto h = admit_reply(s, bytes, req)) return *h;
+    if (bytes > 4096) s.out().reserve(s.out().size() + bytes);  // exactly, not doubled
+  }
   auto& out = s.out();
   switch (req.op) {
     case Op::kValidate:
       break;  // consumed by dialect detection; no reply
     case Op::kSet:
+      if (!reserve_store(s, set_delta(req.key, req.value.size()), req, req.key)) break;
       set_value(req.key, req.value);
       break;
     case Op::kCompareSet: {
       auto it = kv_.find(req.key);
       if (it == kv_.end()) {
         if (req.value.empty()) {
-          kv_.emplace(std::string(req.key), std::string(req.value2));
+          if (!reserve_store(s, set_delta(req.key, req.value2.size()), req, req.key)) break;
           protocol::reply_bytes(out, req.value2);
-          wake_all(req.key);
+          set_value(req.key, req.value2);
         } else {
           protocol::reply_bytes(out, req.value);  // upstream's "absent" reply
         }
       } else if (it->second == req.value) {
-        it->second.assign(req.value2);
+        if (!reserve_store(s, set_delta(req.key, req.value2.size()), req, req.key)) break;
         protocol::reply_bytes(out, req.value2);
-        wake_all(req.key);
+        set_value(req.key, req.value2);
       } else {
         protocol::reply_bytes(out, it->second);
       }
@@ -532,7 +934,7 @@ void ServerCore::handle(Session& s, const Request& req) {
         auto v = parse_counter(it->second);
         if (!v) {
           s.close(fmt::format("ADD on key '{}' whose value is not an integer", printable(req.key)));
-          return;
+          break;
         }
         current = *v;
       }
@@ -543,13 +945,9 @@ void ServerCore::handle(Session& s, const Request& req) {
       auto [end, ec] = std::to_chars(digits, digits + sizeof digits, result);
       (void)ec;
       std::string_view text(digits, static_cast<std::size_t>(end - digits));
-      if (it == kv_.end()) {
-        kv_.emplace(std::string(req.key), std::string(text));
-      } else {
-        it->second.assign(text);
-      }
+      if (!reserve_store(s, set_delta(req.key, text.size()), req, req.key)) break;
       protocol::reply_i64(out, result);
-      wake_all(req.key);
+      set_value(req.key, text);
       break;
     }
     case Op::kCheck: {
@@ -561,7 +959,12 @@ void ServerCore::handle(Session& s, const Request& req) {
       break;
     }
     case Op::kWait: {
-      cancel_wait(s);  // one wait slot per connection: a new WAIT replaces the old one
+      cancel_wait(s);         // one wait slot per connection: a new WAIT replaces the old one
+      std::int64_t cost = 0;  // registrations: the key in waiters_ and in wait_keys_
+      protocol::for_each_key(req, [&](std::string_view k) {
+        if (!exists(k)) cost += static_cast<std::int64_t>(2 * k.size() + kEntryOverhead);
+      });
+      if (!reserve_store(s, cost, req, req.count > 0 ? "(wait registrations)" : "")) break;
       std::size_t missing = 0;
       protocol::for_each_key(req, [&](std::string_view k) {
         if (exists(k)) return;
@@ -575,6 +978,8 @@ void ServerCore::handle(Session& s, const Request& req) {
         protocol::reply_u8(out, protocol::kStopWaiting);
       } else {
         s.wait_remaining_ = missing;
+        s.wait_bytes_ = static_cast<std::size_t>(cost);
+        store_bytes_ += s.wait_bytes_;
         ++waiting_;
       }
       break;
@@ -585,15 +990,29 @@ void ServerCore::handle(Session& s, const Request& req) {
     case Op::kDeleteKey: {
       auto it = kv_.find(req.key);
       bool found = it != kv_.end();
-      if (found) kv_.erase(it);
+      if (found) {
+        store_bytes_ -= entry_bytes(it->first, it->second.size());
+        kv_.erase(it);
+      }
       protocol::reply_i64(out, found ? 1 : 0);
       break;
     }
     case Op::kAppend: {
       auto it = kv_.find(req.key);
+      std::size_t old = it == kv_.end() ? 0 : it->second.size();
+      if (old + req.value.size() > opts_.max_value_bytes) {
+        s.close(
+            fmt::format("APPEND to key '{}' would make its value {} bytes, over the limit of "
+                        "{} (--max-value-bytes)",
+                        printable(req.key), old + req.value.size(), mib(opts_.max_value_bytes)));
+        break;
+      }
+      if (!reserve_store(s, set_delta(req.key, old + req.value.size()), req, req.key)) break;
       if (it == kv_.end()) {
+        store_bytes_ += entry_bytes(req.key, req.value.size());
         kv_.emplace(std::string(req.key), std::string(req.value));
       } else {
+        store_bytes_ += req.value.size();
         it->second.append(req.value);
       }
       wake_all(req.key);
@@ -605,10 +1024,17 @@ void ServerCore::handle(Session& s, const Request& req) {
         protocol::reply_bytes(out, it == kv_.end() ? std::string_view() : it->second);
       });
       break;
-    case Op::kMultiSet:
+    case Op::kMultiSet: {
+      // An upper bound (a key set twice counts twice): the whole request or none of it.
+      std::int64_t cost = 0;
+      protocol::for_each_pair(req, [&](std::string_view k, std::string_view v) {
+        cost += std::max<std::int64_t>(0, set_delta(k, v.size()));
+      });
+      if (!reserve_store(s, cost, req, "(multi_set)")) break;
       protocol::for_each_pair(req,
                               [&](std::string_view k, std::string_view v) { set_value(k, v); });
       break;
+    }
     case Op::kCancelWait:
       cancel_wait(s);
       protocol::reply_u8(out, protocol::kWaitCanceled);
@@ -618,8 +1044,12 @@ void ServerCore::handle(Session& s, const Request& req) {
       break;
     case Op::kQueuePush: {
       auto it = queues_.find(req.key);
+      std::size_t cost = req.value.size() + kEntryOverhead;
+      if (it == queues_.end()) cost += req.key.size() + kEntryOverhead;
+      if (!reserve_store(s, static_cast<std::int64_t>(cost), req, req.key)) break;
       if (it == queues_.end()) it = queues_.emplace(std::string(req.key), 0).first;
       it->second.emplace_back(req.value);
+      store_bytes_ += cost;
       wake_one(req.key);
       break;
     }
@@ -629,8 +1059,12 @@ void ServerCore::handle(Session& s, const Request& req) {
       protocol::reply_i64(out, static_cast<std::int64_t>(len));
       if (len > 0) {
         protocol::reply_bytes(out, it->second.front());
+        store_bytes_ -= it->second.front().size() + kEntryOverhead;
         it->second.pop_front();
-        if (it->second.empty()) queues_.erase(it);
+        if (it->second.empty()) {
+          store_bytes_ -= it->first.size() + kEntryOverhead;
+          queues_.erase(it);
+        }
       }
       break;
     }
@@ -642,8 +1076,9 @@ void ServerCore::handle(Session& s, const Request& req) {
     }
     case Op::kWatchKey:
       s.close("WATCH_KEY (the PyTorch 1.13 watch/callback API) is not supported");
-      return;
+      break;
   }
+  return Handled::kDone;
 }
 
 void raise_fd_limit() {
@@ -661,6 +1096,27 @@ void raise_fd_limit() {
 }
 
 }  // namespace
+
+void apply_store_env(StoreServerOptions& o, const EnvMap& env) {
+  if (auto v = env_bool(env, "GPURUN_STORE_CHECK_PEER_UID")) o.check_peer_uid = *v;
+  if (auto v = env_get(env, "GPURUN_STORE_ALLOW")) {
+    o.allow_hosts.clear();
+    for (const auto& h : split(*v, ',')) {
+      if (auto t = trim(h); !t.empty()) o.allow_hosts.push_back(t);
+    }
+  }
+  auto positive = [&](std::string_view key, std::size_t& field) {
+    if (auto v = env_int(env, key)) {
+      if (*v <= 0) {
+        throw ConfigError(fmt::format("invalid {}={} (must be a positive number)", key, *v));
+      }
+      field = static_cast<std::size_t>(*v);
+    }
+  };
+  positive("GPURUN_STORE_MAX_BYTES", o.max_store_bytes);
+  positive("GPURUN_STORE_MAX_CONNECTIONS", o.max_connections);
+  if (auto v = env_duration(env, "GPURUN_STORE_FRAME_TIMEOUT")) o.frame_timeout = *v;
+}
 
 // ---- StoreServer -----------------------------------------------------------------------------
 

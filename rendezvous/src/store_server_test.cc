@@ -344,7 +344,7 @@ TEST_CASE("server: max_connections refuses extra connections", "[server]") {
   CHECK(b.recv_i64() == 2);
   RawClient c(srv.port());  // the kernel accepts; the server closes it
   CHECK(c.closed_within());
-  CHECK(srv.stats().connections_rejected == 1);
+  CHECK(srv.stats().connections_refused == 1);
   a.close();
   REQUIRE(eventually([&] { return srv.stats().connections_open == 1; }));
   RawClient d(srv.port());

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <iostream>
 
+#include "gpurun/common/duration.h"
+#include "gpurun/common/env.h"
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
 #include "gpurun/rendezvous/store_server.h"
@@ -19,6 +21,15 @@ int store_main(int argc, char** argv) {
   StoreServerOptions opts;
   std::string log_level;
   bool no_raise = false;
+  bool no_peer_check = false;
+  std::string frame_timeout;
+  std::vector<std::string> allow;
+  try {
+    apply_store_env(opts, current_environment());
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "gpurun: error: %s\n", e.what());
+    return static_cast<int>(ExitCode::kUsage);
+  }
   po::options_description desc(
       "Usage: gpurun store [options]\n"
       "Runs gpurun's TCPStore-compatible key-value store (PyTorch 1.13 and 2.x clients) in the\n"
@@ -31,7 +42,23 @@ int store_main(int argc, char** argv) {
       "or a host name")("port,p", po::value(&port)->default_value(0),
                         "TCP port; 0 picks a free port")(
       "max-connections", po::value(&opts.max_connections)->default_value(opts.max_connections),
-      "refuse connections beyond this many")(
+      "refuse connections beyond this many (0: RLIMIT_NOFILE minus a reserve of a quarter)")(
+      "max-output-bytes", po::value(&opts.max_output_bytes)->default_value(opts.max_output_bytes),
+      "replies queued for one connection (a single value is always allowed)")(
+      "max-store-bytes", po::value(&opts.max_store_bytes)->default_value(opts.max_store_bytes),
+      "stored keys, values, queue items and wait registrations together "
+      "(GPURUN_STORE_MAX_BYTES)")(
+      "max-buffer-bytes", po::value(&opts.max_buffer_bytes)->default_value(opts.max_buffer_bytes),
+      "read buffers and queued replies of all connections together")(
+      "frame-timeout", po::value(&frame_timeout),
+      "close a connection whose started request is incomplete after this long, e.g. 60s; 0 = "
+      "never (GPURUN_STORE_FRAME_TIMEOUT; default 60s)")(
+      "no-peer-uid-check", po::bool_switch(&no_peer_check),
+      "accept local connections from any user (default: only the uid running the store; "
+      "GPURUN_STORE_CHECK_PEER_UID=0)")(
+      "allow", po::value(&allow)->composing(),
+      "a host or address of another node that may connect (repeatable; default: any remote "
+      "address; GPURUN_STORE_ALLOW=h1,h2)")(
       "max-key-bytes", po::value(&opts.max_key_bytes)->default_value(opts.max_key_bytes),
       "longest key accepted (PyTorch's libuv server: 8192)")(
       "max-value-bytes", po::value(&opts.max_value_bytes)->default_value(opts.max_value_bytes),
@@ -55,6 +82,10 @@ int store_main(int argc, char** argv) {
       throw ConfigError(fmt::format("invalid --port {} (out of range); use 0..65535", port));
     }
     if (!log_level.empty()) log::configure(log::parse_level(log_level));
+    if (!frame_timeout.empty())
+      opts.frame_timeout = parse_duration(frame_timeout, "--frame-timeout");
+    if (no_peer_check) opts.check_peer_uid = false;
+    if (!allow.empty()) opts.allow_hosts = allow;
   } catch (const po::error& e) {
     std::fprintf(stderr, "gpurun: error: %s; see 'gpurun store --help'\n", e.what());
     return static_cast<int>(ExitCode::kUsage);
@@ -78,6 +109,9 @@ int store_main(int argc, char** argv) {
     std::fflush(stdout);
     io.run();
     return 0;
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "gpurun: error: %s\n", e.what());
+    return static_cast<int>(ExitCode::kUsage);
   } catch (const BindError& e) {
     std::string hint = e.code() == std::errc::address_in_use
                            ? "pass --port 0 or pick a free port"

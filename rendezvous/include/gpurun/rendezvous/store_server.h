@@ -4,9 +4,13 @@
 // A malformed or oversized request closes only that connection (logged with peer and reason).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
+
+#include "gpurun/common/env.h"
 
 namespace boost::asio {
 class io_context;
@@ -20,16 +24,48 @@ struct StoreServerOptions {
   std::size_t max_key_bytes = 64 * 1024;            // PyTorch libuv accepts 8 KiB
   std::size_t max_value_bytes = 256 * 1024 * 1024;  // PyTorch libuv accepts 8 MiB
   std::size_t max_keys_per_request = 1 << 20;       // PyTorch libuv accepts 131072
-  std::size_t max_connections = 1 << 20;            // bounded by RLIMIT_NOFILE too
+  // 0 = auto: RLIMIT_NOFILE (after raising it) minus a reserve of max(64, limit/4) descriptors
+  // for the process hosting the store (the launcher's pipes, logs, restarts). An explicit value
+  // is capped the same way.
+  std::size_t max_connections = 0;
   bool raise_fd_limit = true;  // raise RLIMIT_NOFILE soft limit to the hard limit at start
+  // Memory bounds (issue 16). Replies queued for one connection: a request whose reply would pass
+  // this waits until the earlier replies are written, and one that cannot fit even then (a
+  // single value may always be read: the bound is at least max_value_bytes) closes the
+  // connection before anything is allocated.
+  std::size_t max_output_bytes = 64 << 20;
+  // Stored keys + values + queue items + wait registrations (64 bytes of overhead per entry).
+  // A write that would pass it closes the writer's connection with an ERROR line.
+  std::size_t max_store_bytes = std::size_t{1} << 30;
+  // All connections' read buffers and queued replies together.
+  std::size_t max_buffer_bytes = std::size_t{1} << 30;
+  // A frame (request) that has started must be complete within this, or its connection is closed
+  // (slowloris). Idle connections between requests are never timed out. 0 = no deadline.
+  std::chrono::milliseconds frame_timeout{60000};
+  // Access control (issue 16, section 2). Peers on this host (same network namespace) must run
+  // as the uid of this process (found through inet_diag / /proc/net/tcp); a loopback peer whose
+  // socket owner cannot be found is refused.
+  bool check_peer_uid = true;
+  // Peers on other hosts: allowed addresses or host names (resolved at start). Empty: any.
+  std::vector<std::string> allow_hosts;
 };
+
+// Applies GPURUN_STORE_* environment variables to `o` (how the launcher's embedded store is
+// configured): GPURUN_STORE_CHECK_PEER_UID (bool), GPURUN_STORE_ALLOW (comma-separated hosts),
+// GPURUN_STORE_MAX_BYTES, GPURUN_STORE_MAX_CONNECTIONS, GPURUN_STORE_FRAME_TIMEOUT (duration).
+// Throws ConfigError on a malformed value.
+void apply_store_env(StoreServerOptions& o, const EnvMap& env);
 
 struct StoreServerStats {
   std::uint64_t connections_accepted = 0;
   std::uint64_t connections_open = 0;
-  std::uint64_t connections_rejected = 0;  // protocol errors / limits
+  std::uint64_t connections_rejected = 0;  // closed for protocol errors / limits
+  std::uint64_t connections_refused = 0;   // refused at accept (connection cap, peer checks)
   std::uint64_t keys = 0;
   std::uint64_t waiters = 0;
+  std::uint64_t store_bytes = 0;      // what max_store_bytes bounds
+  std::uint64_t buffer_bytes = 0;     // what max_buffer_bytes bounds
+  std::uint64_t max_connections = 0;  // the effective connection cap
 };
 
 // Lifetime: bind happens in the constructor (throws gpurun::BindError with the errno, host and
