@@ -124,8 +124,8 @@ struct TcpStore::Impl {
   [[noreturn]] void io_timeout(const What& w, std::chrono::milliseconds t) const {
     throw StoreTimeout(
         fmt::format("store {}: timed out after {} in {}; is the store server "
-                    "overloaded or stopped? (GPURUN_STORE_TIMEOUT raises the limit)",
-                    address, format_duration(t), describe_what(w)));
+                    "overloaded or stopped? ({} raises the limit)",
+                    address, format_duration(t), describe_what(w), opts.timeout_setting));
   }
 
   // Returns false on timeout; throws NetworkError on failure.
@@ -273,6 +273,10 @@ struct TcpStore::Impl {
     auto backoff = std::chrono::milliseconds(10);
     std::string err;
     int attempts = 0;
+    ProgressSchedule progress(opts.progress_after);
+    const std::string hint = opts.connect_hint.empty()
+                                 ? std::string("is the store server running at that address?")
+                                 : opts.connect_hint;
     for (;;) {
       ++attempts;
       auto c = std::make_unique<Conn>();
@@ -290,14 +294,29 @@ struct TcpStore::Impl {
       if (Clock::now() + backoff >= deadline) break;
       std::this_thread::sleep_for(backoff);  // retry backoff, not synchronisation
       backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+      const auto so_far =
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+      if (progress.due(so_far)) {
+        GPURUN_LOG_WARN(
+            "store",
+            "still trying to reach the store at {} after {} ({} attempts, last: {}); "
+            "{}; {}",
+            address, format_duration(round_to_seconds(so_far)), attempts, err,
+            budget == kNoTimeout
+                ? fmt::format("no timeout ({} is 0), so it keeps trying", opts.timeout_setting)
+                : fmt::format("giving up in {} ({}={})",
+                              format_duration(round_to_seconds(remaining(deadline))),
+                              opts.timeout_setting, format_duration(budget)),
+            hint);
+      }
     }
     auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
-    std::string hint = "is the store server running at that address?";
+    std::string why = hint;
     if (opts.dialect == Dialect::kV2 && err.find("handshake") != std::string::npos) {
-      hint = "a PyTorch 1.13 TCPStore server needs the 1.13 dialect (Dialect::kV113)";
+      why = "a PyTorch 1.13 TCPStore server needs the 1.13 dialect (Dialect::kV113)";
     }
     throw NetworkError(fmt::format("store {}: cannot connect after {} and {} attempt(s) ({}); {}",
-                                   address, format_duration(waited), attempts, err, hint),
+                                   address, format_duration(waited), attempts, err, why),
                        std::make_error_code(std::errc::connection_refused));
   }
 
@@ -551,9 +570,9 @@ void TcpStore::Impl::wait_on(Conn& c, std::span<const std::string> keys, const D
   if (missing.empty()) missing = all;
   throw StoreTimeout(fmt::format(
       "store {}: timed out after {} in {} for key(s) {}; is the peer that sets {} running? "
-      "(GPURUN_STORE_TIMEOUT raises the limit)",
+      "({} raises the limit)",
       address, format_duration(d.timeout), op, quote_keys(missing),
-      missing.size() == 1 ? "it" : "them"));
+      missing.size() == 1 ? "it" : "them", opts.timeout_setting));
 }
 
 bool TcpStore::delete_key(const std::string& key) {

@@ -44,12 +44,90 @@ class CollectivesUnderGpurun(unittest.TestCase):
                     self.assertIn(f"rank {r}/{n} backend=gloo device=cpu launcher=gpurun", p.stdout)
 
     def test_missing_rank_is_named(self):
-        p = run_gpurun(3, ["--hang-rank", "1"], env={"GPURUN_COMM_TIMEOUT": "3s"}, timeout=60)
+        # While they wait, the others print progress lines (GPURUN_WAIT_PROGRESS: the first after
+        # 1 s) naming the collective, the missing rank and the time left; then the timeout.
+        p = run_gpurun(3, ["--hang-rank", "1"],
+                       env={"GPURUN_COMM_TIMEOUT": "8s", "GPURUN_WAIT_PROGRESS": "1s"}, timeout=60)
         self.assertNotEqual(p.returncode, 0, p.stdout + p.stderr)
         out = p.stdout + p.stderr
         self.assertIn("CommError on rank", out)
         self.assertIn("rank 1 has not arrived at all_reduce #2", out)
         self.assertIn("last seen in barrier #1", out)
+        self.assertRegex(out, r"rank [02]/3 still waiting in gloo all_reduce\(10 x float32, sum\) #2 "
+                              r"after \d+s: rank 1 has not arrived at all_reduce #2 \(last seen in "
+                              r"barrier #1\); the timeout ends the wait in \d+s "
+                              r"\(GPURUN_COMM_TIMEOUT=8s\)")
+
+    def test_mismatched_collective_is_an_error_on_every_rank(self):
+        # Shared memory and TCP, 2 and 3 ranks: every rank reports the mismatch naming both sides,
+        # with its buffer unchanged; none returns normally, nothing aborts.
+        expected = {
+            "count": r"all_reduce #2 mismatch on rank {r}/{w}: ranks? 0(,2)? called all_reduce\(1000 x "
+                     r"float32, sum\), rank 1 called all_reduce\(500 x float32, sum\)",
+            "skipped": r"all_reduce #2 mismatch on rank {r}/{w}: ranks? 0(,2)? called all_reduce\(1000 x "
+                       r"float32, sum\), rank 1 called all_reduce\(1 x int32, max\)",
+        }
+        for shm in ("1", "0"):
+            for w in (2, 3):
+                for kind, pattern in expected.items():
+                    with self.subTest(GPURUN_SHM=shm, world=w, kind=kind):
+                        p = run_gpurun(w, ["--mismatch", kind],
+                                       env={"GPURUN_COMM_TIMEOUT": "60s", "GPURUN_SHM": shm})
+                        out = p.stdout + p.stderr
+                        self.assertEqual(p.returncode, 0, out)
+                        self.assertNotIn("returned normally", out)
+                        self.assertNotIn("terminate called", out)
+                        for r in range(w):
+                            self.assertRegex(out, r"CommError on rank %d: gloo " % r
+                                             + pattern.format(r=r, w=w))
+                            self.assertIn(f"rank {r} buffer unchanged", out)
+
+    def test_mismatch_reaches_the_error_file(self):
+        # Not caught: run_main writes the torchrun error file, and gpurun's summary shows it.
+        p = run_gpurun(2, ["--mismatch", "count", "--raise"], env={"GPURUN_SHM": "0"})
+        out = p.stdout + p.stderr
+        self.assertEqual(p.returncode, 1, out)
+        self.assertNotIn("terminate called", out)
+        self.assertRegex(out, r"error_file: /\S+")
+        self.assertRegex(out, r"traceback : .*all_reduce #2 mismatch on rank [01]/2")
+
+    def test_unreachable_store_prints_progress_then_names_the_address(self):
+        # No store at MASTER_PORT (as with a wrong port under mpirun): progress lines while it
+        # retries, then an error naming the address and where it came from.
+        import socket
+        import subprocess
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # nothing listens there now
+        worker = sdklib.sdk_binary("collectives_worker")
+        env = dict(os.environ)
+        for k, v in CLEAN.items():
+            env.pop(k, None) if v is None else env.__setitem__(k, v)
+        env.update({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
+                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                    "GPURUN_COMM_TIMEOUT": "4s", "GPURUN_WAIT_PROGRESS": "1s"})
+        p = subprocess.run([worker, "--allreduce"], capture_output=True, text=True, timeout=60,
+                           env=env)
+        out = p.stdout + p.stderr
+        self.assertNotEqual(p.returncode, 0, out)
+        self.assertRegex(out, r"still trying to reach the store at 127\.0\.0\.1:%d after \d+s \(\d+ "
+                              r"attempts, last: Connection refused\); giving up in \d+s "
+                              r"\(GPURUN_COMM_TIMEOUT=4s\)" % port)
+        self.assertIn(f"cannot connect after", out)
+        self.assertIn(f"check MASTER_ADDR=127.0.0.1 and MASTER_PORT={port}", out)
+
+    def test_no_timeout_and_shm_off_are_said_plainly(self):
+        # GPURUN_COMM_TIMEOUT=0 is no limit (not an instant failure); GPURUN_SHM=0 is logged as
+        # such on every rank, not as another rank's failure.
+        p = run_gpurun(2, ["--allreduce"], env={"GPURUN_COMM_TIMEOUT": "0", "GPURUN_SHM": "0",
+                                                "GPURUN_LOG_LEVEL": "info",
+                                                "GPURUN_LOG_SUBSYS": "comm,init"})
+        out = p.stdout + p.stderr
+        self.check_ok(p, "GPURUN_COMM_TIMEOUT=0")
+        self.assertIn("allreduce ok: world 2", out)
+        self.assertEqual(out.count("shared memory not used: disabled by GPURUN_SHM=0"), 2, out)
+        self.assertNotIn("another rank could not map it", out)
 
     def test_rank_that_exits_is_named_quickly(self):
         # Rank 1 leaves after the first barrier. Through shared memory the others notice that its
@@ -66,6 +144,9 @@ class CollectivesUnderGpurun(unittest.TestCase):
                 self.assertNotEqual(p.returncode, 0, out)
                 self.assertIn("CommError on rank 0", out)
                 self.assertLess(took, 30, out)
+                # It exited: raising the timeout would not help, so that is not the advice.
+                self.assertNotIn("raise GPURUN_COMM_TIMEOUT", out)
+                self.assertIn("a peer exited or closed its connection", out)
                 if shm == "1":
                     self.assertRegex(out, r"rank 1 \(pid \d+\) exited while this rank waited for it in "
                                           r"the shared-memory all_reduce")

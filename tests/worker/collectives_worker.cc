@@ -5,6 +5,13 @@
 //   collectives_worker --allreduce      one all_reduce (the mpirun/srun smoke test)
 //   collectives_worker --hang-rank R    rank R never enters the 2nd collective; the others must
 //                                      get a CommError naming R (they print it and exit 17)
+//   collectives_worker --mismatch K [--raise]
+//                                      collective #2 differs on rank 1 (K: count = 500 floats
+//                                      instead of 1000; skipped = rank 1 skips the float
+//                                      all_reduce and calls the next one, an int32 max). Each rank
+//                                      prints "CommError on rank r: ..." and whether its buffer
+//                                      is unchanged, then exits 0; "returned normally" exits 3.
+//                                      --raise lets the CommError reach run_main instead.
 // Always prints "rank r/w backend=<b> device=<d> launcher=<l>" per rank.
 #include <fmt/format.h>
 
@@ -116,6 +123,29 @@ int main(int argc, char** argv) {
       for (double x : v) expect(x == want, fmt::format("all_reduce got {} want {}", x, want));
       log0(*ctx, "allreduce ok: world {} sum {}", ctx->world_size(), want);
       return 0;
+    }
+    if (mode == "--mismatch" && argc > 2) {
+      const std::string kind = argv[2];
+      const bool raise = argc > 3 && std::string(argv[3]) == "--raise";
+      comm.barrier();  // #1 matches
+      const int r = ctx->rank();
+      std::vector<float> v(kind == "count" && r == 1 ? 500 : 1000, 1.5f);
+      std::int32_t x = 7;
+      try {
+        if (kind != "skipped" || r != 1) comm.all_reduce(std::span(v));
+        if (kind == "skipped") comm.all_reduce(std::span(&x, 1), ReduceOp::kMax);
+      } catch (const gpurun::CommError& e) {
+        bool unchanged = x == 7;
+        for (float f : v) unchanged = unchanged && f == 1.5f;
+        std::printf("CommError on rank %d: %s\nrank %d buffer %s\n", r, e.what(), r,
+                    unchanged ? "unchanged" : "CHANGED");
+        std::fflush(stdout);
+        if (raise) throw;
+        return 0;
+      }
+      std::printf("rank %d returned normally (x=%d, v[999]=%g)\n", r, x,
+                  static_cast<double>(v.back()));
+      return 3;
     }
     if (exit_rank >= 0) {
       comm.barrier();                          // #1: everyone arrives

@@ -16,8 +16,14 @@ std::string key_of(int rank) { return fmt::format("arrive/{}", rank); }
 }  // namespace
 
 ArrivalTracker::ArrivalTracker(std::shared_ptr<rendezvous::Store> store, int rank, int size,
-                               std::chrono::milliseconds timeout)
-    : store_(std::move(store)), rank_(rank), size_(size) {
+                               std::chrono::milliseconds timeout,
+                               std::chrono::milliseconds progress_after, std::string backend)
+    : store_(std::move(store)),
+      rank_(rank),
+      size_(size),
+      timeout_(timeout),
+      backend_(std::move(backend)),
+      schedule_(progress_after) {
   // Publish often enough that a timeout always finds fresh positions: a tenth of the timeout,
   // between 10 ms and 1 s. The failure path waits two periods for ranks stuck in the same op.
   auto t = timeout == kNoTimeout ? std::chrono::milliseconds(10'000) : timeout;
@@ -41,6 +47,53 @@ std::uint64_t ArrivalTracker::enter(const char* op) noexcept {
   return seq_.fetch_add(1, std::memory_order_release) + 1;
 }
 
+std::uint64_t ArrivalTracker::enter(const char* op, const CollectiveDesc& desc) noexcept {
+  const std::uint64_t seq = enter(op);
+  if (size_ > 1 && schedule_.enabled()) {
+    {
+      const std::lock_guard lock(desc_mu_);
+      desc_ = desc;
+      desc_seq_ = seq;
+    }
+    since_.store(Clock::now().time_since_epoch().count(), std::memory_order_release);
+  }
+  return seq;
+}
+
+void ArrivalTracker::leave() noexcept { since_.store(0, std::memory_order_relaxed); }
+
+void ArrivalTracker::report_progress() {
+  const Clock::rep since = since_.load(std::memory_order_acquire);
+  if (since == 0) return;
+  CollectiveDesc desc;
+  std::uint64_t seq = 0;
+  {
+    const std::lock_guard lock(desc_mu_);
+    desc = desc_;
+    seq = desc_seq_;
+  }
+  if (seq != schedule_seq_) {
+    schedule_.reset();
+    schedule_seq_ = seq;
+  }
+  const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+      Clock::now() - Clock::time_point(Clock::duration(since)));
+  if (!schedule_.due(waited)) return;
+  const char* op = to_string(desc.op);
+  std::string who = describe_laggards(seq, op);
+  if (since_.load(std::memory_order_acquire) != since) return;  // it finished meanwhile
+  const std::string left =
+      timeout_ == kNoTimeout
+          ? std::string("no timeout is set (GPURUN_COMM_TIMEOUT=0), so it waits forever")
+          : fmt::format("the timeout ends the wait in {} (GPURUN_COMM_TIMEOUT={})",
+                        format_duration(round_to_seconds(
+                            std::max(std::chrono::milliseconds(0), timeout_ - waited))),
+                        format_duration(timeout_));
+  GPURUN_LOG_WARN("comm", "rank {}/{} still waiting in {} {} #{} after {}: {}; {}", rank_, size_,
+                  backend_, describe(desc), seq, format_duration(round_to_seconds(waited)), who,
+                  left);
+}
+
 void ArrivalTracker::publish_now() {
   std::uint64_t seq = seq_.load(std::memory_order_acquire);
   const char* op = op_.load(std::memory_order_relaxed);
@@ -54,10 +107,11 @@ void ArrivalTracker::publish_loop() {
   while (!stop_) {
     cv_.wait_for(lock, period_, [this] { return stop_; });
     if (stop_) break;
-    if (seq_.load(std::memory_order_acquire) == published_) continue;
+    const bool changed = seq_.load(std::memory_order_acquire) != published_;
     lock.unlock();
     try {
-      publish_now();
+      if (changed) publish_now();
+      report_progress();
     } catch (const std::exception& e) {
       GPURUN_LOG_DEBUG("comm", "could not record collective position in the store: {}", e.what());
     }

@@ -1,7 +1,12 @@
 // ArrivalTracker: which collective each rank last entered, recorded in the store so that a
-// timeout can name the ranks that never arrived. The fast path is one relaxed atomic store per
+// timeout can name the ranks that never arrived. The fast path is a few uncontended writes per
 // collective; a background thread publishes "arrive/<rank>" = "<seq> <op>" only when it changed,
-// at most once per period. Only the failure path reads the other ranks' keys.
+// at most once per period. Only the failure path and progress reports read the other ranks' keys.
+//
+// Waits that talk: while a collective is in flight for longer than the progress schedule's next
+// step (GPURUN_WAIT_PROGRESS, default 10 s, then 30 s, 1 min, 5 min, 10 min, every 10 min), the
+// background thread prints one line: which collective, for how long, which ranks have not
+// arrived, and when the timeout ends the wait.
 // Owns the publisher thread; the store must outlive it. Thread-safe.
 #pragma once
 
@@ -15,6 +20,9 @@
 #include <thread>
 #include <vector>
 
+#include "collective_desc.h"
+#include "gpurun/common/duration.h"
+#include "gpurun/common/progress.h"
 #include "gpurun/rendezvous/store.h"
 
 namespace gpurun::worker::detail {
@@ -23,7 +31,9 @@ class ArrivalTracker {
  public:
   // `store` is already scoped to this group (keys are "arrive/<rank>" under it).
   ArrivalTracker(std::shared_ptr<rendezvous::Store> store, int rank, int size,
-                 std::chrono::milliseconds timeout);
+                 std::chrono::milliseconds timeout,
+                 std::chrono::milliseconds progress_after = kDefaultProgressAfter,
+                 std::string backend = "gloo");
   ~ArrivalTracker();
   ArrivalTracker(const ArrivalTracker&) = delete;
   ArrivalTracker& operator=(const ArrivalTracker&) = delete;
@@ -32,6 +42,21 @@ class ArrivalTracker {
   // Returns the collective's sequence number (1, 2, ...), identical across ranks that call
   // collectives in the same order.
   std::uint64_t enter(const char* op) noexcept;
+  // The same, with what the collective does (for progress reports); pair with leave().
+  std::uint64_t enter(const char* op, const CollectiveDesc& desc) noexcept;
+  // The collective entered last has returned (or failed).
+  void leave() noexcept;
+  // Calls leave() when it goes out of scope.
+  class Leave {
+   public:
+    explicit Leave(ArrivalTracker& t) : t_(t) {}
+    ~Leave() { t_.leave(); }
+    Leave(const Leave&) = delete;
+    Leave& operator=(const Leave&) = delete;
+
+   private:
+    ArrivalTracker& t_;
+  };
 
   struct Laggard {
     int rank;
@@ -53,6 +78,7 @@ class ArrivalTracker {
  private:
   void publish_loop();
   void publish_now();
+  void report_progress();  // publisher thread: a progress line when one is due
 
   std::shared_ptr<rendezvous::Store> store_;
   int rank_;
@@ -61,6 +87,15 @@ class ArrivalTracker {
   std::chrono::milliseconds grace_;
   std::atomic<std::uint64_t> seq_{0};
   std::atomic<const char*> op_{"setup"};
+  std::chrono::milliseconds timeout_;
+  std::string backend_;
+  // In flight: since when (Clock ticks; 0 = none) and what; desc_ under desc_mu_.
+  std::atomic<Clock::rep> since_{0};
+  std::mutex desc_mu_;
+  CollectiveDesc desc_;
+  std::uint64_t desc_seq_ = 0;
+  ProgressSchedule schedule_;
+  std::uint64_t schedule_seq_ = 0;  // the collective schedule_ is for (publisher thread only)
   std::uint64_t published_ = ~std::uint64_t{0};
   std::mutex mu_;  // guards published_ and stop_
   std::condition_variable cv_;

@@ -27,6 +27,7 @@
 
 #include "arrival.h"
 #include "collective_checks.h"
+#include "collective_desc.h"
 #include "gloo_store_adapter.h"
 #include "gpurun/common/duration.h"
 #include "gpurun/common/error.h"
@@ -43,6 +44,8 @@ namespace {
 constexpr std::chrono::milliseconds kGlooMaxTimeout{30LL * 24 * 3600 * 1000};
 constexpr std::uint8_t kGatherSlotPrefix = 0x5a;  // our point-to-point gather
 constexpr std::uint8_t kDirectSlotPrefix = 0x5b;  // our direct (one-round) all_reduce
+constexpr std::uint8_t kDescSlotPrefix = 0x5c;    // the descriptor round
+constexpr std::uint32_t kDescTagBit = 0x80000000u;
 
 std::string local_address_towards(const std::string& host, std::uint16_t port) {
   addrinfo hints{};
@@ -165,7 +168,7 @@ class GlooCommunicator final : public Communicator {
         timeout_(std::min(cfg.timeout, kGlooMaxTimeout)),
         memory_(std::move(cfg.memory)),
         ctx_(std::move(ctx)),
-        tracker_(cfg.store, cfg.rank, cfg.size, cfg.timeout),
+        tracker_(cfg.store, cfg.rank, cfg.size, cfg.timeout, cfg.progress_after),
         direct_max_(cfg.direct_max_bytes),
         shm_(std::move(shm)),
         kicker_(std::move(kicker)) {}
@@ -181,30 +184,29 @@ class GlooCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 
+  // Every op runs through run(): its descriptor is checked on every rank before any data moves
+  // (piggybacked on the shared-memory round where the op has one, else a round of its own).
   void all_reduce(void* buf, std::size_t count, DataType type, ReduceOp op) override {
     const std::size_t bytes = count * size_of(type);
-    run(
-        "all_reduce",
-        [&] { return fmt::format("{} x {}, {}", count, to_string(type), to_string(op)); },
-        [&](std::uint32_t tag) {
+    run(CollectiveDesc::all_reduce(count, type, op), shm_ && count != 0,
+        [&](std::uint32_t tag, const NumberedDesc& nd) {
           if (count == 0) return;
           void* p = stage_in(buf, bytes, 0);
-          visit_type(type, [&](auto zero) { allreduce_typed<decltype(zero)>(p, count, op, tag); });
+          visit_type(type,
+                     [&](auto zero) { allreduce_typed<decltype(zero)>(p, count, op, tag, nd); });
           stage_out(buf, p, bytes);
-        },
-        type);
+        });
   }
 
   void broadcast(void* buf, std::size_t count, DataType type, int root) override {
     check_root(rank_, size_, root, "broadcast");
     const std::size_t bytes = count * size_of(type);
-    run(
-        "broadcast", [&] { return fmt::format("{} x {}, root {}", count, to_string(type), root); },
-        [&](std::uint32_t tag) {
+    run(CollectiveDesc::broadcast(count, type, root), shm_ && count != 0,
+        [&](std::uint32_t tag, const NumberedDesc& nd) {
           if (count == 0 || size_ == 1) return;
           void* p = rank_ == root ? stage_in(buf, bytes, 0) : host_ptr(buf, bytes, 0);
           if (shm_) {
-            shm_->broadcast(static_cast<std::uint8_t*>(p), bytes, root, timeout_);
+            shm_->broadcast(static_cast<std::uint8_t*>(p), bytes, root, timeout_, nd);
           } else {
             ::gloo::BroadcastOptions o(ctx_);
             o.setOutput(static_cast<std::uint8_t*>(p), bytes);
@@ -214,27 +216,30 @@ class GlooCommunicator final : public Communicator {
             ::gloo::broadcast(o);
           }
           stage_out(buf, p, bytes);
-        },
-        type);
+        });
   }
 
   void all_gather(const void* send, void* recv, std::size_t count, DataType type) override {
     const std::size_t bytes = count * size_of(type);
     const std::size_t total = bytes * static_cast<std::size_t>(size_);
-    run(
-        "all_gather", [&] { return fmt::format("{} x {} per rank", count, to_string(type)); },
-        [&](std::uint32_t tag) {
+    run(CollectiveDesc::all_gather(count, type), shm_ && count != 0,
+        [&](std::uint32_t tag, const NumberedDesc& nd) {
           if (count == 0) return;
           reserve_staging(total + bytes);  // both regions first: growing later would move `out`
           void* out = host_ptr(recv, total, 0);
           void* in = host_ptr(const_cast<void*>(send), bytes, total);
-          memory_in(in, send, bytes);
           if (size_ == 1) {
+            memory_in(in, send, bytes);
             if (out != in) std::memcpy(out, in, bytes);
           } else if (shm_) {
-            shm_->all_gather(static_cast<const std::uint8_t*>(in), static_cast<std::uint8_t*>(out),
-                             bytes, timeout_);
+            // A host `send` goes into the slot as it is (copying it into `out` first would change
+            // the caller's buffer before the descriptor check).
+            const void* src = memory_ ? in : send;
+            if (memory_) memory_in(in, send, bytes);
+            shm_->all_gather(static_cast<const std::uint8_t*>(src), static_cast<std::uint8_t*>(out),
+                             bytes, timeout_, nd);
           } else {
+            memory_in(in, send, bytes);
             ::gloo::AllgatherOptions o(ctx_);
             o.setInput(static_cast<std::uint8_t*>(in), bytes);
             o.setOutput(static_cast<std::uint8_t*>(out), total);
@@ -243,8 +248,7 @@ class GlooCommunicator final : public Communicator {
             ::gloo::allgather(o);
           }
           stage_out(recv, out, total);
-        },
-        type);
+        });
   }
 
   void gather(const void* send, void* recv, const std::vector<std::size_t>& counts, DataType type,
@@ -254,26 +258,20 @@ class GlooCommunicator final : public Communicator {
     const std::size_t es = size_of(type);
     std::size_t total = 0;
     for (auto c : counts) total += c;
-    run(
-        "gather",
-        [&] { return fmt::format("{} x {} in all, root {}", total, to_string(type), root); },
-        [&](std::uint32_t tag) {
+    run(CollectiveDesc::gather(counts, type, root), shm_ != nullptr,
+        [&](std::uint32_t tag, const NumberedDesc& nd) {
           const std::size_t mine = counts[static_cast<std::size_t>(rank_)] * es;
           if (shm_ && size_ > 1) {
             std::vector<std::size_t> bytes(counts.size());
             for (std::size_t r = 0; r < counts.size(); ++r) bytes[r] = counts[r] * es;
-            // Root: the output (staged for a GPU rank), its own block copied in first.
+            // Root: the output (staged for a GPU rank); its own block is copied in after the
+            // descriptor check (a GPU root's through staging first).
             void* out = rank_ == root ? host_ptr(recv, total * es, 0) : nullptr;
-            const void* in =
-                rank_ == root || mine == 0 ? send : stage_in(const_cast<void*>(send), mine, 0);
-            if (rank_ == root && mine != 0) {
-              std::size_t before = 0;
-              for (int r = 0; r < rank_; ++r) before += bytes[static_cast<std::size_t>(r)];
-              memory_in(static_cast<std::uint8_t*>(out) + before, send, mine);
-              in = static_cast<std::uint8_t*>(out) + before;
-            }
+            const void* in = mine == 0 || (rank_ == root && !memory_)
+                                 ? send
+                                 : stage_in(const_cast<void*>(send), mine, total * es);
             shm_->gather(static_cast<const std::uint8_t*>(in), static_cast<std::uint8_t*>(out),
-                         bytes, root, timeout_);
+                         bytes, root, timeout_, nd);
             if (rank_ == root) stage_out(recv, out, total * es);
             return;
           }
@@ -302,18 +300,15 @@ class GlooCommunicator final : public Communicator {
           }
           for (auto& b : bufs) b->waitRecv(timeout_);
           stage_out(recv, out, total * es);
-        },
-        type);
+        });
   }
 
   void reduce_scatter(const void* send, void* recv, std::size_t count, DataType type,
                       ReduceOp op) override {
     const std::size_t bytes = count * size_of(type);
     const std::size_t total = bytes * static_cast<std::size_t>(size_);
-    run(
-        "reduce_scatter",
-        [&] { return fmt::format("{} x {} per rank, {}", count, to_string(type), to_string(op)); },
-        [&](std::uint32_t tag) {
+    run(CollectiveDesc::reduce_scatter(count, type, op), shm_ && count != 0,
+        [&](std::uint32_t tag, const NumberedDesc& nd) {
           if (count == 0) return;
           // Ring allreduce of the whole buffer, keep our block: Gloo's fastest path on TCP for
           // the sizes we see, and exact (every rank reduces in the same order).
@@ -321,7 +316,7 @@ class GlooCommunicator final : public Communicator {
           memory_in(scratch_.data(), send, total);
           visit_type(type, [&](auto zero) {
             allreduce_typed<decltype(zero)>(scratch_.data(),
-                                            count * static_cast<std::size_t>(size_), op, tag);
+                                            count * static_cast<std::size_t>(size_), op, tag, nd);
           });
           const std::uint8_t* block = scratch_.data() + bytes * static_cast<std::size_t>(rank_);
           if (memory_) {
@@ -329,25 +324,21 @@ class GlooCommunicator final : public Communicator {
           } else {
             std::memmove(recv, block, bytes);
           }
-        },
-        type);
+        });
   }
 
   void barrier() override {
-    run(
-        "barrier", [] { return std::string("barrier"); },
-        [&](std::uint32_t tag) {
-          if (size_ == 1) return;
-          if (shm_) {
-            shm_->barrier(timeout_);
-            return;
-          }
-          ::gloo::BarrierOptions o(ctx_);
-          o.setTag(tag);
-          o.setTimeout(timeout_);
-          ::gloo::barrier(o);
-        },
-        DataType::kUInt8);
+    run(CollectiveDesc::barrier(), shm_ != nullptr, [&](std::uint32_t tag, const NumberedDesc& nd) {
+      if (size_ == 1) return;
+      if (shm_) {
+        shm_->barrier(timeout_, nd);
+        return;
+      }
+      ::gloo::BarrierOptions o(ctx_);
+      o.setTag(tag);
+      o.setTimeout(timeout_);
+      ::gloo::barrier(o);
+    });
   }
 
   void host_all_gather(const void* send, void* recv, std::size_t count, DataType type) override {
@@ -398,12 +389,14 @@ class GlooCommunicator final : public Communicator {
   }
 
   template <typename T>
-  void allreduce_typed(void* p, std::size_t count, ReduceOp op, std::uint32_t tag) {
+  void allreduce_typed(void* p, std::size_t count, ReduceOp op, std::uint32_t tag,
+                       const NumberedDesc& nd) {
     T* data = static_cast<T*>(p);
     const std::size_t bytes = count * sizeof(T);
     if (size_ > 1 && shm_) {
       shm_->all_reduce(static_cast<std::uint8_t*>(p), bytes, sizeof(T),
-                       kernel_for(op, sum_kernel<T>(), max_kernel<T>(), min_kernel<T>()), timeout_);
+                       kernel_for(op, sum_kernel<T>(), max_kernel<T>(), min_kernel<T>()), timeout_,
+                       nd);
     } else if (size_ > 1 && bytes * static_cast<std::size_t>(size_ - 1) <= direct_max_) {
       allreduce_direct(static_cast<std::uint8_t*>(p), bytes, count,
                        kernel_for(op, sum_kernel<T>(), max_kernel<T>(), min_kernel<T>()), tag);
@@ -476,33 +469,85 @@ class GlooCommunicator final : public Communicator {
     if (memory_ && bytes != 0) memory_->to_device(user, host, bytes);
   }
 
-  template <typename Describe, typename Body>
-  void run(const char* op, Describe&& describe, Body&& body, DataType type) {
+  // One round over Gloo's pairs: every rank sends its numbered descriptor to every peer and
+  // compares what it receives. Fixed-size messages, so a mismatch can never reach Gloo's own size
+  // checks (whose failure on the transport thread aborts the process).
+  void exchange_descs(const NumberedDesc& mine, std::uint32_t tag) {
+    const auto slot = ::gloo::Slot::build(kDescSlotPrefix, tag);
+    descs_.assign(static_cast<std::size_t>(size_), NumberedDesc{});
+    descs_[static_cast<std::size_t>(rank_)] = mine;
+    std::vector<std::unique_ptr<::gloo::transport::UnboundBuffer>> recvs;
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      recvs.push_back(
+          ctx_->createUnboundBuffer(&descs_[static_cast<std::size_t>(r)], sizeof(NumberedDesc)));
+      recvs.back()->recv(r, slot);
+    }
+    auto out =
+        ctx_->createUnboundBuffer(&descs_[static_cast<std::size_t>(rank_)], sizeof(NumberedDesc));
+    for (int r = 0; r < size_; ++r) {
+      if (r != rank_) out->send(r, slot);
+    }
+    for (auto& b : recvs) b->waitRecv(timeout_);
+    for (int i = 1; i < size_; ++i) out->waitSend(timeout_);
+    if (!all_match(descs_)) throw CollectiveMismatch(descs_);
+  }
+
+  // Runs one collective: refuses after an earlier failure, checks the descriptor on every rank
+  // (`body_checks`: the body's shared-memory round carries it; else a round of its own first),
+  // and turns every failure into a CommError that says what happened and what to do.
+  template <typename Body>
+  void run(const CollectiveDesc& desc, bool body_checks, Body&& body) {
+    const char* op = to_string(desc.op);
     if (!broken_.empty()) {
       throw CommError(
           fmt::format("{} on rank {} refused (this communicator failed earlier: {}); "
                       "create a new one or restart the job",
                       op, rank_, broken_));
     }
-    if (type == DataType::kFloat16 || type == DataType::kBFloat16) {
-      visit_type(type, [](auto) {});  // throws the "not supported" CommError
+    if (desc.type == static_cast<std::uint8_t>(DataType::kFloat16) ||
+        desc.type == static_cast<std::uint8_t>(DataType::kBFloat16)) {
+      visit_type(static_cast<DataType>(desc.type), [](auto) {});  // the "not supported" CommError
     }
-    const std::uint64_t seq = tracker_.enter(op);
+    const NumberedDesc nd{tracker_.enter(op, desc), desc};
+    const ArrivalTracker::Leave leave(tracker_);
     const std::uint32_t tag = ++tag_;
     const auto start = Clock::now();
     try {
-      body(tag);
+      if (size_ > 1 && !body_checks) {
+        if (shm_) {
+          shm_->barrier(timeout_, nd);
+        } else {
+          exchange_descs(nd, tag | kDescTagBit);
+        }
+      }
+      body(tag, nd);
     } catch (const CommError&) {
       throw;
+    } catch (const CollectiveMismatch& m) {
+      std::string msg = mismatch_message("gloo", rank_, size_, m.all());
+      broken_ = fmt::format("{} #{} mismatch", op, nd.seq);
+      GPURUN_LOG_INFO("comm", "{}", msg);
+      throw CommError(msg);
     } catch (const std::exception& e) {
       auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
-      std::string where = tracker_.describe_laggards(seq, op);
+      std::string where = tracker_.describe_laggards(nd.seq, op);
+      const std::string what = e.what();
+      // A peer that exited is not slow: raising the timeout would not help.
+      const bool exited = dynamic_cast<const ShmPeerExited*>(&e) != nullptr ||
+                          what.find("closed by peer") != std::string::npos ||
+                          what.find("Socket closed") != std::string::npos ||
+                          what.find("unexpectedly closed") != std::string::npos ||
+                          what.find("reset by peer") != std::string::npos;
       std::string msg = fmt::format(
-          "gloo {} #{} ({}) failed on rank {}/{} after {} (timeout {}; {}); {}; check the "
-          "named ranks' logs, or raise GPURUN_COMM_TIMEOUT if they are only slow",
-          op, seq, describe(), rank_, size_, format_duration(waited), format_duration(timeout_),
-          e.what(), where);
-      broken_ = fmt::format("{} #{} failed", op, seq);
+          "gloo {} #{} ({}) failed on rank {}/{} after {} (timeout {}; {}); {}; {}", op, nd.seq,
+          describe_args(desc), rank_, size_, format_duration(waited), format_duration(timeout_),
+          what, where,
+          exited ? "a peer exited or closed its connection: check the named ranks' logs and "
+                   "exit codes for why it ended"
+                 : "check the named ranks' logs, or raise GPURUN_COMM_TIMEOUT if they are only "
+                   "slow");
+      broken_ = fmt::format("{} #{} failed", op, nd.seq);
       GPURUN_LOG_INFO("comm", "{}", msg);
       throw CommError(msg);
     }
@@ -521,6 +566,7 @@ class GlooCommunicator final : public Communicator {
   std::size_t direct_max_;
   std::unique_ptr<ShmCollectives> shm_;  // null: all_reduce over Gloo's TCP pairs
   std::shared_ptr<LoopKicker> kicker_;   // null if the device is not Gloo's TCP one
+  std::vector<NumberedDesc> descs_;      // exchange_descs' buffers
   std::string broken_;
 };
 
@@ -659,7 +705,7 @@ std::unique_ptr<Communicator> make_gloo_communicator(GlooConfig cfg) {
     // and gather (reduce_scatter stays on Gloo's pairs). Every rank takes part in the setup
     // (even with GPURUN_SHM=0: it votes no), and a 1-int Gloo all_reduce makes the vote unanimous.
     auto agree = [&](int ok) {
-      std::int32_t v = cfg.shm ? ok : 0;
+      std::int32_t v = ok;
       ::gloo::AllreduceOptions o(ctx);
       o.setOutput(&v, 1);
       o.setReduceFunction(min_kernel<std::int32_t>());
@@ -668,10 +714,10 @@ std::unique_ptr<Communicator> make_gloo_communicator(GlooConfig cfg) {
       ::gloo::allreduce(o);
       return v;
     };
-    std::string why = cfg.shm ? "" : "GPURUN_SHM=0";
+    std::string why;
     try {
       auto shm_store = std::make_shared<rendezvous::PrefixStore>("shm", cfg.store);
-      shm = ShmCollectives::create(cfg.rank, cfg.size, *shm_store, agree, &why);
+      shm = ShmCollectives::create(cfg.rank, cfg.size, *shm_store, cfg.shm, agree, &why);
     } catch (const std::exception& e) {
       throw CommError(fmt::format(
           "gloo setup on rank {}/{} failed while agreeing on shared memory (timeout {}; {}); "

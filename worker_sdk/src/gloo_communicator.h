@@ -43,7 +43,8 @@ struct GlooConfig {
   std::shared_ptr<rendezvous::Store> store;  // already scoped to this group
   TransportAddress address{"127.0.0.1", "", "default"};
   std::chrono::milliseconds timeout{30 * 60 * 1000};
-  std::unique_ptr<DeviceMemory> memory;  // null: host memory
+  std::chrono::milliseconds progress_after{10'000};  // GPURUN_WAIT_PROGRESS; 0: no progress lines
+  std::unique_ptr<DeviceMemory> memory;              // null: host memory
   std::size_t direct_max_bytes = kGlooDirectMaxBytes;
   // all_reduce through shared memory when every rank is on this host (GPURUN_SHM=0 turns it off;
   // the ranks agree, so one rank that cannot map the segment turns it off for all).

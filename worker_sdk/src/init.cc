@@ -13,6 +13,7 @@
 #include "gloo_communicator.h"
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
+#include "gpurun/common/progress.h"
 #include "gpurun/rendezvous/memory_store.h"
 #include "gpurun/rendezvous/prefix_store.h"
 #if GPURUN_HAS_NCCL
@@ -36,8 +37,10 @@ std::chrono::milliseconds resolve_timeout(const InitOptions& options, const EnvM
   if (options.timeout) return *options.timeout;
   // GPURUN_COMM_TIMEOUT is ours. GPURUN_TIMEOUT is the launcher's whole-run --timeout (workers
   // inherit it); no collective should outlive the run, so it bounds ours when set alone.
-  if (auto t = env_duration(env, "GPURUN_COMM_TIMEOUT")) return *t;
-  if (auto t = env_duration(env, "GPURUN_TIMEOUT")) return *t;
+  // 0 means no limit (as torch's timeout=timedelta.max), never an instant failure.
+  auto none_if_zero = [](std::chrono::milliseconds t) { return t.count() == 0 ? kNoTimeout : t; };
+  if (auto t = env_duration(env, "GPURUN_COMM_TIMEOUT")) return none_if_zero(*t);
+  if (auto t = env_duration(env, "GPURUN_TIMEOUT")) return none_if_zero(*t);
   return kDefaultTimeout;
 }
 
@@ -207,7 +210,7 @@ std::unique_ptr<Context> init_with(const EnvMap& env, std::shared_ptr<rendezvous
 
   if (!store) {
     if (!info.master_addr.empty()) {
-      store = connect_store(info, ctx->timeout_);
+      store = connect_store(info, ctx->timeout_, progress_after_from(env));
     } else {
       store = std::make_shared<rendezvous::MemoryStore>(ctx->timeout_);  // 1-rank job
     }
@@ -249,6 +252,7 @@ std::unique_ptr<Context> init_with(const EnvMap& env, std::shared_ptr<rendezvous
     gc.store = group_store;
     gc.address = choose_transport_address(env, info.master_addr, info.master_port);
     gc.timeout = ctx->timeout_;
+    gc.progress_after = progress_after_from(env);
     if (auto n = env_int(env, "GPURUN_GLOO_DIRECT_MAX_BYTES")) {
       if (*n < 0) {
         throw ConfigError(fmt::format(

@@ -24,11 +24,13 @@ Backend decide_backend(Backend requested, const std::string& requested_by,
 Backend parse_backend(const std::string& text, const std::string& what);
 
 // The timeout of blocking calls: options.timeout, else GPURUN_COMM_TIMEOUT, else GPURUN_TIMEOUT
-// (the launcher's whole-run limit), else kDefaultTimeout.
+// (the launcher's whole-run limit), else kDefaultTimeout. A value of 0 means no limit.
 std::chrono::milliseconds resolve_timeout(const InitOptions& options, const EnvMap& env);
 
-// Connects a TcpStore to MASTER_ADDR:MASTER_PORT (defined in init_env.cc).
+// Connects a TcpStore to MASTER_ADDR:MASTER_PORT (defined in init_env.cc), printing progress
+// lines while it cannot (see gpurun/common/progress.h).
 std::shared_ptr<rendezvous::Store> connect_store(const LaunchInfo& info,
-                                                 std::chrono::milliseconds timeout);
+                                                 std::chrono::milliseconds timeout,
+                                                 std::chrono::milliseconds progress_after);
 
 }  // namespace gpurun::worker::detail

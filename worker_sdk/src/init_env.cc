@@ -10,12 +10,19 @@ namespace gpurun::worker {
 namespace detail {
 
 std::shared_ptr<rendezvous::Store> connect_store(const LaunchInfo& info,
-                                                 std::chrono::milliseconds timeout) {
+                                                 std::chrono::milliseconds timeout,
+                                                 std::chrono::milliseconds progress_after) {
   rendezvous::TcpStoreOptions o;
   o.host = info.master_addr;
   o.port = info.master_port;
   o.timeout = timeout;
   o.connect_timeout = timeout;
+  o.timeout_setting = "GPURUN_COMM_TIMEOUT";
+  o.progress_after = progress_after;
+  o.connect_hint = fmt::format(
+      "check MASTER_ADDR={} and MASTER_PORT={} (set by {}): the store runs where the launcher "
+      "started it (gpurun hosts one itself; under mpirun/srun start `gpurun store` first)",
+      info.master_addr, info.master_port, to_string(info.launcher));
   o.dialect = rendezvous::Dialect::kV2;
   GPURUN_LOG_INFO("init", "connecting to store {}:{} (timeout {})", o.host, o.port,
                   format_duration(timeout));

@@ -48,6 +48,9 @@ TEST_CASE("timeout resolution", "[init]") {
   o.timeout = std::chrono::milliseconds(5);
   CHECK(resolve_timeout(o, {{"GPURUN_TIMEOUT", "90s"}}) == std::chrono::milliseconds(5));
   CHECK_THROWS_AS(resolve_timeout(InitOptions{}, {{"GPURUN_TIMEOUT", "soon"}}), ConfigError);
+  // 0 is no limit, never an instant failure.
+  CHECK(resolve_timeout(InitOptions{}, {{"GPURUN_COMM_TIMEOUT", "0"}}) == gpurun::kNoTimeout);
+  CHECK(resolve_timeout(InitOptions{}, {{"GPURUN_TIMEOUT", "0s"}}) == gpurun::kNoTimeout);
 }
 
 TEST_CASE("device choice", "[init]") {

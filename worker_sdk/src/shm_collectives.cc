@@ -18,19 +18,24 @@
 #include <random>
 #include <stdexcept>
 
+#include "gpurun/common/duration.h"
 #include "gpurun/common/unique_fd.h"
 
 namespace gpurun::worker::detail {
 
 // One per rank, on its own cache line. Accessed only through std::atomic_ref: the segment is
 // plain shared memory, zero-filled by the kernel.
+// The descriptors share the line with `seq`: a waiting rank that sees the arrival has the
+// descriptor in cache already, so the check costs no extra cache-line transfer.
 struct ShmCollectives::Header {
   std::uint32_t seq;       // the last chunk this rank has written and published
   std::uint32_t sleepers;  // ranks futex-waiting on `seq`
   std::int32_t pid;        // for the liveness check
-  char pad[64 - 3 * sizeof(std::uint32_t)];
+  std::uint32_t unused;    //
+  CollectiveDesc desc[2];  // this rank's current collective, by the parity of its first chunk
 };
 static_assert(sizeof(std::uint32_t) == sizeof(std::int32_t));
+static_assert(16 + 2 * sizeof(CollectiveDesc) == 64, "one cache line per rank");
 
 namespace {
 
@@ -84,6 +89,7 @@ bool process_gone(std::int32_t pid) { return pid > 0 && ::kill(pid, 0) != 0 && e
 }  // namespace
 
 std::unique_ptr<ShmCollectives> ShmCollectives::create(int rank, int size, rendezvous::Store& store,
+                                                       bool enabled,
                                                        const std::function<int(int)>& agree,
                                                        std::string* why) {
   const std::size_t slot = slot_bytes_for(size);
@@ -95,7 +101,11 @@ std::unique_ptr<ShmCollectives> ShmCollectives::create(int rank, int size, rende
   void* base = nullptr;
   try {
     UniqueFd fd;
-    if (rank == 0) {
+    if (!enabled) {
+      local_why = "disabled by GPURUN_SHM=0";
+      // Rank 0 still publishes (an empty name), so that the others do not wait for it.
+      if (rank == 0) store.set("shm", boot + "\n");
+    } else if (rank == 0) {
       std::random_device rd;
       name = fmt::format("/gpurun-{}-{:08x}{:08x}", ::getpid(), rd(), rd());
       fd.reset(::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600));
@@ -114,7 +124,7 @@ std::unique_ptr<ShmCollectives> ShmCollectives::create(int rank, int size, rende
       const std::string their_boot = v.substr(0, nl);
       const std::string their_name = nl == std::string::npos ? "" : v.substr(nl + 1);
       if (their_name.empty()) {
-        local_why = "rank 0 could not create the segment";
+        local_why = "rank 0 did not create the segment";
       } else if (their_boot != boot || boot.empty()) {
         local_why = "rank 0 runs on another host";
       } else {
@@ -142,11 +152,20 @@ std::unique_ptr<ShmCollectives> ShmCollectives::create(int rank, int size, rende
     local_why = e.what();
   }
   // Every rank reaches this point whatever happened above: all use the segment or none does.
-  const int all_ok = agree(base != nullptr ? 1 : 0);
+  // The vote: 1 mapped, 0 could not map, -1 disabled (the minimum says why when nobody maps).
+  const int all_ok = agree(!enabled ? -1 : (base != nullptr ? 1 : 0));
   if (rank == 0 && !name.empty()) ::shm_unlink(name.c_str());  // mapped everywhere by now
-  if (all_ok == 0) {
+  if (all_ok <= 0) {
     if (base != nullptr) ::munmap(base, length);
-    if (why != nullptr) *why = local_why.empty() ? "another rank could not map it" : local_why;
+    if (why != nullptr) {
+      if (!local_why.empty() && (enabled || all_ok < 0)) {
+        *why = local_why;
+      } else if (all_ok < 0) {
+        *why = "disabled by GPURUN_SHM=0 on another rank";
+      } else {
+        *why = "another rank could not map it";
+      }
+    }
     return nullptr;
   }
   std::unique_ptr<ShmCollectives> shm(new ShmCollectives(rank, size, base, length, slot));
@@ -209,7 +228,7 @@ void ShmCollectives::wait_for_all(std::uint32_t g, std::chrono::steady_clock::ti
       if (arrived(seq.load(std::memory_order_acquire), g)) break;
       const std::int32_t pid = std::atomic_ref<std::int32_t>(h.pid).load();
       if (check_pids_ && process_gone(pid)) {
-        throw std::runtime_error(fmt::format(
+        throw ShmPeerExited(fmt::format(
             "rank {} (pid {}) exited while this rank waited for it in the shared-memory {}{}", r,
             pid, op, where()));
       }
@@ -220,35 +239,52 @@ void ShmCollectives::wait_for_all(std::uint32_t g, std::chrono::steady_clock::ti
             late.push_back(q);
           }
         }
-        throw std::runtime_error(
-            fmt::format("rank{} {} did not arrive at the shared-memory all_reduce{} in time",
-                        late.size() == 1 ? "" : "s", fmt::join(late, ","), where()));
+        throw ShmPeerLate(fmt::format("rank{} {} did not arrive at the shared-memory {}{} in time",
+                                      late.size() == 1 ? "" : "s", fmt::join(late, ","), op,
+                                      where()));
       }
     }
   }
 }
 
+void ShmCollectives::check_descs(std::uint32_t parity, const NumberedDesc& mine) const {
+  bool same = true;
+  for (int r = 0; r < size_ && same; ++r) {
+    same = std::memcmp(&header(r).desc[parity], &mine.desc, sizeof(CollectiveDesc)) == 0;
+  }
+  if (same) return;
+  std::vector<NumberedDesc> all(static_cast<std::size_t>(size_));
+  for (int r = 0; r < size_; ++r) {
+    all[static_cast<std::size_t>(r)] = {mine.seq, header(r).desc[parity]};
+  }
+  throw CollectiveMismatch(std::move(all));
+}
+
 template <typename Put, typename Take>
 void ShmCollectives::chunked(std::size_t bytes, std::size_t step, std::chrono::milliseconds timeout,
-                             const char* op, Put&& put, Take&& take) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+                             const NumberedDesc& desc, Put&& put, Take&& take) {
+  const auto deadline = deadline_after(timeout);
   const std::size_t chunks = bytes == 0 ? 1 : (bytes + step - 1) / step;
+  const char* op = to_string(desc.desc.op);
   for (std::size_t k = 0; k < chunks; ++k) {
     const std::size_t off = k * step;
     const std::size_t n = std::min(step, bytes - off);
     const std::uint32_t g = ++seq_;
     const std::uint32_t parity = g & 1u;
+    if (k == 0) header(rank_).desc[parity] = desc.desc;  // published by arrive(g)
     put(slot(parity, rank_), off, n);
     arrive(g);
     wait_for_all(g, deadline, k, chunks, op);
+    if (k == 0) check_descs(parity, desc);  // before anything is read
     take(parity, off, n);
   }
 }
 
 void ShmCollectives::all_reduce(std::uint8_t* data, std::size_t bytes, std::size_t elem_size,
-                                ReduceKernel fn, std::chrono::milliseconds timeout) {
+                                ReduceKernel fn, std::chrono::milliseconds timeout,
+                                const NumberedDesc& desc) {
   chunked(
-      bytes, slot_bytes_ / elem_size * elem_size, timeout, "all_reduce",
+      bytes, slot_bytes_ / elem_size * elem_size, timeout, desc,
       [&](std::uint8_t* mine, std::size_t off, std::size_t n) { std::memcpy(mine, data + off, n); },
       [&](std::uint32_t parity, std::size_t off, std::size_t n) {
         // Rank order on every rank: slot 0 op slot 1 op ... (this rank's input is its own slot).
@@ -260,9 +296,9 @@ void ShmCollectives::all_reduce(std::uint8_t* data, std::size_t bytes, std::size
 }
 
 void ShmCollectives::all_gather(const std::uint8_t* send, std::uint8_t* recv, std::size_t bytes,
-                                std::chrono::milliseconds timeout) {
+                                std::chrono::milliseconds timeout, const NumberedDesc& desc) {
   chunked(
-      bytes, slot_bytes_, timeout, "all_gather",
+      bytes, slot_bytes_, timeout, desc,
       [&](std::uint8_t* mine, std::size_t off, std::size_t n) {
         std::memmove(mine, send + off, n);
       },
@@ -274,9 +310,9 @@ void ShmCollectives::all_gather(const std::uint8_t* send, std::uint8_t* recv, st
 }
 
 void ShmCollectives::broadcast(std::uint8_t* data, std::size_t bytes, int root,
-                               std::chrono::milliseconds timeout) {
+                               std::chrono::milliseconds timeout, const NumberedDesc& desc) {
   chunked(
-      bytes, slot_bytes_, timeout, "broadcast",
+      bytes, slot_bytes_, timeout, desc,
       [&](std::uint8_t* mine, std::size_t off, std::size_t n) {
         if (rank_ == root) std::memcpy(mine, data + off, n);
       },
@@ -287,18 +323,15 @@ void ShmCollectives::broadcast(std::uint8_t* data, std::size_t bytes, int root,
 
 void ShmCollectives::gather(const std::uint8_t* send, std::uint8_t* recv,
                             const std::vector<std::size_t>& counts, int root,
-                            std::chrono::milliseconds timeout) {
+                            std::chrono::milliseconds timeout, const NumberedDesc& desc) {
   auto part = [](std::size_t count, std::size_t off, std::size_t n) {
     return count > off ? std::min(n, count - off) : std::size_t{0};
   };
   std::vector<std::size_t> displ(counts.size() + 1, 0);
   for (std::size_t r = 0; r < counts.size(); ++r) displ[r + 1] = displ[r] + counts[r];
   const auto me = static_cast<std::size_t>(rank_);
-  if (rank_ == root && counts[me] != 0 && send != recv + displ[me]) {
-    std::memmove(recv + displ[me], send, counts[me]);
-  }
   chunked(
-      *std::max_element(counts.begin(), counts.end()), slot_bytes_, timeout, "gather",
+      *std::max_element(counts.begin(), counts.end()), slot_bytes_, timeout, desc,
       [&](std::uint8_t* mine, std::size_t off, std::size_t n) {
         // A rank that sends nothing may pass a null buffer: copy only what there is.
         const std::size_t k = part(counts[me], off, n);
@@ -312,11 +345,15 @@ void ShmCollectives::gather(const std::uint8_t* send, std::uint8_t* recv,
           if (r != root && k != 0) std::memcpy(recv + displ[q] + off, slot(parity, r), k);
         }
       });
+  // Root's own block last: after the descriptor check, so a mismatch leaves recv untouched.
+  if (rank_ == root && counts[me] != 0 && send != recv + displ[me]) {
+    std::memmove(recv + displ[me], send, counts[me]);
+  }
 }
 
-void ShmCollectives::barrier(std::chrono::milliseconds timeout) {
+void ShmCollectives::barrier(std::chrono::milliseconds timeout, const NumberedDesc& desc) {
   chunked(
-      0, slot_bytes_, timeout, "barrier", [](std::uint8_t*, std::size_t, std::size_t) {},
+      0, slot_bytes_, timeout, desc, [](std::uint8_t*, std::size_t, std::size_t) {},
       [](std::uint32_t, std::size_t, std::size_t) {});
 }
 

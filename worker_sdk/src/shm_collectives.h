@@ -15,8 +15,13 @@
 // every rank has arrived at chunk g + 1, which each does after it finished reading chunk g. Every
 // rank reduces slot 0 op slot 1 op ... in rank order, so all ranks hold the same bits.
 //
-// A waiting rank notices a peer that exited (same PID namespace) within ~20 ms, and a peer that
-// is only late after the communicator timeout; both throw std::runtime_error naming the ranks.
+// Every collective carries its CollectiveDesc in the rank's header line, written before the first
+// chunk's arrival and compared by every rank right after it, before any slot is read: a mismatch
+// throws CollectiveMismatch on every rank, with the caller's buffer untouched. The descriptors
+// alternate between two sets like the slots, so a fast rank never overwrites one still being read.
+//
+// A waiting rank notices a peer that exited (same PID namespace) within ~20 ms (ShmPeerExited),
+// and a peer that is only late after the communicator timeout (ShmPeerLate); both name the ranks.
 #pragma once
 
 #include <chrono>
@@ -24,13 +29,24 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "collective_desc.h"
 #include "gpurun/rendezvous/store.h"
 #include "reduce_kernels.h"
 
 namespace gpurun::worker::detail {
+
+class ShmPeerExited : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+class ShmPeerLate : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 class ShmCollectives {
  public:
@@ -38,28 +54,31 @@ class ShmCollectives {
   // segment and publishes its name (and this host's boot id) under "shm" in `store`; the others
   // map it. `agree(ok)` must return the minimum of `ok` over all ranks (a 1-int all_reduce), so
   // that either every rank uses shared memory or none does. Returns null when any rank could not
-  // map the segment (another host, another IPC namespace, /dev/shm full); `why` says why locally.
+  // map the segment (another host, another IPC namespace, /dev/shm full) or any rank was told not
+  // to use it (`enabled` false: GPURUN_SHM=0); `why` says why.
   static std::unique_ptr<ShmCollectives> create(int rank, int size, rendezvous::Store& store,
-                                                const std::function<int(int)>& agree,
+                                                bool enabled, const std::function<int(int)>& agree,
                                                 std::string* why);
   ~ShmCollectives();
   ShmCollectives(const ShmCollectives&) = delete;
   ShmCollectives& operator=(const ShmCollectives&) = delete;
 
-  // In place on `bytes` bytes (count elements of elem_size). Throws std::runtime_error naming the
-  // ranks that did not arrive (timeout) or that exited.
+  // Each call is collective #seq described by `desc` (see above). In place on `bytes` bytes
+  // (count elements of elem_size). Throws CollectiveMismatch, ShmPeerExited or ShmPeerLate.
   void all_reduce(std::uint8_t* data, std::size_t bytes, std::size_t elem_size, ReduceKernel fn,
-                  std::chrono::milliseconds timeout);
+                  std::chrono::milliseconds timeout, const NumberedDesc& desc);
   // recv holds size() blocks of `bytes`, rank r's at r * bytes; send may alias recv's own block.
   void all_gather(const std::uint8_t* send, std::uint8_t* recv, std::size_t bytes,
-                  std::chrono::milliseconds timeout);
-  void broadcast(std::uint8_t* data, std::size_t bytes, int root,
-                 std::chrono::milliseconds timeout);
+                  std::chrono::milliseconds timeout, const NumberedDesc& desc);
+  void broadcast(std::uint8_t* data, std::size_t bytes, int root, std::chrono::milliseconds timeout,
+                 const NumberedDesc& desc);
   // Rank r sends counts[r] bytes; on root, recv gets them laid out by rank (root's own included;
   // root's send may already be its block of recv).
   void gather(const std::uint8_t* send, std::uint8_t* recv, const std::vector<std::size_t>& counts,
-              int root, std::chrono::milliseconds timeout);
-  void barrier(std::chrono::milliseconds timeout);
+              int root, std::chrono::milliseconds timeout, const NumberedDesc& desc);
+  // A round with no data: a barrier, or only the descriptor check of a collective whose data
+  // goes over another transport (reduce_scatter over Gloo's pairs).
+  void barrier(std::chrono::milliseconds timeout, const NumberedDesc& desc);
 
   std::size_t slot_bytes() const { return slot_bytes_; }
 
@@ -71,11 +90,14 @@ class ShmCollectives {
   void arrive(std::uint32_t g);
   void wait_for_all(std::uint32_t g, std::chrono::steady_clock::time_point deadline,
                     std::size_t chunk, std::size_t chunks, const char* op);
+  // After the first chunk's arrival: every rank's descriptor equals `mine`, else
+  // CollectiveMismatch.
+  void check_descs(std::uint32_t parity, const NumberedDesc& mine) const;
   // Runs `bytes` through the slots in chunks: put(slot, offset, n) fills this rank's slot, then
   // every rank arrives, then take(parity, offset, n) reads the slots. bytes == 0: one empty round.
   template <typename Put, typename Take>
   void chunked(std::size_t bytes, std::size_t step, std::chrono::milliseconds timeout,
-               const char* op, Put&& put, Take&& take);
+               const NumberedDesc& desc, Put&& put, Take&& take);
 
   int rank_;
   int size_;

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string_view>
 
+#include "gpurun/common/progress.h"
 #include "gpurun/rendezvous/store.h"
 
 namespace gpurun::rendezvous {
@@ -30,6 +31,14 @@ struct TcpStoreOptions {
   bool torch_key_prefix = false;
   // When set, the constructor does ADD "init/" 1 like a PyTorch client given world_size.
   std::optional<int> world_size;
+  // What a user changes to wait longer, named in timeout messages (the SDK: GPURUN_COMM_TIMEOUT).
+  std::string timeout_setting = "TcpStoreOptions::timeout";
+  // While connecting fails: a progress line (level warn) at growing intervals from this long
+  // (gpurun/common/progress.h); 0 = none.
+  std::chrono::milliseconds progress_after = kDefaultProgressAfter;
+  // Advice when the server cannot be reached (replaces "is the store server running at that
+  // address?"), e.g. which variables the address came from.
+  std::string connect_hint;
 };
 
 class TcpStore final : public Store {
