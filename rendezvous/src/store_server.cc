@@ -20,6 +20,7 @@
 #include <charconv>
 #include <deque>
 #include <future>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -136,6 +137,8 @@ std::optional<std::int64_t> parse_counter(std::string_view s) {
 
 class Session;
 
+constexpr std::size_t kMaxWills = 1024;  // per connection (an agent needs one per round)
+
 enum class Handled { kDone, kDeferred };
 
 class ServerCore : public std::enable_shared_from_this<ServerCore> {
@@ -157,7 +160,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
 
   // ---- used by sessions ----
   Handled handle(Session& s, const Request& req);
-  void on_session_closed(Session* s) { sessions_.erase(s); }
+  void on_session_closed(Session* s);
   void cancel_wait(Session& s);
   void count_rejected() { ++rejected_; }
   const protocol::Limits& limits() const { return limits_; }
@@ -334,6 +337,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t wait_remaining_ = 0;
   std::size_t wait_bytes_ = 0;          // store-budget bytes of the current WAIT's registrations
   std::vector<std::string> wait_keys_;  // registrations of the current WAIT, for cleanup
+  // Last wills (kWillKeyPrefix): target key -> value, applied when the peer goes away.
+  std::map<std::string, std::string, std::less<>> wills_;
 
  private:
   void maybe_read() {
@@ -781,6 +786,20 @@ void ServerCore::stop() {
   scratch_.clear();
 }
 
+void ServerCore::on_session_closed(Session* s) {
+  sessions_.erase(s);
+  if (stopped_) return;  // the server going down is nobody's death
+  // The peer is gone (EOF, reset, protocol error): its wills fire, each only if its target is
+  // still absent, so the first reason written for a key (by a live peer or a will) stays.
+  auto wills = std::move(s->wills_);
+  for (const auto& [target, value] : wills) {
+    if (kv_.find(target) != kv_.end()) continue;
+    GPURUN_LOG_DEBUG("store", "connection from {} closed; its will sets '{}'", s->peer(),
+                     printable(target));
+    set_value(target, value);
+  }
+}
+
 void ServerCore::cancel_wait(Session& s) {
   if (s.wait_remaining_ > 0) {
     for (const auto& key : s.wait_keys_) {
@@ -900,6 +919,15 @@ Handled ServerCore::handle(Session& s, const Request& req) {
     case Op::kValidate:
       break;  // consumed by dialect detection; no reply
     case Op::kSet:
+      if (req.key.starts_with(kWillKeyPrefix)) {
+        std::string target(req.key.substr(kWillKeyPrefix.size()));
+        if (s.wills_.size() >= kMaxWills && !s.wills_.count(target)) {
+          s.close(fmt::format("more than {} last wills on one connection", kMaxWills));
+          break;
+        }
+        s.wills_[std::move(target)] = std::string(req.value);
+        break;
+      }
       if (!reserve_store(s, set_delta(req.key, req.value.size()), req, req.key)) break;
       set_value(req.key, req.value);
       break;
@@ -988,6 +1016,13 @@ Handled ServerCore::handle(Session& s, const Request& req) {
       protocol::reply_i64(out, static_cast<std::int64_t>(kv_.size()));
       break;
     case Op::kDeleteKey: {
+      if (req.key.starts_with(kWillKeyPrefix)) {
+        auto w = s.wills_.find(req.key.substr(kWillKeyPrefix.size()));
+        const bool had = w != s.wills_.end();
+        if (had) s.wills_.erase(w);
+        protocol::reply_i64(out, had ? 1 : 0);
+        break;
+      }
       auto it = kv_.find(req.key);
       bool found = it != kv_.end();
       if (found) {

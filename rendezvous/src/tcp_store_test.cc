@@ -386,3 +386,33 @@ TEST_CASE("TcpStore over IPv6 loopback", "[tcpstore]") {
   s.set("k", "v");
   CHECK(to_string(s.get("k")) == "v");
 }
+
+TEST_CASE("tcp store: a last will fires when its connection goes away, only if absent",
+          "[tcp_store][server]") {
+  StoreServerThread server(server_opts());
+  TcpStore observer(client_opts(server.port()));
+  {
+    TcpStore dying(client_opts(server.port()));
+    dying.set(std::string(kWillKeyPrefix) + "end/1", "lost node a");
+    dying.set(std::string(kWillKeyPrefix) + "end/2", "lost node a");
+    dying.set(std::string(kWillKeyPrefix) + "end/3", "lost node a");
+    CHECK(dying.delete_key(std::string(kWillKeyPrefix) + "end/3"));  // cancelled
+    CHECK_FALSE(dying.delete_key(std::string(kWillKeyPrefix) + "end/4"));
+    observer.set("end/2", "ok");             // already decided: the will must not overwrite it
+    CHECK_FALSE(observer.check({"end/1"}));  // a will is not a key while its peer lives
+    CHECK(observer.num_keys() == 1);
+  }
+  // The waiter is woken by the will as by a set.
+  observer.wait({"end/1"}, milliseconds(5000));
+  CHECK(to_string(observer.get("end/1")) == "lost node a");
+  CHECK(to_string(observer.get("end/2")) == "ok");
+  CHECK_FALSE(observer.check({"end/3"}));
+}
+
+TEST_CASE("tcp store: wills do not fire when the server stops", "[tcp_store][server]") {
+  StoreServerThread server(server_opts());
+  TcpStore dying(client_opts(server.port()));
+  dying.set(std::string(kWillKeyPrefix) + "end", "lost");
+  server.stop();  // must not crash or touch a key on the way down
+  SUCCEED();
+}

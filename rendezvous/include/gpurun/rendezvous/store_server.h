@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "gpurun/common/env.h"
@@ -17,6 +18,14 @@ class io_context;
 }
 
 namespace gpurun::rendezvous {
+
+// Last wills (a gpurun extension, no new opcode): SET "gpurun.will/<target>" = V is not stored;
+// it registers, on that connection, "when this peer goes away, set <target> = V unless <target>
+// exists by then" (waking its waiters). DELETE_KEY "gpurun.will/<target>" cancels it. A will
+// fires on EOF, reset or a protocol error, at once: the elastic agents use it to learn that a
+// node's agent died (kill -9 closes its sockets) without waiting for a missed heartbeat. Wills
+// do not fire when the server itself stops.
+inline constexpr std::string_view kWillKeyPrefix = "gpurun.will/";
 
 struct StoreServerOptions {
   std::string host = "127.0.0.1";  // "0.0.0.0" / "::" for every interface; names are resolved
