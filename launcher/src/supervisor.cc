@@ -63,6 +63,11 @@ SupervisorResult Supervisor::run(const PlanFn& plan) {
     if (a.first_failure) result.first_failure = a.workers[*a.first_failure];
     for (auto i : a.other_failures) result.other_failures.push_back(a.workers[i]);
 
+    if (result.stopped_by_request && !a.first_failure && result.spawn_error.empty()) {
+      result.outcome = Outcome::kInterrupted;
+      result.exit_code = static_cast<int>(ExitCode::kWorkerFailed);
+      return result;
+    }
     if (!result.spawn_error.empty()) {
       result.outcome = Outcome::kSpawnFailed;
       result.exit_code = static_cast<int>(ExitCode::kWorkerFailed);
@@ -171,12 +176,19 @@ void Supervisor::run_attempt(int restart_count, const std::vector<PlannedWorker>
     a.workers.push_back(rec);
   }
   if (interrupted_ || timed_out_) begin_stop(a, SIGTERM);  // a signal between attempts
+  if (!a.stopping && options_.stop_requested && options_.stop_requested()) {
+    result.stopped_by_request = true;
+    begin_stop(a, SIGTERM);
+  }
 
   while (!a.running.empty()) {
     Clock::time_point deadline = Clock::time_point::max();
     if (run_deadline_ && !timed_out_) deadline = std::min(deadline, *run_deadline_);
     if (a.stopping && !a.killed) deadline = std::min(deadline, a.stop_deadline);
     if (a.killed) deadline = std::min(deadline, a.kill_deadline);
+    if (options_.stop_requested && !a.stopping) {
+      deadline = std::min(deadline, runner_.now() + options_.stop_poll);
+    }
 
     // Exits seen in one wake-up happened before we could react: none of them was caused by
     // our stop signal, so the stop is sent after the whole batch is recorded.
@@ -223,6 +235,10 @@ void Supervisor::run_attempt(int restart_count, const std::vector<PlannedWorker>
     }
 
     if (stop_now) begin_stop(a, SIGTERM);
+    if (!a.stopping && options_.stop_requested && options_.stop_requested()) {
+      result.stopped_by_request = true;
+      begin_stop(a, SIGTERM);
+    }
 
     const auto now = runner_.now();
     if (run_deadline_ && !timed_out_ && now >= *run_deadline_ && !a.running.empty()) {

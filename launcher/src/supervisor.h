@@ -37,6 +37,11 @@ struct SupervisorOptions {
   // After SIGKILL: how long to wait for the kernel to reap before giving up on a process
   // (uninterruptible sleep). Never a hang.
   milliseconds kill_wait{10000};
+  // Polled (every stop_poll) while workers run: once it returns true the attempt is stopped as
+  // for a failure elsewhere (SIGTERM, grace, SIGKILL) and run() returns with stopped_by_request.
+  // The elastic agent sets it when another node failed or was lost. Unset: never polled.
+  std::function<bool()> stop_requested;
+  milliseconds stop_poll{20};
 };
 
 struct PlannedWorker {
@@ -71,6 +76,7 @@ struct SupervisorResult {
   std::vector<int> running_at_timeout;        // global ranks still running when --timeout hit
   std::vector<int> not_reaped;                // global ranks that outlived SIGKILL + kill_wait
   std::string spawn_error;
+  bool stopped_by_request = false;  // stop_requested() stopped the workers (not their failure)
 };
 
 class Supervisor {

@@ -307,3 +307,33 @@ TEST_CASE("output reaches the sink before the exit", "[supervisor]") {
   CHECK(r.exit_code == 0);
   CHECK(sink.log == std::vector<std::string>{"0O:hi\n", "0E:boom", "0 exit"});
 }
+
+TEST_CASE("stop_requested stops every worker within a poll period and does not restart",
+          "[supervisor]") {
+  Harness h;
+  h.opts.max_restarts = 3;
+  h.opts.stop_poll = 20ms;
+  h.fake.script = [](int, int) { return sleeper(); };
+  h.opts.stop_requested = [&h] { return h.fake.elapsed() >= 100ms; };
+  std::vector<int> attempts;
+  auto r = h.go(2, &attempts);
+  CHECK(r.stopped_by_request);
+  CHECK(r.outcome == Outcome::kInterrupted);
+  CHECK_FALSE(r.first_failure);
+  CHECK(attempts == std::vector<int>{0});
+  for (int id : {0, 1}) CHECK(h.signals_to(id, SIGTERM) == 1);
+  for (const auto& s : h.fake.sent) CHECK(s.at <= 120ms);
+}
+
+TEST_CASE("a worker's own failure wins over a later stop request", "[supervisor]") {
+  Harness h;
+  h.fake.script = [](int id, int) {
+    if (id == 0) return FakeChild{}.exit_after(10ms, ExitStatus::exited(5));
+    return sleeper();
+  };
+  h.opts.stop_requested = [&h] { return h.fake.elapsed() >= 100ms; };
+  auto r = h.go(2);
+  CHECK_FALSE(r.stopped_by_request);
+  CHECK(r.outcome == Outcome::kWorkerFailed);
+  CHECK(r.exit_code == 5);
+}
