@@ -1,7 +1,7 @@
 // PyTorch c10d TCPStore wire protocol (1.13 and 2.x dialects) as pure functions over byte spans:
 // an incremental request parser (server side), reply encoders, request encoders and reply parsers
 // (client side). No sockets, no allocation sized by an untrusted length field. See
-// ../shared/docs/tcpstore-protocol.md for the byte-level spec; section numbers below refer to it.
+// rendezvous/WIRE_FORMAT.md for the byte-level spec; section numbers below refer to it.
 #pragma once
 
 #include <cstddef>

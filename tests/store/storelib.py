@@ -1,7 +1,7 @@
 """Helpers for the store interop tests: start gpurun's store or PyTorch's own TCPStore server, and
 speak the raw TCPStore wire protocol (1.13 and 2.x dialects) from Python.
 
-Byte layouts follow /work/shared/docs/tcpstore-protocol.md and rendezvous/PROTOCOL.md: every
+Byte layouts follow rendezvous/WIRE_FORMAT.md and rendezvous/PROTOCOL.md: every
 integer is little-endian, strings/values are a u64 length followed by the raw bytes.
 """
 import json

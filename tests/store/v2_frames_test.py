@@ -251,6 +251,10 @@ class V2FramesTest(unittest.TestCase):
     def test_v113_and_v2_share_keys(self):
         old, new = self.conn113(), self.conn()
         old.send(bytes([V113.SET]) + s("/mix/a") + s("from113"))
+        # A 1.13 SET has no reply: read the key back on the same connection first, so the SET
+        # is known to be applied before the other connection's GET (which could overtake it).
+        old.send(bytes([V113.GET]) + s("/mix/a"))
+        self.assertEqual(old.recv_exact(15), s("from113"))
         new.send(op(V2.GET, s("/mix/a")))
         self.assertEqual(new.recv_exact(15), s("from113"))
         new.send(op(V2.ADD, s("/mix/ctr"), i64(2)))

@@ -14,7 +14,7 @@
 
 namespace gpurun::rendezvous {
 
-// Which wire dialect to speak (see docs/tcpstore-protocol.md in ../shared/docs).
+// Which wire dialect to speak (rendezvous/WIRE_FORMAT.md §6).
 enum class Dialect {
   kV2,    // PyTorch 2.x: VALIDATE magic + PING on connect, 2.x opcode numbers. gpurun's default.
   kV113,  // PyTorch 1.13: no handshake, 1.13 opcode numbers (needed to talk to a torch 1.13
