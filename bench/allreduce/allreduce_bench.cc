@@ -1,10 +1,11 @@
 // allreduce_bench: the SDK's Gloo all_reduce against torch.distributed's gloo all_reduce, 2 ranks
 // on CPU, float32 sum, sizes 4 KiB .. 64 MiB (powers of 4), same warm-up and iteration counts,
 // in the same run. Each side runs `--rounds` times alternately; the best round per size counts
-// (the machine is shared). Prints a table and writes JSON (--json PATH).
+// (the machine is shared). Prints a table and a JSON line (and writes the JSON to --json PATH).
 //
-//   allreduce_bench [--rounds 2] [--max-bytes 67108864] [--json allreduce_bench.json] [--no-torch]
+//   allreduce_bench [--rounds 2] [--max-bytes 67108864] [--json PATH] [--no-torch]
 //
+// It starts its own ranks: run it directly, not under gpurun/torchrun/mpirun (it refuses).
 // The SDK side: this binary re-executes itself as 2 worker processes (RANK/WORLD_SIZE/
 // MASTER_ADDR/MASTER_PORT set, a StoreServerThread in this process as the store) that call
 // gpurun::init(). The torch side: bench/allreduce/torch_allreduce.py with /usr/bin/python3.
@@ -17,10 +18,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
@@ -230,22 +233,43 @@ int main(int argc, char** argv) {
     if (args.size() == 2 && args[0] == "--child") return child_main(parse_list(args[1]));
     if (args.size() == 2 && args[0] == "--nccl-child") return nccl_child_main(parse_list(args[1]));
 
+    namespace po = boost::program_options;
     int rounds = 2;
     std::size_t max_bytes = 64u << 20;
-    std::string json_path = "allreduce_bench.json";
-    bool torch = true;
-    for (std::size_t i = 0; i < args.size(); ++i) {
-      if (args[i] == "--rounds" && i + 1 < args.size())
-        rounds = std::stoi(args[++i]);
-      else if (args[i] == "--max-bytes" && i + 1 < args.size())
-        max_bytes = std::stoull(args[++i]);
-      else if (args[i] == "--json" && i + 1 < args.size())
-        json_path = args[++i];
-      else if (args[i] == "--no-torch")
-        torch = false;
-      else
-        throw std::runtime_error(
-            "usage: allreduce_bench [--rounds N] [--max-bytes B] [--json PATH] [--no-torch]");
+    std::string json_path;
+    po::options_description desc(
+        "allreduce_bench: the SDK's all_reduce (2 CPU ranks) against torch.distributed gloo, in "
+        "the same run.\nusage: allreduce_bench [options]\noptions");
+    desc.add_options()("help,h", "print this help")(
+        "rounds", po::value<int>(&rounds)->default_value(2), "alternate rounds; best one counts")(
+        "max-bytes", po::value<std::size_t>(&max_bytes)->default_value(max_bytes),
+        "largest message (sizes: 4 KiB, x4, ...)")("json", po::value<std::string>(&json_path),
+                                                   "also write the JSON to this file")(
+        "no-torch", "skip the torch.distributed side");
+    po::variables_map vm;
+    try {
+      po::store(po::command_line_parser(args).options(desc).run(), vm);
+      po::notify(vm);
+    } catch (const po::error& e) {
+      std::fprintf(stderr, "allreduce_bench: error: %s; see --help\n", e.what());
+      return 2;
+    }
+    if (vm.count("help")) {
+      std::cout << desc << "\n";
+      return 0;
+    }
+    const bool torch = vm.count("no-torch") == 0;
+    // It starts its own ranks; under a launcher every copy would start two more and wait for a
+    // store that is not theirs.
+    for (const char* var : {"TORCHELASTIC_RUN_ID", "OMPI_COMM_WORLD_SIZE"}) {
+      if (std::getenv(var) != nullptr) {
+        std::fprintf(stderr,
+                     "allreduce_bench: error: %s is set: this looks like a run under a launcher; "
+                     "the bench starts its own 2 ranks and store; run it directly "
+                     "(build/bench/allreduce/allreduce_bench)\n",
+                     var);
+        return 2;
+      }
     }
     const std::string self = "/proc/self/exe";
     char exe[4096];
@@ -310,7 +334,7 @@ int main(int argc, char** argv) {
     std::printf("%s\n", nccl_note.c_str());
     nlohmann::json doc{{"benchmark", "allreduce"}, {"world_size", 2}, {"dtype", "float32"},
                        {"rounds", rounds},         {"rows", rows},    {"nccl", nccl_note}};
-    std::ofstream(json_path) << doc.dump() << "\n";
+    if (!json_path.empty()) std::ofstream(json_path) << doc.dump() << "\n";
     std::printf("JSON %s\n", doc.dump().c_str());
     return 0;
   });

@@ -20,18 +20,21 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "../common/bench_common.h"
+#include "gpurun/common/env.h"
 
 extern char** environ;
 
@@ -191,43 +194,38 @@ int main(int argc, char** argv) {
   int torchrun_runs = 3;
   bool torchrun = true;
   std::vector<int> sizes = {1, 2, 8};
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "launch_bench: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--runs")
-      runs = std::atoi(next().c_str());
-    else if (a == "--torchrun-runs")
-      torchrun_runs = std::atoi(next().c_str());
-    else if (a == "--no-torchrun")
-      torchrun = false;
-    else if (a == "--json")
-      json_path = next();
-    else if (a == "--gpurun")
-      gpurun = next();
-    else if (a == "--hello-env")
-      hello = next();
-    else if (a == "--python")
-      python = next();
-    else if (a == "--sizes") {
-      sizes.clear();
-      std::string s = next();
-      for (std::size_t p = 0; p < s.size();) {
-        const std::size_t c = s.find(',', p);
-        sizes.push_back(std::atoi(s.substr(p, c - p).c_str()));
-        p = c == std::string::npos ? s.size() : c + 1;
-      }
-    } else {
-      std::fprintf(stderr, "launch_bench: unknown option %s (see the comment at the top)\n",
-                   a.c_str());
-      return 2;
+  namespace po = boost::program_options;
+  std::string sizes_text = "1,2,8";
+  po::options_description desc(
+      "launch_bench: gpurun's launch latency and crash-to-exit time against a fork/exec floor and "
+      "torchrun 1.13, in the same run.\nusage: launch_bench [options]\noptions");
+  desc.add_options()("help,h", "print this help")(
+      "runs", po::value<int>(&runs)->default_value(runs), "runs per point (gpurun, floor)")(
+      "torchrun-runs", po::value<int>(&torchrun_runs)->default_value(torchrun_runs),
+      "runs per point for torchrun (slow)")("no-torchrun", "skip torchrun")(
+      "sizes", po::value<std::string>(&sizes_text)->default_value(sizes_text),
+      "worker counts, comma-separated")("json", po::value<std::string>(&json_path),
+                                        "also write the JSON to this file")(
+      "gpurun", po::value<std::string>(&gpurun)->default_value(gpurun), "the gpurun binary")(
+      "hello-env", po::value<std::string>(&hello)->default_value(hello), "the no-op worker")(
+      "python", po::value<std::string>(&python)->default_value(python), "python with torch");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+    sizes.clear();
+    for (const auto& part : gpurun::split(sizes_text, ',')) {
+      sizes.push_back(static_cast<int>(gpurun::parse_int(gpurun::trim(part), "--sizes")));
     }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "launch_bench: error: %s; see --help\n", e.what());
+    return 2;
   }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  torchrun = vm.count("no-torchrun") == 0;
   if (torchrun) {
     int rc = 0;
     command_once({python, "-c", "import torch.distributed.run"}, &rc);

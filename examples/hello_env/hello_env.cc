@@ -28,6 +28,23 @@
 
 namespace {
 
+// Parsed by hand, not with Boost.Program_options: this is launch_bench's no-op worker, whose
+// start-up time (mostly the dynamic loader) is part of what the bench measures.
+constexpr const char* kUsage =
+    "usage: hello_env [options]  (a test worker: prints its launcher environment, then as told)\n"
+    "  --exit N           exit with code N\n"
+    "  --signal SIG       kill itself with SIG (SEGV or 11)\n"
+    "  --rank R           only rank R does --exit/--signal; the others --sleep and exit 0\n"
+    "  --attempt K        ... and only when TORCHELASTIC_RESTART_COUNT == K\n"
+    "  --sleep S          sleep S seconds first (the failing rank: --delay S)\n"
+    "  --delay S          the failing rank waits S seconds before failing\n"
+    "  --lines N          print N numbered lines to stdout (--stderr-lines N: to stderr)\n"
+    "  --ignore-term      ignore SIGTERM and SIGINT\n"
+    "  --pid-dir D        write D/<rank>.pid\n"
+    "  --wait-peers       the failing rank waits until every rank wrote its pid file\n"
+    "  --quiet            do not print the environment\n"
+    "  --stamp FILE       the failing rank writes CLOCK_MONOTONIC ns to FILE before failing\n";
+
 const char* const kVars[] = {"RANK",
                              "LOCAL_RANK",
                              "WORLD_SIZE",
@@ -120,9 +137,11 @@ int main(int argc, char** argv) {
       stamp = value();
     else if (a == "--wait-peers")
       wait_peers = true;
-    else {
-      std::fprintf(stderr, "hello_env: unknown option '%s' (see the comment in hello_env.cc)\n",
-                   a.c_str());
+    else if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else {
+      std::fprintf(stderr, "hello_env: error: unknown option '%s'; see --help\n", a.c_str());
       return 2;
     }
   }
