@@ -27,74 +27,11 @@ namespace gpurun::launcher {
 
 namespace {
 
-std::string address_text(const sockaddr* sa) {
-  char buf[INET6_ADDRSTRLEN] = {};
-  if (sa->sa_family == AF_INET) {
-    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr, buf, sizeof(buf));
-  } else if (sa->sa_family == AF_INET6) {
-    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr, buf, sizeof(buf));
-  }
-  return buf;
-}
-
 std::string cuda_style_version(int v) {  // 12040 -> "12.4"
   return fmt::format("{}.{}", v / 1000, (v % 1000) / 10);
 }
 
 }  // namespace
-
-std::vector<NetInterface> list_interfaces() {
-  std::vector<NetInterface> out;
-  ifaddrs* list = nullptr;
-  if (::getifaddrs(&list) != 0) return out;
-  for (ifaddrs* ifa = list; ifa != nullptr; ifa = ifa->ifa_next) {
-    auto it = std::find_if(out.begin(), out.end(),
-                           [&](const NetInterface& n) { return n.name == ifa->ifa_name; });
-    if (it == out.end()) {
-      out.push_back({ifa->ifa_name, false, false, {}});
-      it = out.end() - 1;
-    }
-    it->up = it->up || (ifa->ifa_flags & IFF_UP);
-    it->loopback = it->loopback || (ifa->ifa_flags & IFF_LOOPBACK);
-    if (ifa->ifa_addr &&
-        (ifa->ifa_addr->sa_family == AF_INET || ifa->ifa_addr->sa_family == AF_INET6)) {
-      it->addresses.push_back(address_text(ifa->ifa_addr));
-    }
-  }
-  ::freeifaddrs(list);
-  return out;
-}
-
-std::optional<std::string> source_address_for(const std::string& host, std::string* why) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_DGRAM;
-  addrinfo* res = nullptr;
-  int rc = ::getaddrinfo(host.c_str(), "9", &hints, &res);
-  if (rc != 0) {
-    if (why) *why = fmt::format("cannot resolve '{}': {}", host, ::gai_strerror(rc));
-    return std::nullopt;
-  }
-  std::optional<std::string> answer;
-  std::string last_error = "no address";
-  for (addrinfo* ai = res; ai && !answer; ai = ai->ai_next) {
-    UniqueFd fd(::socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    if (fd.get() < 0) continue;
-    if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0) {  // picks a route; sends nothing
-      last_error =
-          fmt::format("no route to {} ({})", address_text(ai->ai_addr), std::strerror(errno));
-      continue;
-    }
-    sockaddr_storage local{};
-    socklen_t len = sizeof(local);
-    if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &len) == 0) {
-      answer = address_text(reinterpret_cast<sockaddr*>(&local));
-    }
-  }
-  ::freeaddrinfo(res);
-  if (!answer && why) *why = last_error;
-  return answer;
-}
 
 std::string port_status(int port) {
   // Bind as the store will (SO_REUSEADDR, all interfaces): "in use" means someone listens.

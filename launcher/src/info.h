@@ -6,22 +6,9 @@
 #include <vector>
 
 #include "config.h"
+#include "gpurun/common/net.h"
 
 namespace gpurun::launcher {
-
-struct NetInterface {
-  std::string name;
-  bool up = false;
-  bool loopback = false;
-  std::vector<std::string> addresses;  // IPv4 and IPv6, textual
-};
-
-// getifaddrs(), grouped by interface, in the kernel's order.
-std::vector<NetInterface> list_interfaces();
-
-// The local address the kernel would use to reach `host` (UDP connect, nothing is sent), or
-// nullopt with the reason in *why (unresolvable name, no route).
-std::optional<std::string> source_address_for(const std::string& host, std::string* why);
 
 // "free", "in use by pid 4711 (python3 ...)", or "in use (holder not visible ...)".
 std::string port_status(int port);

@@ -1,6 +1,5 @@
 #include "gloo_communicator.h"
 
-#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <gloo/allgather.h>
@@ -10,29 +9,24 @@
 #include <gloo/rendezvous/context.h>
 #include <gloo/transport/tcp/device.h>
 #include <gloo/types.h>
-#include <ifaddrs.h>
-#include <netdb.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cstring>
-#include <limits>
-#include <map>
 #include <mutex>
 #include <type_traits>
 
 #include "arrival.h"
 #include "collective_checks.h"
 #include "collective_desc.h"
+#include "gloo_algorithms.h"
+#include "gloo_device.h"
 #include "gloo_store_adapter.h"
 #include "gpurun/common/duration.h"
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
-#include "gpurun/common/unique_fd.h"
+#include "gpurun/common/net.h"
 #include "gpurun/rendezvous/prefix_store.h"
 #include "reduce_kernels.h"
 #include "shm_collectives.h"
@@ -42,39 +36,7 @@ namespace {
 
 // Gloo adds its timeout to now(); keep "no timeout" representable.
 constexpr std::chrono::milliseconds kGlooMaxTimeout{30LL * 24 * 3600 * 1000};
-constexpr std::uint8_t kGatherSlotPrefix = 0x5a;  // our point-to-point gather
-constexpr std::uint8_t kDirectSlotPrefix = 0x5b;  // our direct (one-round) all_reduce
-constexpr std::uint8_t kDescSlotPrefix = 0x5c;    // the descriptor round
 constexpr std::uint32_t kDescTagBit = 0x80000000u;
-
-std::string local_address_towards(const std::string& host, std::uint16_t port) {
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_DGRAM;
-  addrinfo* res = nullptr;
-  std::string service = std::to_string(port == 0 ? 29500 : port);
-  if (::getaddrinfo(host.c_str(), service.c_str(), &hints, &res) != 0 || res == nullptr) return "";
-  std::string out;
-  for (addrinfo* ai = res; ai != nullptr && out.empty(); ai = ai->ai_next) {
-    UniqueFd fd(::socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    if (!fd) continue;
-    // A UDP connect sends nothing; it only asks the kernel for the route and source address.
-    if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0) continue;
-    sockaddr_storage ss{};
-    socklen_t len = sizeof(ss);
-    if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) continue;
-    std::array<char, NI_MAXHOST> buf{};
-    if (::getnameinfo(reinterpret_cast<sockaddr*>(&ss), len, buf.data(), buf.size(), nullptr, 0,
-                      NI_NUMERICHOST) == 0) {
-      out = buf.data();
-    }
-  }
-  ::freeaddrinfo(res);
-  return out;
-}
-
-bool is_loopback_name(const std::string& h) {
-  return h.empty() || h == "localhost" || h.rfind("127.", 0) == 0 || h == "::1";
-}
 
 template <typename F>
 decltype(auto) visit_type(DataType t, F&& f) {
@@ -97,67 +59,6 @@ decltype(auto) visit_type(DataType t, F&& f) {
       "convert to float32, or run every rank on a GPU to use NCCL",
       to_string(t)));
 }
-
-// Gloo's TCP pairs unregister a socket from the device's epoll loop (closing a pair; or, while
-// connecting, the lower rank dropping its listening socket) and then wait for the loop's next
-// tick, which comes on an event or on the loop's 10 ms timeout. So connecting a mesh and
-// destroying a context each waited up to 10 ms per peer, on every worker's start and exit. The
-// kicker is an eventfd registered with the loop (level-triggered, a handler that does nothing):
-// while a Kick is held it is readable and keeps the loop ticking; drained, it costs nothing. It
-// stays registered for the device's lifetime (unregistering would itself wait for a tick).
-class LoopKicker {
- public:
-  static std::shared_ptr<LoopKicker> attach(
-      const std::shared_ptr<::gloo::transport::Device>& device) {
-    auto* tcp = dynamic_cast<::gloo::transport::tcp::Device*>(device.get());
-    if (tcp == nullptr) return nullptr;
-    UniqueFd fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-    if (!fd) return nullptr;
-    auto k = std::shared_ptr<LoopKicker>(new LoopKicker(std::move(fd)));
-    tcp->registerDescriptor(k->fd_.get(), EPOLLIN, &k->handler_);
-    return k;
-  }
-
-  // Keeps the loop ticking for its lifetime (nests: the loop idles again after the last one).
-  class Kick {
-   public:
-    explicit Kick(LoopKicker* k) : k_(k) {
-      if (k_ != nullptr) k_->start();
-    }
-    ~Kick() {
-      if (k_ != nullptr) k_->stop();
-    }
-    Kick(const Kick&) = delete;
-    Kick& operator=(const Kick&) = delete;
-
-   private:
-    LoopKicker* k_;
-  };
-
- private:
-  struct Noop final : ::gloo::transport::tcp::Handler {
-    void handleEvents(int /*events*/) override {}
-  };
-  explicit LoopKicker(UniqueFd fd) : fd_(std::move(fd)) {}
-  void start() {
-    const std::lock_guard<std::mutex> lock(mu_);
-    if (active_++ == 0) {
-      const std::uint64_t one = 1;
-      [[maybe_unused]] auto n = ::write(fd_.get(), &one, sizeof one);
-    }
-  }
-  void stop() {
-    const std::lock_guard<std::mutex> lock(mu_);
-    if (--active_ == 0) {
-      std::uint64_t v = 0;
-      [[maybe_unused]] auto n = ::read(fd_.get(), &v, sizeof v);
-    }
-  }
-  UniqueFd fd_;
-  Noop handler_;
-  std::mutex mu_;
-  int active_ = 0;
-};
 
 class GlooCommunicator final : public Communicator {
  public:
@@ -275,30 +176,17 @@ class GlooCommunicator final : public Communicator {
             if (rank_ == root) stage_out(recv, out, total * es);
             return;
           }
-          const auto slot = ::gloo::Slot::build(kGatherSlotPrefix, tag);
           if (rank_ != root) {
             if (mine == 0) return;
             void* in = stage_in(const_cast<void*>(send), mine, 0);
-            auto buf = ctx_->createUnboundBuffer(in, mine);
-            buf->send(root, slot);
-            buf->waitSend(timeout_);
+            gather_p2p(*ctx_, in, nullptr, counts, es, root, tag, timeout_);
             return;
           }
           void* out = host_ptr(recv, total * es, 0);
-          std::vector<std::unique_ptr<::gloo::transport::UnboundBuffer>> bufs;
-          std::size_t off = 0;
-          for (int r = 0; r < size_; ++r) {
-            std::size_t n = counts[static_cast<std::size_t>(r)] * es;
-            auto* dst = static_cast<std::uint8_t*>(out) + off;
-            if (r == rank_) {
-              memory_in(dst, send, n);
-            } else if (n != 0) {
-              bufs.push_back(ctx_->createUnboundBuffer(dst, n));
-              bufs.back()->recv(r, slot);
-            }
-            off += n;
-          }
-          for (auto& b : bufs) b->waitRecv(timeout_);
+          std::size_t before = 0;
+          for (int r = 0; r < rank_; ++r) before += counts[static_cast<std::size_t>(r)] * es;
+          memory_in(static_cast<std::uint8_t*>(out) + before, send, mine);
+          gather_p2p(*ctx_, nullptr, out, counts, es, root, tag, timeout_);
           stage_out(recv, out, total * es);
         });
   }
@@ -358,36 +246,6 @@ class GlooCommunicator final : public Communicator {
     return op == ReduceOp::kMax ? max : (op == ReduceOp::kMin ? min : sum);
   }
 
-  // One round: every rank sends its whole buffer to every peer, then reduces all N buffers in
-  // rank order (b0 op b1 op ... op bN-1), so every rank computes the same bits.
-  void allreduce_direct(std::uint8_t* data, std::size_t bytes, std::size_t count, ReduceKernel fn,
-                        std::uint32_t tag) {
-    const auto slot = ::gloo::Slot::build(kDirectSlotPrefix, tag);
-    const auto peers = static_cast<std::size_t>(size_ - 1);
-    // Peer buffers, in rank order skipping ours, then room for the result.
-    direct_.resize(bytes * (peers + 1));
-    auto block = [&](int r) -> std::uint8_t* {
-      if (r == rank_) return data;
-      return direct_.data() + bytes * static_cast<std::size_t>(r < rank_ ? r : r - 1);
-    };
-    std::vector<std::unique_ptr<::gloo::transport::UnboundBuffer>> recvs;
-    for (int r = 0; r < size_; ++r) {
-      if (r == rank_) continue;
-      recvs.push_back(ctx_->createUnboundBuffer(block(r), bytes));
-      recvs.back()->recv(r, slot);
-    }
-    auto mine = ctx_->createUnboundBuffer(data, bytes);
-    for (int r = 0; r < size_; ++r) {
-      if (r != rank_) mine->send(r, slot);
-    }
-    for (auto& b : recvs) b->waitRecv(timeout_);
-    for (std::size_t i = 0; i < peers; ++i) mine->waitSend(timeout_);
-    std::uint8_t* acc = direct_.data() + bytes * peers;
-    fn(acc, block(0), block(1), count);
-    for (int r = 2; r < size_; ++r) fn(acc, acc, block(r), count);
-    std::memcpy(data, acc, bytes);
-  }
-
   template <typename T>
   void allreduce_typed(void* p, std::size_t count, ReduceOp op, std::uint32_t tag,
                        const NumberedDesc& nd) {
@@ -398,8 +256,9 @@ class GlooCommunicator final : public Communicator {
                        kernel_for(op, sum_kernel<T>(), max_kernel<T>(), min_kernel<T>()), timeout_,
                        nd);
     } else if (size_ > 1 && bytes * static_cast<std::size_t>(size_ - 1) <= direct_max_) {
-      allreduce_direct(static_cast<std::uint8_t*>(p), bytes, count,
-                       kernel_for(op, sum_kernel<T>(), max_kernel<T>(), min_kernel<T>()), tag);
+      allreduce_direct(*ctx_, static_cast<std::uint8_t*>(p), bytes, count,
+                       kernel_for(op, sum_kernel<T>(), max_kernel<T>(), min_kernel<T>()), tag,
+                       timeout_, direct_);
     } else if (size_ > 1) {
       ::gloo::AllreduceOptions o(ctx_);
       o.setOutput(data, count);
@@ -469,30 +328,6 @@ class GlooCommunicator final : public Communicator {
     if (memory_ && bytes != 0) memory_->to_device(user, host, bytes);
   }
 
-  // One round over Gloo's pairs: every rank sends its numbered descriptor to every peer and
-  // compares what it receives. Fixed-size messages, so a mismatch can never reach Gloo's own size
-  // checks (whose failure on the transport thread aborts the process).
-  void exchange_descs(const NumberedDesc& mine, std::uint32_t tag) {
-    const auto slot = ::gloo::Slot::build(kDescSlotPrefix, tag);
-    descs_.assign(static_cast<std::size_t>(size_), NumberedDesc{});
-    descs_[static_cast<std::size_t>(rank_)] = mine;
-    std::vector<std::unique_ptr<::gloo::transport::UnboundBuffer>> recvs;
-    for (int r = 0; r < size_; ++r) {
-      if (r == rank_) continue;
-      recvs.push_back(
-          ctx_->createUnboundBuffer(&descs_[static_cast<std::size_t>(r)], sizeof(NumberedDesc)));
-      recvs.back()->recv(r, slot);
-    }
-    auto out =
-        ctx_->createUnboundBuffer(&descs_[static_cast<std::size_t>(rank_)], sizeof(NumberedDesc));
-    for (int r = 0; r < size_; ++r) {
-      if (r != rank_) out->send(r, slot);
-    }
-    for (auto& b : recvs) b->waitRecv(timeout_);
-    for (int i = 1; i < size_; ++i) out->waitSend(timeout_);
-    if (!all_match(descs_)) throw CollectiveMismatch(descs_);
-  }
-
   // Runs one collective: refuses after an earlier failure, checks the descriptor on every rank
   // (`body_checks`: the body's shared-memory round carries it; else a round of its own first),
   // and turns every failure into a CommError that says what happened and what to do.
@@ -518,7 +353,7 @@ class GlooCommunicator final : public Communicator {
         if (shm_) {
           shm_->barrier(timeout_, nd);
         } else {
-          exchange_descs(nd, tag | kDescTagBit);
+          exchange_descs(*ctx_, nd, tag | kDescTagBit, timeout_, descs_);
         }
       }
       body(tag, nd);
@@ -585,67 +420,25 @@ TransportAddress choose_transport_address(const EnvMap& env, const std::string& 
             master_addr.empty() ? "no MASTER_ADDR: loopback"
                                 : fmt::format("MASTER_ADDR={} is loopback", master_addr)};
   }
-  auto local = local_address_towards(master_addr, master_port);
-  if (!local.empty()) {
-    return {local, "", fmt::format("the local address that routes to MASTER_ADDR={}", master_addr)};
+  std::string why;
+  if (auto local = source_address_for(master_addr, &why, master_port == 0 ? 29500 : master_port)) {
+    return {*local, "",
+            fmt::format("the local address that routes to MASTER_ADDR={}", master_addr)};
   }
   std::array<char, 256> host{};
   ::gethostname(host.data(), host.size() - 1);
   return {host.data(), "", "hostname (no route to MASTER_ADDR found)"};
 }
 
-namespace {
-
-// The interfaces that have an IPv4 or IPv6 address, as Gloo's TCP transport needs.
-std::vector<std::string> interfaces_with_address() {
-  std::vector<std::string> names;
-  ifaddrs* list = nullptr;
-  if (::getifaddrs(&list) != 0) return names;
-  for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
-    if (a->ifa_addr == nullptr) continue;
-    int family = a->ifa_addr->sa_family;
-    if (family != AF_INET && family != AF_INET6) continue;
-    if (std::find(names.begin(), names.end(), a->ifa_name) == names.end())
-      names.emplace_back(a->ifa_name);
-  }
-  ::freeifaddrs(list);
-  return names;
-}
-
-}  // namespace
-
-namespace {
-
-// One Gloo TCP device per address for the whole process, as torch's ProcessGroupGloo shares its
-// devices. Each device owns a transport thread that polls epoll every 10 ms and is joined when
-// the device is destroyed: destroying it with the last communicator added up to 10 ms to every
-// worker's exit (and one thread per communicator created). The cache is deliberately never
-// destroyed: the threads end with the process.
-struct SharedDevice {
-  std::shared_ptr<::gloo::transport::Device> device;
-  std::shared_ptr<LoopKicker> kicker;
-};
-
-SharedDevice shared_device(const ::gloo::transport::tcp::attr& attr) {
-  static std::mutex mu;
-  static auto* devices = new std::map<std::pair<std::string, std::string>, SharedDevice>();
-  const std::lock_guard<std::mutex> lock(mu);
-  auto& slot = (*devices)[{attr.hostname, attr.iface}];
-  if (!slot.device) {
-    slot.device = ::gloo::transport::tcp::CreateDevice(attr);
-    slot.kicker = LoopKicker::attach(slot.device);
-  }
-  return slot;
-}
-
-}  // namespace
-
 std::unique_ptr<Communicator> make_gloo_communicator(GlooConfig cfg) {
   ::gloo::transport::tcp::attr attr;
   if (!cfg.address.iface.empty()) {
     // Checked here rather than left to Gloo: its error path for an unknown interface leaks the
     // getifaddrs list, and our message can list the interfaces that do exist.
-    auto names = interfaces_with_address();
+    std::vector<std::string> names;  // the interfaces with an IPv4 or IPv6 address
+    for (const auto& i : list_interfaces()) {
+      if (!i.addresses.empty()) names.push_back(i.name);
+    }
     if (std::find(names.begin(), names.end(), cfg.address.iface) == names.end()) {
       throw CommError(fmt::format(
           "cannot open the Gloo TCP transport on interface {} ({}; no such interface with an IP "

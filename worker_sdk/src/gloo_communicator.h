@@ -1,7 +1,10 @@
-// GlooCommunicator: collectives over Gloo's TCP transport, rendezvous through our Store. Serves
-// CPU ranks directly and GPU ranks of a hybrid job by staging through host memory (DeviceMemory).
-// Uses Gloo's ring allreduce (what torch.distributed's gloo backend uses), broadcast, allgather
-// and barrier; variable-size gather is point-to-point on Gloo unbound buffers.
+// GlooCommunicator: collectives for CPU ranks (and GPU ranks of a hybrid job, staged through host
+// memory by DeviceMemory), rendezvous through our Store. A dispatcher: per collective it checks
+// the descriptor on every rank (collective_desc.h) and picks the algorithm: shared memory when
+// every rank is on this host (shm_collectives.h), else Gloo's ring allreduce, broadcast,
+// allgather and barrier (what torch.distributed's gloo backend uses) or ours over Gloo's pairs
+// (gloo_algorithms.h: one-round all_reduce, point-to-point gather). The Gloo device is shared per
+// address (gloo_device.h); which address comes from choose_transport_address.
 #pragma once
 
 #include <chrono>

@@ -1,0 +1,30 @@
+// This host's network interfaces and routes, as the launcher (`gpurun info`) and the worker SDK
+// (which address Gloo's TCP transport binds) both need them: one implementation for both.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace gpurun {
+
+struct NetInterface {
+  std::string name;
+  bool up = false;
+  bool loopback = false;
+  std::vector<std::string> addresses;  // IPv4 and IPv6, textual
+};
+
+// getifaddrs(), grouped by interface, in the kernel's order.
+std::vector<NetInterface> list_interfaces();
+
+// The local address the kernel would use to reach `host` (UDP connect, nothing is sent), or
+// nullopt with the reason in *why (unresolvable name, no route). `port` only picks the route.
+std::optional<std::string> source_address_for(const std::string& host, std::string* why,
+                                              std::uint16_t port = 9);
+
+// "", "localhost", 127.x.y.z and ::1.
+bool is_loopback_name(const std::string& host);
+
+}  // namespace gpurun
