@@ -1,5 +1,5 @@
-// CUDA runtime pieces of the SDK (built only with GPURUN_HAS_CUDA): the device count probe that
-// treats a missing driver as "0 GPUs", and host staging for GPU buffers in Gloo groups.
+// CUDA runtime piece of the SDK's CUDA module (libgpurun_worker_cuda.so, built only with
+// GPURUN_HAS_CUDA): host staging for GPU buffers in Gloo groups.
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
@@ -7,16 +7,6 @@
 #include "gpurun/common/error.h"
 
 namespace gpurun::worker::detail {
-
-int cuda_device_count() {
-  int n = 0;
-  cudaError_t err = cudaGetDeviceCount(&n);
-  if (err != cudaSuccess) {
-    (void)cudaGetLastError();  // clear the sticky error: no driver / no device means 0 GPUs
-    return 0;
-  }
-  return n;
-}
 
 namespace {
 

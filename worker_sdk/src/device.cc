@@ -5,13 +5,10 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cuda_module.h"
 #include "gpurun/common/error.h"
 
 namespace gpurun::worker::detail {
-
-#if !GPURUN_HAS_CUDA
-int cuda_device_count() { return 0; }
-#endif
 
 std::vector<int> parse_int_list(const std::string& text, const std::string& what) {
   std::vector<int> out;
@@ -111,11 +108,8 @@ class FakeDeviceMemory final : public DeviceMemory {
 std::unique_ptr<DeviceMemory> make_device_memory(const DeviceChoice& choice) {
   if (!choice.device.is_cuda()) return std::make_unique<HostMemory>();
   if (choice.fake) return std::make_unique<FakeDeviceMemory>();
-#if GPURUN_HAS_CUDA
-  return make_cuda_memory(choice.device.index);
-#else
-  throw ConfigError("a CUDA device was selected but the worker SDK was built without CUDA");
-#endif
+  return load_cuda_module(current_environment(), choice.device.str())
+      .make_cuda_memory(choice.device.index);
 }
 
 }  // namespace gpurun::worker::detail

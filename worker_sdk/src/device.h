@@ -13,8 +13,9 @@
 
 namespace gpurun::worker::detail {
 
-// Number of CUDA devices this process can use. 0 when built without CUDA, when no driver is
-// installed, or on any CUDA error (never throws, never crashes).
+// Number of CUDA devices this process can use, from the NVIDIA driver (libcuda.so.1, dlopened:
+// the core SDK links no CUDA library). 0 when built without CUDA, when no driver is installed,
+// or on any CUDA error (never throws, never crashes). Defined in cuda_loader.cc.
 int cuda_device_count();
 
 struct DeviceChoice {
@@ -45,11 +46,11 @@ class DeviceMemory {
   virtual void to_device(void* dev_dst, const void* host_src, std::size_t bytes) = 0;
 };
 
-// Host for CPU ranks; memcpy staging for fake GPUs; cudaMemcpy for real ones (CUDA builds).
+// Host for CPU ranks; memcpy staging for fake GPUs; cudaMemcpy for real ones (through the CUDA
+// module, cuda_module.h).
 std::unique_ptr<DeviceMemory> make_device_memory(const DeviceChoice& choice);
 
-#if GPURUN_HAS_CUDA
+// cudaMemcpy staging; defined in the CUDA module (cuda_util.cc), reached through CudaModule.
 std::unique_ptr<DeviceMemory> make_cuda_memory(int device_index);
-#endif
 
 }  // namespace gpurun::worker::detail

@@ -51,11 +51,14 @@ decltype(auto) visit_type(DataType t, F&& f) {
       return f(std::int64_t{});
     case DataType::kUInt8:
       return f(std::uint8_t{});
+    case DataType::kUInt64:
+      return f(std::uint64_t{});
     default:
       break;
   }
   throw CommError(fmt::format(
-      "{} is not supported by the Gloo backend (float32, float64, int32, int64 and uint8 are); "
+      "{} is not supported by the Gloo backend (float32, float64, int32, int64, uint64 and uint8 "
+      "are); "
       "convert to float32, or run every rank on a GPU to use NCCL",
       to_string(t)));
 }
@@ -238,6 +241,9 @@ class GlooCommunicator final : public Communicator {
   }
   void host_broadcast(void* buf, std::size_t count, DataType type, int root) override {
     with_host_buffers([&] { broadcast(buf, count, type, root); });
+  }
+  void host_all_reduce(void* buf, std::size_t count, DataType type, ReduceOp op) override {
+    with_host_buffers([&] { all_reduce(buf, count, type, op); });
   }
 
  private:

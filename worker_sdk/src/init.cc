@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "cuda_module.h"
 #include "device.h"
 #include "gloo_communicator.h"
 #include "gpurun/common/error.h"
@@ -16,9 +17,6 @@
 #include "gpurun/common/progress.h"
 #include "gpurun/rendezvous/memory_store.h"
 #include "gpurun/rendezvous/prefix_store.h"
-#if GPURUN_HAS_NCCL
-#include "nccl_communicator.h"
-#endif
 
 namespace gpurun::worker {
 namespace detail {
@@ -221,6 +219,11 @@ std::unique_ptr<Context> init_with(const EnvMap& env, std::shared_ptr<rendezvous
   int visible = options.use_gpu ? cuda_device_count() : 0;
   ctx->choice_ = choose_device(info, env, options.use_gpu, visible);
   GPURUN_LOG_INFO("init", "device {}", ctx->choice_.why);
+  // A rank on a real GPU needs the CUDA module: load it (or fail with the paths tried) before
+  // voting. A CPU rank never tries.
+  if (ctx->choice_.device.is_cuda() && !ctx->choice_.fake) {
+    load_cuda_module(env, ctx->choice_.device.str());
+  }
   const GpuVote vote = !ctx->choice_.device.is_cuda() ? GpuVote::kCpu
                        : ctx->choice_.fake            ? GpuVote::kFakeCuda
                                                       : GpuVote::kCuda;
@@ -232,7 +235,6 @@ std::unique_ptr<Context> init_with(const EnvMap& env, std::shared_ptr<rendezvous
   auto group_store = std::make_shared<rendezvous::PrefixStore>(
       fmt::format("comm/{}", options.group_name), ctx->store_);
   if (ctx->backend_ == Backend::kNccl) {
-#if GPURUN_HAS_NCCL
     NcclConfig nc;
     nc.rank = info.rank;
     nc.size = info.world_size;
@@ -241,10 +243,7 @@ std::unique_ptr<Context> init_with(const EnvMap& env, std::shared_ptr<rendezvous
     nc.group_store = group_store;
     nc.group = options.group_name;
     nc.timeout = ctx->timeout_;
-    ctx->comm_ = make_nccl_communicator(nc);
-#else
-    throw ConfigError("NCCL backend chosen but not compiled in");  // decide_backend prevents this
-#endif
+    ctx->comm_ = load_nccl_communicator(nc);
   } else {
     GlooConfig gc;
     gc.rank = info.rank;

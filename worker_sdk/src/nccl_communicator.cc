@@ -31,6 +31,8 @@ ncclDataType_t nccl_type(DataType t) {
       return ncclFloat16;
     case DataType::kBFloat16:
       return ncclBfloat16;
+    case DataType::kUInt64:
+      return ncclUint64;
   }
   return ncclFloat32;
 }
@@ -206,6 +208,13 @@ class NcclCommunicator final : public Communicator {
     copy_in(d, send, mine);
     gather(d, d + mine, counts, type, root);
     copy_out(recv, d + mine, received);
+  }
+  void host_all_reduce(void* buf, std::size_t count, DataType type, ReduceOp op) override {
+    const std::size_t bytes = count * size_of(type);
+    std::uint8_t* d = host_stage(bytes);
+    copy_in(d, buf, bytes);
+    all_reduce(d, count, type, op);
+    copy_out(buf, d, bytes);
   }
   void host_broadcast(void* buf, std::size_t count, DataType type, int root) override {
     check_root(rank_, size_, root, "broadcast");

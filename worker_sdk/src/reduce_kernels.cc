@@ -65,6 +65,7 @@ GPURUN_INSTANTIATE(double)
 GPURUN_INSTANTIATE(std::int32_t)
 GPURUN_INSTANTIATE(std::int64_t)
 GPURUN_INSTANTIATE(std::uint8_t)
+GPURUN_INSTANTIATE(std::uint64_t)
 #undef GPURUN_INSTANTIATE
 
 }  // namespace gpurun::worker::detail

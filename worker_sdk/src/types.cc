@@ -35,6 +35,8 @@ std::string to_string(DataType t) {
       return "float16";
     case DataType::kBFloat16:
       return "bfloat16";
+    case DataType::kUInt64:
+      return "uint64";
   }
   return "?";
 }
@@ -69,6 +71,8 @@ std::size_t size_of(DataType t) {
       return 2;
     case DataType::kBFloat16:
       return 2;
+    case DataType::kUInt64:
+      return 8;
   }
   return 0;
 }

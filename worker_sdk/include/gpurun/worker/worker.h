@@ -3,8 +3,12 @@
 // namespaced to this run and attempt, and a communicator that works on GPUs and CPUs:
 //
 //   auto ctx = gpurun::init();
-//   ctx->comm().all_reduce(std::span(grads), gpurun::worker::ReduceOp::kAvg);
+//   ctx->comm().all_reduce(grads, gpurun::worker::ReduceOp::kAvg);
 //   if (ctx->is_root()) fmt::print("done\n");
+//
+// This one header is all a program needs: it also brings the store (ctx->store()), the error
+// types (gpurun::ConfigError, gpurun::CommError, ...), log0/print_root/ProgressBar/run_main
+// (console.h) and DistributedSampler (sampler.h).
 #pragma once
 
 #include <chrono>
@@ -14,11 +18,10 @@
 #include <string>
 
 #include "gpurun/common/env.h"
+#include "gpurun/common/error.h"
+#include "gpurun/rendezvous/store.h"
 #include "gpurun/worker/communicator.h"
-
-namespace gpurun::rendezvous {
-class Store;
-}
+#include "gpurun/worker/sampler.h"
 
 namespace gpurun::worker {
 
@@ -101,3 +104,7 @@ std::unique_ptr<Context> init_with(const EnvMap& env, std::shared_ptr<rendezvous
 namespace gpurun {
 using worker::init;
 }
+
+// After Context: console.h's helpers take one (it includes this header itself; #pragma once
+// makes either order work).
+#include "gpurun/worker/console.h"  // IWYU pragma: export
