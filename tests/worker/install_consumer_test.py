@@ -108,6 +108,11 @@ class InstalledConsumer(unittest.TestCase):
         self.assertTrue(libs, needed)
         for lib in libs:
             self.assertFalse(lib.startswith(CUDA_LIBS + ("libcuda",)), f"consumer needs {lib}")
+        # GPU ranks find the CUDA module through the RUNPATH find_package(gpurun) gave it.
+        module_dir = os.path.join(self.prefix, "lib", "gpurun")
+        if os.path.exists(os.path.join(module_dir, "libgpurun_worker_cuda.so")):
+            runpath = re.findall(r"\((?:RUNPATH|RPATH)\).*\[(.*)\]", needed)
+            self.assertTrue(runpath and module_dir in runpath[0].split(":"), needed)
 
     def test_two_ranks_under_gpurun_with_cuda_hidden(self):
         if not mount_namespace_available():
