@@ -57,9 +57,8 @@ decltype(auto) visit_type(DataType t, F&& f) {
       break;
   }
   throw CommError(fmt::format(
-      "{} is not supported by the Gloo backend (float32, float64, int32, int64, uint64 and uint8 "
-      "are); "
-      "convert to float32, or run every rank on a GPU to use NCCL",
+      "{} is not supported by the Gloo backend (float32, float64, int32, int64, uint64 and "
+      "uint8 are); convert to float32, or run every rank on a GPU to use NCCL",
       to_string(t)));
 }
 
