@@ -22,7 +22,7 @@ std::uint64_t hash_counts(const std::vector<std::size_t>& counts) {
 }
 
 std::string type_name(std::uint8_t t) {
-  if (t > static_cast<std::uint8_t>(DataType::kBFloat16)) return fmt::format("type#{}", t);
+  if (t > static_cast<std::uint8_t>(DataType::kUInt64)) return fmt::format("type#{}", t);
   return to_string(static_cast<DataType>(t));
 }
 
