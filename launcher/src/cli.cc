@@ -7,7 +7,10 @@
 // accepted when it names one option even if it matches several of its aliases (both spellings),
 // PET_<DEST> environment fallbacks with argparse's check_env rule for booleans, and "-r1"-style
 // short values. Emulating those on top of program_options would need more glue than this table.
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <csignal>
@@ -21,6 +24,7 @@
 #include "gpurun/common/env.h"
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
+#include "gpurun/common/unique_fd.h"
 #include "numa.h"
 
 namespace gpurun::launcher {
@@ -310,8 +314,16 @@ const std::vector<OptionSpec>& options() {
        }),
        nullptr},
       {"--shutdown-timeout", 0, true, EnvKind::kPet, Group::kTorchrun, "DURATION",
-       "grace between the forwarded signal (or a failure) and SIGKILL [5s]",
-       VALUE(st.cfg.shutdown_timeout = parse_duration(trim(value), origin)), nullptr},
+       "grace between the stop signal and SIGKILL; default 30s (torchrun's) when gpurun received "
+       "the signal (Ctrl-C, scheduler SIGTERM), 5s when it stops the others after a worker "
+       "failure or --timeout; this option (or TORCH_ELASTIC_SHUTDOWN_TIMEOUT) sets both",
+       VALUE(st.cfg.shutdown_timeout = st.cfg.failure_shutdown_timeout =
+                 parse_duration(trim(value), origin)),
+       nullptr},
+      {"--exit-barrier-timeout", 0, true, EnvKind::kPet, Group::kTorchrun, "DURATION",
+       "multi-node: how long a node whose workers succeeded waits for the other nodes before "
+       "it exits [300s]",
+       VALUE(st.cfg.exit_barrier_timeout = parse_duration(trim(value), origin)), nullptr},
       {"--virtual-local-rank", 0, false, EnvKind::kPet, Group::kTorchrun, nullptr,
        "each worker sees only its own GPU and LOCAL_RANK=0", nullptr,
        FLAG(st.cfg.virtual_local_rank = on)},
@@ -438,6 +450,17 @@ const std::vector<OptionSpec>& options() {
          else
            bad_value(origin, value, "auto, always or never");
          st.color_given = true;
+       }),
+       nullptr},
+      {"--stdin-rank", 0, true, EnvKind::kGpurun, Group::kExtras, "RANK|none",
+       "the worker that reads gpurun's stdin and, on a terminal, gets the terminal's foreground "
+       "(breakpoint(), pdb, input()); its output then goes to the terminal unprefixed [the "
+       "worker, when --nproc-per-node is 1]",
+       VALUE({
+         const std::string v = trim(value);
+         st.cfg.stdin_rank =
+             v == "none" ? -1
+                         : parse_int_in(v, origin, 0, 1 << 30, "a worker's RANK, or none");
        }),
        nullptr},
       {"--no-tag-output", 0, false, EnvKind::kGpurun, Group::kExtras, nullptr,
@@ -756,7 +779,7 @@ void finish(ParseState& st, const EnvMap& env) {
   }
   if (!st.given.count("--shutdown-timeout")) {
     if (auto v = env_get(env, "TORCH_ELASTIC_SHUTDOWN_TIMEOUT")) {
-      c.shutdown_timeout =
+      c.shutdown_timeout = c.failure_shutdown_timeout =
           parse_duration(*v, "environment variable TORCH_ELASTIC_SHUTDOWN_TIMEOUT");
     }
   }
@@ -825,12 +848,26 @@ LaunchConfig resolve_config(const std::vector<std::string>& args, const EnvMap& 
   return st.cfg;
 }
 
+bool file_needs_python(const std::string& program) {
+  // The file Python would open: the path as given, relative to the working directory.
+  UniqueFd fd(::open(program.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (!fd) return false;  // not here: a command in PATH, or missing (exec will say which)
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  char head[4] = {};
+  const ssize_t n = ::read(fd.get(), head, sizeof head);
+  if (n == 4 && std::memcmp(head, "\x7f" "ELF", 4) == 0) return false;  // a native binary
+  const bool shebang = n >= 2 && head[0] == '#' && head[1] == '!';
+  return !(shebang && ::access(program.c_str(), X_OK) == 0);  // an executable script runs as is
+}
+
 bool runs_with_python(const LaunchConfig& cfg) {
   if (cfg.run_path) return true;
   if (cfg.no_python) return false;
   if (cfg.module) return true;
   const std::string& p = cfg.program;
-  return p.size() >= 3 && p.compare(p.size() - 3, 3, ".py") == 0;
+  if (p.size() >= 3 && p.compare(p.size() - 3, 3, ".py") == 0) return true;
+  return file_needs_python(p);
 }
 
 std::vector<std::string> base_command(const LaunchConfig& cfg) {
@@ -1060,6 +1097,8 @@ std::string config_to_json(const LaunchConfig& c) {
   for (int s : c.signals_to_handle) sigs.push_back(signal_name(s));
   j["signals_to_handle"] = sigs;
   j["shutdown_timeout_ms"] = c.shutdown_timeout.count();
+  j["failure_shutdown_timeout_ms"] = c.failure_shutdown_timeout.count();
+  j["exit_barrier_timeout_ms"] = c.exit_barrier_timeout.count();
   j["virtual_local_rank"] = c.virtual_local_rank;
   j["numa_binding"] = c.numa_binding ? json(to_string(*c.numa_binding)) : json(nullptr);
   j["event_log_handler"] = c.event_log_handler;
@@ -1072,6 +1111,7 @@ std::string config_to_json(const LaunchConfig& c) {
                                                : "never";
   j["tag_output"] = c.tag_output;
   j["python"] = c.python;
+  j["stdin_rank"] = c.stdin_rank ? json(*c.stdin_rank) : json(nullptr);
   j["program"] = c.program;
   j["program_args"] = c.program_args;
   j["command"] = c.program.empty() ? json::array() : json(base_command(c));

@@ -357,6 +357,7 @@ TEST_CASE("gpurun extras", "[cli]") {
   CHECK_FALSE(c.tag_output);
   CHECK(c.virtual_local_rank);
   CHECK(c.shutdown_timeout == std::chrono::seconds(60));
+  CHECK(c.failure_shutdown_timeout == std::chrono::seconds(60));
   CHECK(c.signals_to_handle == std::vector<int>{SIGTERM, SIGUSR1, SIGINT, 2});
   CHECK_FALSE(parse({"--timeout", "0", "x"}).run_timeout);
   CHECK_FALSE(parse({"--timeout", "none", "x"}).run_timeout);
@@ -364,6 +365,12 @@ TEST_CASE("gpurun extras", "[cli]") {
   CHECK(parse({"--color=always", "x"}, {{"NO_COLOR", "1"}}).color == ColorMode::kAlways);
   CHECK(parse({"x"}, {{"TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "45"}}).shutdown_timeout ==
         std::chrono::seconds(45));
+  // Defaults: torchrun's 30 s for a received signal, 5 s for the teardown after a failure.
+  CHECK(parse({"x"}).shutdown_timeout == std::chrono::seconds(30));
+  CHECK(parse({"x"}).failure_shutdown_timeout == std::chrono::seconds(5));
+  CHECK(parse({"--exit-barrier-timeout", "20", "x"}).exit_barrier_timeout ==
+        std::chrono::seconds(20));
+  CHECK(parse({"--exit_barrier_timeout=1m", "x"}).exit_barrier_timeout == std::chrono::minutes(1));
   CHECK(parse({"--rdzv-conf", "timeout=120,read_timeout=60", "x"}).rdzv_timeout ==
         std::chrono::seconds(120));
   CHECK(parse({"--monitor-interval", "5", "x"}).monitor_interval == std::chrono::seconds(5));

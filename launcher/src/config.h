@@ -81,7 +81,13 @@ struct LaunchConfig {
   std::optional<std::string> local_addr;
   std::vector<int>
       signals_to_handle;  // default SIGTERM,SIGINT,SIGHUP,SIGQUIT (+SIGUSR1/2 forwarded)
-  std::chrono::milliseconds shutdown_timeout{5000};  // grace between forwarded signal and SIGKILL
+  // Grace between the stop signal and SIGKILL: after a signal gpurun received (torchrun's 30 s),
+  // and after a worker failure or --timeout (5 s). --shutdown-timeout sets both.
+  std::chrono::milliseconds shutdown_timeout{30000};
+  std::chrono::milliseconds failure_shutdown_timeout{5000};
+  // --exit-barrier-timeout (torchrun 2.x): how long a node that succeeded waits for the others
+  // before it exits (multi-node; the node hosting the store must outlive the others).
+  std::chrono::milliseconds exit_barrier_timeout{std::chrono::seconds(300)};
   bool virtual_local_rank = false;
   std::optional<NumaBinding> numa_binding;  // unset: workers run on every CPU (no binding)
   std::string event_log_handler = "null";   // --event-log-handler null|console
@@ -95,6 +101,10 @@ struct LaunchConfig {
   ColorMode color = ColorMode::kAuto;                                // --color auto|always|never
   bool tag_output = true;  // prefix console lines with [rank N] when output goes through gpurun
   std::string python = "python3";  // $PYTHON_EXEC, else $PYTHON, else python3
+  // --stdin-rank: the worker (global RANK) that gets gpurun's stdin and, when it is a terminal,
+  // the terminal's foreground (pdb, input()); the others read /dev/null from a terminal.
+  // nullopt: the only worker when this node runs one (torchrun's one-worker habit); -1: none.
+  std::optional<int> stdin_rank;
 
   // ---- the program ----
   std::string program;
@@ -116,10 +126,14 @@ std::string version_text();
 std::string config_to_json(const LaunchConfig& cfg);
 
 // The worker command before ${local_rank} substitution: `$PYTHON_EXEC -u [-m] PROGRAM args` for a
-// .py program, -m or --run-path (unless --no-python); PROGRAM args otherwise (native programs run
-// directly; gpurun does not wrap a non-.py program in python as torchrun does).
+// .py program, -m, --run-path, or any other file torchrun would hand to Python; PROGRAM args for
+// --no-python, an ELF binary, an executable #! script, or a name that is not a file here (a
+// command found in PATH). torchrun runs everything through Python unless --no-python.
 std::vector<std::string> base_command(const LaunchConfig& cfg);
 bool runs_with_python(const LaunchConfig& cfg);
+// The file-content part of that rule: an existing regular file that is neither an ELF binary
+// nor an executable #! script.
+bool file_needs_python(const std::string& program);
 
 // torchrun's macro substitution (Python string.Template.safe_substitute): "${local_rank}" and
 // "$local_rank" become the local rank, "$$" becomes "$", everything else is left alone.

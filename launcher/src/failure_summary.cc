@@ -249,13 +249,19 @@ std::string format_torchrun_block(const FailureReport& report) {
 std::string explain_failure(const FailureEntry& f, bool has_last_lines) {
   const WorkerRecord& w = f.worker;
   if (!w.exec_error.empty()) {
+    if (!f.python_program.empty()) {
+      return fmt::format(
+          "cannot run the Python interpreter '{}' for '{}': {}; install Python or point "
+          "PYTHON_EXEC at one (if '{}' is not a Python program, pass --no-python)",
+          w.argv0, f.python_program, w.exec_error, f.python_program);
+    }
     std::string hint = "check the path";
     if (w.exec_error.find("Permission denied") != std::string::npos) {
-      hint = "check that it is executable (chmod +x)";
+      hint = "check that it is executable (chmod +x) and not a directory";
     } else if (w.exec_error.find("Exec format error") != std::string::npos) {
-      hint = "it is not a binary; add a #! line, or name a Python script *.py";
+      hint = "it is not a program for this machine (another architecture?)";
     }
-    return fmt::format("cannot run '{}': {}; {} or use --no-python", w.argv0, w.exec_error, hint);
+    return fmt::format("cannot run '{}': {}; {}", w.argv0, w.exec_error, hint);
   }
   std::string what;
   if (!w.status) {

@@ -34,6 +34,9 @@ struct FailureEntry {
   ErrorFile error_file;                 // path "" = no error file exported (log dir /dev/null)
   std::vector<std::string> last_lines;  // that rank's last stderr lines (or stdout's)
   std::string last_lines_from;          // "stderr", "stdout", "/path/stderr.log"
+  // The PROGRAM when the worker's argv[0] was the Python interpreter that runs it ("" when
+  // PROGRAM ran directly): an exec failure is then the interpreter's, not the program's.
+  std::string python_program;
 };
 
 struct FailureReport {

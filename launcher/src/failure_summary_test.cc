@@ -124,8 +124,19 @@ TEST_CASE("summary: exec failure is one line", "[summary]") {
   rep.root->worker.exec_error = "No such file or directory";
   rep.root->worker.argv0 = "./nope";
   CHECK(format_failure_summary(rep) ==
-        "gpurun: error: cannot run './nope': No such file or directory; check the path or use "
-        "--no-python\n");
+        "gpurun: error: cannot run './nope': No such file or directory; check the path\n");
+  rep.root->worker.exec_error = "Permission denied";
+  CHECK(format_failure_summary(rep).find("check that it is executable (chmod +x)") !=
+        std::string::npos);
+  CHECK(format_failure_summary(rep).find("--no-python") == std::string::npos);
+  // The interpreter itself is missing: that is what the advice is about.
+  rep.root->worker.exec_error = "No such file or directory";
+  rep.root->worker.argv0 = "python9";
+  rep.root->python_program = "train";
+  CHECK(format_failure_summary(rep) ==
+        "gpurun: error: cannot run the Python interpreter 'python9' for 'train': No such file or "
+        "directory; install Python or point PYTHON_EXEC at one (if 'train' is not a Python "
+        "program, pass --no-python)\n");
 }
 
 TEST_CASE("summary json", "[summary]") {

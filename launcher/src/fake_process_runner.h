@@ -25,6 +25,7 @@ struct FakeChild {
   bool ignore_term = false;    // ignores SIGTERM/SIGINT/SIGHUP/SIGQUIT (SIGKILL always works)
   milliseconds term_delay{0};  // time it takes to die after a terminating signal
   std::string exec_error;      // exec "fails" with this text: exits 127 at once
+  milliseconds reap_delay{0};  // its exit is seen this long after it happened (a zombie meanwhile)
 
   FakeChild& exit_after(milliseconds at, ExitStatus st) {
     exit = std::make_pair(at, st);
@@ -84,6 +85,7 @@ class FakeProcessRunner final : public ProcessRunner {
     }
     live.ignore_term = script_for.ignore_term;
     live.term_delay = script_for.term_delay;
+    live.reap_delay = script_for.reap_delay;
     children_.emplace(pid, std::move(live));
     spawned.push_back({t0, req, pid});
     return pid;
@@ -101,8 +103,14 @@ class FakeProcessRunner final : public ProcessRunner {
     const auto die_at = elapsed() + (sig == SIGKILL ? milliseconds(0) : c.term_delay);
     if (!c.exit_at || *c.exit_at > die_at) {
       c.exit_at = die_at;
+      c.reap_delay = milliseconds(0);
       c.status = ExitStatus::killed(sig);
     }
+  }
+
+  bool exiting(pid_t pid) const override {
+    auto it = children_.find(pid);
+    return it != children_.end() && it->second.exit_at && *it->second.exit_at <= elapsed();
   }
 
   void watch_signals(const std::vector<int>& signals) override {
@@ -136,6 +144,7 @@ class FakeProcessRunner final : public ProcessRunner {
     std::string exec_error;
     bool ignore_term = false;
     milliseconds term_delay{0};
+    milliseconds reap_delay{0};
   };
 
   std::optional<milliseconds> next_event_time() const {
@@ -145,7 +154,7 @@ class FakeProcessRunner final : public ProcessRunner {
     };
     for (const auto& [pid, c] : children_) {
       for (const auto& o : c.output) consider(o.at);
-      if (c.exit_at) consider(*c.exit_at);
+      if (c.exit_at) consider(*c.exit_at + c.reap_delay);
     }
     for (const auto& s : incoming_signals) consider(s.first);
     return best;
@@ -169,7 +178,7 @@ class FakeProcessRunner final : public ProcessRunner {
       Live& c = it->second;
       std::stable_sort(c.output.begin(), c.output.end(),
                        [](const auto& a, const auto& b) { return a.at < b.at; });
-      const bool exiting = c.exit_at && *c.exit_at <= t;
+      const bool exiting = c.exit_at && *c.exit_at + c.reap_delay <= t;
       while (!c.output.empty() && (c.output.front().at <= t || exiting)) {
         if (exiting && c.output.front().at > *c.exit_at) break;  // never printed: it died first
         RunnerEvent ev;

@@ -65,7 +65,7 @@ OutputMux::OutputMux(OutputOptions options) : options_(std::move(options)) {}
 
 OutputMux::~OutputMux() { flush_all(); }
 
-std::string OutputMux::prefix_for(int local_rank, int rank) const {
+std::string OutputMux::prefix_for(int local_rank, int rank, bool teed) const {
   if (!options_.tag) return "";
   if (!options_.prefix_template.empty()) {
     std::string p = options_.prefix_template;
@@ -74,6 +74,7 @@ std::string OutputMux::prefix_for(int local_rank, int rank) const {
     p = substitute(p, "rank", std::to_string(rank));
     return p;
   }
+  if (teed) return fmt::format("[{}{}]:", options_.role, local_rank);  // torchrun's, no space
   if (!options_.host.empty()) return fmt::format("[{} rank {}] ", options_.host, rank);
   return fmt::format("[rank {}] ", rank);
 }
@@ -97,13 +98,17 @@ void OutputMux::begin_attempt(const std::vector<RankOutput>& ranks,
   for (const auto& info : ranks) {
     Rank r;
     r.info = info;
-    std::string p = prefix_for(info.local_rank, info.rank);
-    if (options_.color && !p.empty()) {
-      p = std::string(kColors[static_cast<std::size_t>(info.rank) % std::size(kColors)]) + p +
-          kReset;
-    }
-    r.prefix = std::move(p);
-    r.plain_prefix = prefix_for(info.local_rank, info.rank);
+    auto set_prefix = [&](Channel& c, bool teed) {
+      c.plain_prefix = prefix_for(info.local_rank, info.rank, teed);
+      c.prefix = c.plain_prefix;
+      // torchrun's tee header and a user template stay exactly as given (log scrapers).
+      if (options_.color && !c.prefix.empty() && !teed && options_.prefix_template.empty()) {
+        c.prefix = std::string(kColors[static_cast<std::size_t>(info.rank) % std::size(kColors)]) +
+                   c.prefix + kReset;
+      }
+    };
+    set_prefix(r.out, !info.tee_stdout_path.empty());
+    set_prefix(r.err, !info.tee_stderr_path.empty());
     r.out.console = info.console_stdout;
     r.err.console = info.console_stderr;
     open_log(info.tee_stdout_path, r.out.tee);
@@ -189,12 +194,12 @@ void OutputMux::emit_lines(Rank& r, Stream s, bool flush_partial) {
     if (filtered_fd >= 0 && std::any_of(filters.begin(), filters.end(), [&](const std::string& f) {
           return line.find(f) != std::string_view::npos;
         })) {
-      filtered += r.plain_prefix;
+      filtered += c.plain_prefix;
       filtered += line;
       filtered += '\n';
     }
     if (c.console) {
-      batch += r.prefix;
+      batch += c.prefix;
       batch += line;
       batch += terminator;
     }

@@ -1,6 +1,7 @@
 // OutputMux: what gpurun does with worker output that goes through it (pipes). Splits each
 // (rank, stream) into whole lines so lines of different ranks never interleave mid-line, prefixes
-// them ("[rank 3] " or TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE), colours the prefix on a TTY,
+// them ("[rank 3] ", torchrun's "[default3]:" on tee'd streams, or
+// TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE), colours gpurun's own prefix on a TTY,
 // copies the raw bytes to tee files, and keeps the last lines of every rank in a ring buffer for
 // the failure summary. It does not decide which streams are piped (run.cc) and never blocks
 // the supervisor except on a console that does not drain.
@@ -64,8 +65,10 @@ class OutputMux final : public OutputSink {
   // The last lines (without '\n') this rank wrote on `stream` in this attempt.
   std::vector<std::string> last_lines(int local_rank, Stream stream) const;
 
-  // The console prefix for a rank ("[rank 3] "), without colour. Public for tests.
-  std::string prefix_for(int local_rank, int rank) const;
+  // The console prefix for a rank, without colour: TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE when
+  // set; else torchrun's "[<role><local_rank>]:" for a tee'd stream (-t, as torchrun prints
+  // it), gpurun's "[rank 3] " ("[host rank 3] " multi-node) otherwise. Public for tests.
+  std::string prefix_for(int local_rank, int rank, bool teed = false) const;
 
  private:
   struct Channel {
@@ -73,11 +76,11 @@ class OutputMux final : public OutputSink {
     std::deque<std::string> ring;
     UniqueFd tee;
     bool console = true;
+    std::string prefix;        // coloured when enabled
+    std::string plain_prefix;  // for the filtered files
   };
   struct Rank {
     RankOutput info;
-    std::string prefix;        // coloured when enabled
-    std::string plain_prefix;  // for the filtered files
     Channel out, err;
   };
 

@@ -95,6 +95,9 @@ TEST_CASE("mux: prefix template, colours, untagged", "[mux]") {
   o.prefix_template = "";
   o.host = "node7";
   CHECK(OutputMux(o).prefix_for(1, 5) == "[node7 rank 5] ");
+  CHECK(OutputMux(o).prefix_for(1, 5, /*teed=*/true) == "[default1]:");  // no host (torchrun)
+  o.role = "trainer";
+  CHECK(OutputMux(o).prefix_for(3, 5, /*teed=*/true) == "[trainer3]:");
   o.tag = false;
   CHECK(OutputMux(o).prefix_for(1, 5).empty());
 
@@ -106,6 +109,25 @@ TEST_CASE("mux: prefix template, colours, untagged", "[mux]") {
   mux.begin_attempt(ranks(1));
   mux.on_output(0, Stream::kStdout, "x\n");
   CHECK(out.read() == "\x1b[36m[rank 0] \x1b[0mx\n");
+}
+
+TEST_CASE("mux: a tee'd stream gets torchrun's header, the other gpurun's prefix", "[mux]") {
+  MemFile out, err;
+  const std::string dir = "/tmp/gpurun_mux_tee_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  OutputOptions o;
+  o.stdout_fd = out.fd;
+  o.stderr_fd = err.fd;
+  o.color = true;  // never on torchrun's header: scrapers match it exactly
+  OutputMux mux(o);
+  auto rs = ranks(2);
+  rs[1].tee_stderr_path = dir + "/stderr.log";
+  mux.begin_attempt(rs);
+  mux.on_output(1, Stream::kStderr, "e\n");
+  mux.on_output(1, Stream::kStdout, "o\n");
+  CHECK(err.read() == "[default1]:e\n");
+  CHECK(out.read() == "\x1b[32m[rank 1] \x1b[0mo\n");
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("mux: tee files get the exact bytes; very long lines are cut", "[mux]") {
@@ -126,7 +148,7 @@ TEST_CASE("mux: tee files get the exact bytes; very long lines are cut", "[mux]"
   std::ifstream f(path);
   std::string content((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   CHECK(content == "0123456789ab\n");
-  CHECK(out.read() == "[rank 0] 0123456789\n[rank 0] ab\n");
+  CHECK(out.read() == "[default0]:0123456789\n[default0]:ab\n");  // torchrun's tee header
   std::remove(path.c_str());
   ::rmdir(tmpl);
 }
@@ -170,7 +192,7 @@ TEST_CASE("mux: --duplicate-*-filters copy matching tee'd lines of every rank to
     return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   };
   CHECK(slurp(dir + "/filtered_stdout.log") ==
-        "[rank 0] step 1 loss 0.5\n[rank 1] epoch acc 93%\n[rank 1] partial loss\n");
+        "[default0]:step 1 loss 0.5\n[default1]:epoch acc 93%\n[default1]:partial loss\n");
   CHECK_FALSE(std::filesystem::exists(dir + "/filtered_stderr.log"));
   CHECK(slurp(dir + "/0.log") == "step 1 loss 0.5\nstep 1 lr 0.1\n");  // tee files unchanged
   std::filesystem::remove_all(dir);

@@ -20,11 +20,13 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -102,14 +104,20 @@ struct ChildArgs {
   std::size_t n_handled = 0;
   const cpu_set_t* cpus = nullptr;  // --numa-binding: affinity to set (null: inherited)
   std::size_t cpus_size = 0;
+  int tty_fd = -1;  // make the child's group the terminal's foreground group (signals blocked)
 };
 
 // The child between clone/fork and exec: raw syscalls only (it may share the parent's memory).
 [[noreturn]] void child_main(const ChildArgs& a) {
   // Handlers first (signals are blocked): a signal must not run gpurun's handler in here.
   for (std::size_t i = 0; i < a.n_handled; ++i) ::signal(a.handled[i], SIG_DFL);
-  ::signal(SIGPIPE, SIG_DFL);  // gpurun ignores SIGPIPE; workers get the default back
+  // gpurun ignores SIGPIPE; workers get the default back, and SIGXFSZ too: torchrun's workers
+  // get both from Python's subprocess (restore_signals), whatever torchrun inherited.
+  ::signal(SIGPIPE, SIG_DFL);
+  ::signal(SIGXFSZ, SIG_DFL);
   ::setpgid(0, 0);
+  // As a shell does, from both sides (the parent does it too): SIGTTOU is blocked here.
+  if (a.tty_fd >= 0) ::tcsetpgrp(a.tty_fd, ::getpid());
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail(a.exec_fd, 0);
   if (::getppid() != a.parent) {  // gpurun died between fork and prctl
     errno = ESRCH;
@@ -178,7 +186,7 @@ class PosixProcessRunner final : public ProcessRunner {
     sig_read_ = std::move(r);
     sig_write_ = std::move(w);
     g_signal_pipe_write = sig_write_.get();
-    install(SIGCHLD, /*respect_ignored=*/false);
+    install(SIGCHLD);
     // A closed console (gpurun ... | head) must not kill gpurun (and with it every worker);
     // writes then fail with EPIPE and the output is dropped. Children get SIGPIPE back (below).
     struct sigaction ign {};
@@ -201,6 +209,7 @@ class PosixProcessRunner final : public ProcessRunner {
         for (int i = 0; i < 100 && ::waitpid(pid, &st, WNOHANG) == 0; ++i) ::usleep(1000);
       }
     }
+    take_terminal_back();
     for (auto& [sig, old] : old_actions_) ::sigaction(sig, &old, nullptr);
     ::sigaction(SIGPIPE, &old_sigpipe_, nullptr);
     g_signal_pipe_write = -1;
@@ -209,7 +218,7 @@ class PosixProcessRunner final : public ProcessRunner {
   void watch_signals(const std::vector<int>& signals) override {
     for (int sig : signals) {
       if (sig == SIGCHLD || sig == SIGKILL || sig == SIGSTOP) continue;
-      if (old_actions_.count(sig) == 0) install(sig, /*respect_ignored=*/true);
+      if (old_actions_.count(sig) == 0) install(sig);
     }
   }
 
@@ -267,6 +276,13 @@ class PosixProcessRunner final : public ProcessRunner {
     ca.err_fd = err_target.get();
     ca.exec_fd = exec_w.get();
     ca.parent = ::getpid();
+    // The terminal, when gpurun has it (its foreground group) and no other child has it now.
+    const bool give_tty = req.foreground && !req.stdin_null && tty_owner_ == 0 &&
+                          ::isatty(0) == 1 && ::tcgetpgrp(0) == ::getpgrp();
+    if (give_tty) {
+      saved_tty_ok_ = ::tcgetattr(0, &saved_tty_) == 0;
+      ca.tty_fd = 0;
+    }
     ca.handled = handled_signals_.data();
     ca.n_handled = handled_signals_.size();
 
@@ -291,12 +307,41 @@ class PosixProcessRunner final : public ProcessRunner {
     }
     // ---- parent ----
     ::setpgid(pid, pid);  // also done by the child; whichever runs first wins the race
+    if (give_tty) {
+      ::tcsetpgrp(0, pid);  // gpurun is still in the foreground here: no SIGTTOU
+      tty_owner_ = pid;
+    }
     exec_w.reset();
     set_nonblocking(exec_r.get());
     child.exec_err = std::move(exec_r);
     child.pid = pid;
     children_.emplace(pid, std::move(child));
     return pid;
+  }
+
+  // /proc/<pid>/stat: state Z/X (a zombie), or PF_EXITING in the flags (in exit, not yet a
+  // zombie). False when /proc cannot tell.
+  bool exiting(pid_t pid) const override {
+    auto it = children_.find(pid);
+    if (it == children_.end()) return false;
+    if (it->second.reaped) return true;
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+    UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
+    if (!fd) return false;
+    char buf[1024];
+    const ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
+    if (n <= 0) return false;
+    buf[n] = '\0';
+    // "pid (comm) S ppid pgrp session tty_nr tpgid flags ...": comm may hold spaces and ')'.
+    const char* p = std::strrchr(buf, ')');
+    if (p == nullptr || p[1] != ' ') return false;
+    const char state = p[2];
+    if (state == 'Z' || state == 'X' || state == 'x') return true;
+    unsigned long flags = 0;
+    if (std::sscanf(p + 3, " %*d %*d %*d %*d %*d %lu", &flags) != 1) return false;
+    constexpr unsigned long kPfExiting = 0x4;
+    return (flags & kPfExiting) != 0;
   }
 
   void signal_group(pid_t pid, int sig) override {
@@ -368,10 +413,26 @@ class PosixProcessRunner final : public ProcessRunner {
     bool reaped = false;
   };
 
-  void install(int sig, bool respect_ignored) {
+  // The terminal back to gpurun's process group, with the settings it had before the child got
+  // it (a debugger killed in raw mode must not leave the shell without echo). gpurun is in the
+  // background at this point: SIGTTOU is blocked around the calls, as a shell does.
+  void take_terminal_back() {
+    if (tty_owner_ == 0) return;
+    tty_owner_ = 0;
+    sigset_t ttou, old;
+    ::sigemptyset(&ttou);
+    ::sigaddset(&ttou, SIGTTOU);
+    ::pthread_sigmask(SIG_BLOCK, &ttou, &old);
+    if (saved_tty_ok_) ::tcsetattr(0, TCSADRAIN, &saved_tty_);
+    ::tcsetpgrp(0, ::getpgrp());
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
+
+  // Also over an inherited SIG_IGN (torchrun's signal.signal() does the same): a script's
+  // `gpurun ... &` starts with SIGINT ignored, and `kill -INT` must still stop the job.
+  void install(int sig) {
     struct sigaction old {};
     ::sigaction(sig, nullptr, &old);
-    if (respect_ignored && old.sa_handler == SIG_IGN) return;  // e.g. SIGHUP under nohup
     struct sigaction sa {};
     sa.sa_handler = on_signal;
     ::sigemptyset(&sa.sa_mask);
@@ -454,6 +515,7 @@ class PosixProcessRunner final : public ProcessRunner {
       if (it == children_.end()) continue;  // not ours
       Child& c = it->second;
       c.reaped = true;
+      if (pid == tty_owner_) take_terminal_back();
       // Every byte written before exit is in the pipes now: deliver it before the exit.
       if (c.out) read_stream(c, Stream::kStdout, events);
       if (c.err) read_stream(c, Stream::kStderr, events);
@@ -486,6 +548,9 @@ class PosixProcessRunner final : public ProcessRunner {
   std::map<int, struct sigaction> old_actions_;
   std::vector<int> handled_signals_;
   struct sigaction old_sigpipe_ {};
+  pid_t tty_owner_ = 0;  // the child that has the terminal (0: gpurun has it, or none)
+  termios saved_tty_{};
+  bool saved_tty_ok_ = false;
 };
 
 }  // namespace

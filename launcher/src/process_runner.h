@@ -38,6 +38,10 @@ struct SpawnRequest {
   StreamSetup out;
   StreamSetup err;
   bool stdin_null = false;  // stdin from /dev/null instead of gpurun's stdin
+  // gpurun's stdin is its terminal and gpurun is in the terminal's foreground: make the child's
+  // process group the foreground one (tcsetpgrp) so it can read the terminal (pdb, input());
+  // gpurun takes the terminal back, with its settings as they were, when the child is reaped.
+  bool foreground = false;
   std::vector<int> cpus;    // CPU affinity set before exec (--numa-binding); empty = inherited
 };
 
@@ -97,11 +101,19 @@ class ProcessRunner {
   // kill(-pid, sig) for the child's process group. Ignores a group that is already gone.
   virtual void signal_group(pid_t pid, int sig) = 0;
 
+  // True when the child has already exited (a zombie not yet reaped) or is exiting: a signal
+  // sent now cannot change how it ends, so its exit is its own.
+  virtual bool exiting(pid_t pid) const {
+    (void)pid;
+    return false;
+  }
+
   // Blocks until at least one event is available or `deadline` passes (then returns empty).
   virtual std::vector<RunnerEvent> wait(Clock::time_point deadline) = 0;
 
-  // Signals to gpurun that wait() reports as kSignal events (handlers installed on first call;
-  // a signal that was ignored when gpurun started stays ignored, as shells expect).
+  // Signals to gpurun that wait() reports as kSignal events (handlers installed on first call,
+  // also for a signal inherited as ignored: `gpurun ... &` in a script starts with SIGINT and
+  // SIGQUIT ignored, and torchrun handles them anyway). Children get them back as SIG_DFL.
   virtual void watch_signals(const std::vector<int>& signals) = 0;
 
   // The clock deadlines are measured on (virtual in the fake).

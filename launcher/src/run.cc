@@ -6,8 +6,11 @@
 //   4. the summary (stderr, --summary-json) and the exit code.
 // A busy --master-port is exit 3 (ExitCode::kRendezvousFailed): it is not a usage error (the
 // same command works once the port is free), and 3 is what scripts see for any store failure.
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,6 +21,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <thread>
 
@@ -70,6 +74,43 @@ std::string hostname() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
   return buf;
+}
+
+// Python's socket.getfqdn(), which torchrun prints as `host`: the host name's first address,
+// looked up in reverse; its canonical name and aliases, the first one with a dot, else the
+// canonical name; the plain host name when a lookup fails.
+std::string fqdn() {
+  const std::string name = hostname();
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(name.c_str(), nullptr, &hints, &res) != 0 || res == nullptr) return name;
+  std::unique_ptr<addrinfo, void (*)(addrinfo*)> guard(res, ::freeaddrinfo);
+  const void* addr = nullptr;
+  socklen_t len = 0;
+  if (res->ai_family == AF_INET) {
+    addr = &reinterpret_cast<const sockaddr_in*>(res->ai_addr)->sin_addr;
+    len = sizeof(in_addr);
+  } else if (res->ai_family == AF_INET6) {
+    addr = &reinterpret_cast<const sockaddr_in6*>(res->ai_addr)->sin6_addr;
+    len = sizeof(in6_addr);
+  } else {
+    return name;
+  }
+  hostent he{};
+  hostent* out = nullptr;
+  int herr = 0;
+  std::vector<char> buf(16384);
+  if (::gethostbyaddr_r(addr, len, res->ai_family, &he, buf.data(), buf.size(), &out, &herr) !=
+          0 ||
+      out == nullptr || out->h_name == nullptr) {
+    return name;
+  }
+  if (std::strchr(out->h_name, '.') != nullptr) return out->h_name;
+  for (char** a = out->h_aliases; a != nullptr && *a != nullptr; ++a) {
+    if (std::strchr(*a, '.') != nullptr) return *a;
+  }
+  return out->h_name;
 }
 
 bool use_color(ColorMode mode, const EnvMap& env) {
@@ -226,9 +267,10 @@ std::string bind_error_message(const BindError& e, const std::string& host, int 
 }
 
 FailureEntry make_entry(const WorkerRecord& w, const std::map<int, WorkerSpec>& specs,
-                        const OutputMux& mux) {
+                        const OutputMux& mux, const LaunchConfig& cfg) {
   FailureEntry f;
   f.worker = w;
+  if (runs_with_python(cfg)) f.python_program = cfg.program;
   auto it = specs.find(w.local_rank);
   if (it != specs.end()) {
     auto ef = env_get(it->second.env, "TORCHELASTIC_ERROR_FILE");
@@ -327,7 +369,12 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
   // Output goes through gpurun when it is tagged (several workers) or tee'd; a single worker
   // without files keeps the terminal itself (colours, isatty, interactive debuggers).
   const bool pipe_console = cfg.tag_output && world_size > 1;
-  const bool stdin_null = ::isatty(0) != 0;  // a background process group reading a TTY stops
+  // stdin: torchrun's workers inherit it. On a terminal only one worker can have it: the one
+  // --stdin-rank names (by default the only worker of a one-worker node), which also becomes
+  // the terminal's foreground process group; the others read /dev/null (a background process
+  // group reading its terminal would stop).
+  const bool stdin_tty = ::isatty(0) != 0;
+  const int stdin_rank = cfg.stdin_rank ? *cfg.stdin_rank : nproc == 1 ? node.base_global_rank : -1;
 
   std::map<int, WorkerSpec> last_specs;
   bool notes_printed = false;
@@ -358,10 +405,13 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
       p.request.id = s.local_rank;
       p.request.argv = s.argv;
       p.request.env = s.env;
-      p.request.stdin_null = stdin_null;
+      const bool has_stdin = s.rank == stdin_rank;
+      p.request.stdin_null = !has_stdin && (stdin_tty || (cfg.stdin_rank && *cfg.stdin_rank >= 0));
+      p.request.foreground = stdin_tty && has_stdin;
       p.request.cpus = s.cpus;
       RankOutput ro;
-      auto [out, err] = wire_streams(s, pipe_console, &ro);
+      // The interactive worker writes to the terminal itself (prompts without a newline).
+      auto [out, err] = wire_streams(s, pipe_console && !has_stdin, &ro);
       p.request.out = out;
       p.request.err = err;
       outputs.push_back(ro);
@@ -393,6 +443,7 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
 
   SupervisorOptions so;
   so.shutdown_timeout = cfg.shutdown_timeout;
+  so.failure_shutdown_timeout = cfg.failure_shutdown_timeout;
   so.run_timeout = cfg.run_timeout;
   so.max_restarts = cfg.max_restarts;
   so.stop_signals = cfg.signals_to_handle;
@@ -406,11 +457,14 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
   // 4. Summary.
   FailureReport report;
   report.entrypoint = entrypoint_of(cfg);
-  report.host = hostname();
+  report.host = fqdn();
   report.result = result;
-  if (result.first_failure) report.root = make_entry(*result.first_failure, last_specs, mux);
-  for (const auto& o : result.other_failures)
-    report.others.push_back(make_entry(o, last_specs, mux));
+  if (result.first_failure) {
+    report.root = make_entry(*result.first_failure, last_specs, mux, cfg);
+  }
+  for (const auto& o : result.other_failures) {
+    report.others.push_back(make_entry(o, last_specs, mux, cfg));
+  }
   if (cfg.event_log_handler == "console") {
     EventContext ec;
     ec.run_id = run_id;

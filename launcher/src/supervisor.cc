@@ -31,6 +31,7 @@ struct Supervisor::Attempt {
   Clock::time_point stop_deadline = Clock::time_point::max();
   Clock::time_point kill_deadline = Clock::time_point::max();
   int stop_signal = SIGTERM;
+  milliseconds grace{0};  // of the stop in progress
 };
 
 Supervisor::Supervisor(ProcessRunner& runner, SupervisorOptions options, OutputSink* sink,
@@ -104,18 +105,21 @@ SupervisorResult Supervisor::run(const PlanFn& plan) {
   }
 }
 
-void Supervisor::begin_stop(Attempt& a, int sig) {
+void Supervisor::begin_stop(Attempt& a, int sig, milliseconds grace) {
   if (a.stopping) return;
   a.stopping = true;
   a.stop_signal = sig;
+  a.grace = grace;
   for (auto& [pid, idx] : a.running) {
-    a.workers[idx].stopped_by_gpurun = true;
+    // One that has already exited (or is exiting) ends on its own: if it failed, it is a
+    // failure of its own (torchrun lists it), not one gpurun terminated.
+    if (!runner_.exiting(pid)) a.workers[idx].stopped_by_gpurun = true;
     runner_.signal_group(pid, sig);
   }
-  if (options_.shutdown_timeout <= milliseconds::zero()) {
+  if (grace <= milliseconds::zero()) {
     kill_all(a);
   } else {
-    a.stop_deadline = runner_.now() + options_.shutdown_timeout;
+    a.stop_deadline = runner_.now() + grace;
   }
 }
 
@@ -124,8 +128,10 @@ void Supervisor::kill_all(Attempt& a) {
   a.stopping = true;
   a.killed = true;
   for (auto& [pid, idx] : a.running) {
-    a.workers[idx].stopped_by_gpurun = true;
-    a.workers[idx].sigkilled = true;
+    if (!runner_.exiting(pid)) {
+      a.workers[idx].stopped_by_gpurun = true;
+      a.workers[idx].sigkilled = true;
+    }
     runner_.signal_group(pid, SIGKILL);
   }
   a.kill_deadline = runner_.now() + options_.kill_wait;
@@ -147,7 +153,7 @@ void Supervisor::handle_signal(Attempt& a, int sig, SupervisorResult& result) {
         "gpurun: received {}; forwarding it to {} workers (SIGKILL in {}; send it "
         "again to kill now)",
         signal_name(sig), a.running.size(), format_duration(options_.shutdown_timeout)));
-    begin_stop(a, sig);
+    begin_stop(a, sig, options_.shutdown_timeout);
     return;
   }
   // Forward-only (SIGUSR1/SIGUSR2 by default): workers decide what to do.
@@ -169,16 +175,19 @@ void Supervisor::run_attempt(int restart_count, const std::vector<PlannedWorker>
     } catch (const SpawnError& e) {
       result.spawn_error = fmt::format("cannot start rank {}: {}", w.rank, e.what());
       a.workers.push_back(rec);
-      begin_stop(a, SIGTERM);
+      begin_stop(a, SIGTERM, options_.failure_shutdown_timeout);
       break;
     }
     a.running.emplace(rec.pid, a.workers.size());
     a.workers.push_back(rec);
   }
-  if (interrupted_ || timed_out_) begin_stop(a, SIGTERM);  // a signal between attempts
+  if (interrupted_ || timed_out_) {  // a signal between attempts
+    begin_stop(a, SIGTERM,
+               interrupted_ ? options_.shutdown_timeout : options_.failure_shutdown_timeout);
+  }
   if (!a.stopping && options_.stop_requested && options_.stop_requested()) {
     result.stopped_by_request = true;
-    begin_stop(a, SIGTERM);
+    begin_stop(a, SIGTERM, options_.failure_shutdown_timeout);
   }
 
   while (!a.running.empty()) {
@@ -234,10 +243,10 @@ void Supervisor::run_attempt(int restart_count, const std::vector<PlannedWorker>
       }
     }
 
-    if (stop_now) begin_stop(a, SIGTERM);
+    if (stop_now) begin_stop(a, SIGTERM, options_.failure_shutdown_timeout);
     if (!a.stopping && options_.stop_requested && options_.stop_requested()) {
       result.stopped_by_request = true;
-      begin_stop(a, SIGTERM);
+      begin_stop(a, SIGTERM, options_.failure_shutdown_timeout);
     }
 
     const auto now = runner_.now();
@@ -245,14 +254,14 @@ void Supervisor::run_attempt(int restart_count, const std::vector<PlannedWorker>
       timed_out_ = true;
       for (auto& [pid, idx] : a.running) result.running_at_timeout.push_back(a.workers[idx].rank);
       std::sort(result.running_at_timeout.begin(), result.running_at_timeout.end());
-      begin_stop(a, SIGTERM);
+      begin_stop(a, SIGTERM, options_.failure_shutdown_timeout);
     }
     if (a.stopping && !a.killed && now >= a.stop_deadline && !a.running.empty()) {
       std::vector<int> ranks;
       for (auto& [pid, idx] : a.running) ranks.push_back(a.workers[idx].rank);
       say(fmt::format("gpurun: rank{} {} still running {} after {}; sending SIGKILL",
                       ranks.size() == 1 ? "" : "s", sorted_rank_list(ranks),
-                      format_duration(options_.shutdown_timeout), signal_name(a.stop_signal)));
+                      format_duration(a.grace), signal_name(a.stop_signal)));
       kill_all(a);
     }
     if (a.killed && now >= a.kill_deadline && !a.running.empty()) {

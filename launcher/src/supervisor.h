@@ -27,7 +27,11 @@ class OutputSink {
 };
 
 struct SupervisorOptions {
-  milliseconds shutdown_timeout{5000};      // grace between the stop signal and SIGKILL
+  // Grace between the stop signal and SIGKILL: for a signal gpurun received from outside
+  // (torchrun's 30 s: checkpoint-on-SIGTERM handlers rely on it), and for the teardown after a
+  // worker failure or --timeout (short: a worker that dies on SIGTERM is gone at once anyway).
+  milliseconds shutdown_timeout{30000};
+  milliseconds failure_shutdown_timeout{5000};
   std::optional<milliseconds> run_timeout;  // --timeout, the whole run across attempts
   int max_restarts = 0;
   // Received by gpurun: forwarded to every worker group, then the run stops (grace, SIGKILL).
@@ -98,7 +102,7 @@ class Supervisor {
   struct Attempt;
   void run_attempt(int restart_count, const std::vector<PlannedWorker>& plan, Attempt& a,
                    SupervisorResult& result);
-  void begin_stop(Attempt& a, int sig);
+  void begin_stop(Attempt& a, int sig, milliseconds grace);
   void kill_all(Attempt& a);
   void handle_signal(Attempt& a, int sig, SupervisorResult& result);
   void say(const std::string& line);

@@ -93,7 +93,7 @@ TEST_CASE("a signal death maps to 128+signal", "[supervisor]") {
 
 TEST_CASE("workers ignoring SIGTERM get SIGKILL after the grace period", "[supervisor]") {
   Harness h;
-  h.opts.shutdown_timeout = 2s;
+  h.opts.failure_shutdown_timeout = 2s;
   h.fake.script = [](int id, int) {
     if (id == 0) return FakeChild{}.exit_after(100ms, ExitStatus::exited(1));
     FakeChild c;
@@ -149,6 +149,54 @@ TEST_CASE("SIGTERM to gpurun -> 143", "[supervisor]") {
   h.fake.incoming_signals = {{5ms, SIGTERM}};
   auto r = h.go(1);
   CHECK(r.exit_code == 143);
+}
+
+TEST_CASE("a received signal gets the long grace, a failure the short one", "[supervisor]") {
+  auto stubborn = [](int, int) {
+    FakeChild c;
+    c.ignore_term = true;
+    return c;
+  };
+  {
+    Harness h;  // defaults: 30 s for a signal gpurun received
+    h.fake.script = stubborn;
+    h.fake.incoming_signals = {{10ms, SIGTERM}};
+    auto r = h.go(2);
+    CHECK(r.exit_code == 143);
+    CHECK(h.fake.elapsed() == 30010ms);
+    CHECK(h.notices[0].find("SIGKILL in 30s") != std::string::npos);
+    CHECK(h.notices.back().find("still running 30s after SIGTERM") != std::string::npos);
+  }
+  {
+    Harness h;  // 5 s after a worker's failure
+    h.fake.script = [&](int id, int n) {
+      if (id == 0) return FakeChild{}.exit_after(10ms, ExitStatus::exited(1));
+      return stubborn(id, n);
+    };
+    auto r = h.go(2);
+    CHECK(r.exit_code == 1);
+    CHECK(h.fake.elapsed() == 5010ms);
+    CHECK(h.notices.back().find("still running 5s after SIGTERM") != std::string::npos);
+  }
+}
+
+TEST_CASE("ranks that had already exited when the stop went out are failures too",
+          "[supervisor]") {
+  Harness h;
+  h.fake.script = [](int id, int) {
+    if (id == 0) return sleeper();
+    // Ranks 1-3 fail at the same moment; gpurun sees 2 and 3 only after it signalled them.
+    FakeChild c = FakeChild{}.exit_after(50ms, ExitStatus::exited(3));
+    if (id > 1) c.reap_delay = 1ms;
+    return c;
+  };
+  auto r = h.go(4);
+  CHECK(r.exit_code == 3);
+  REQUIRE(r.first_failure);
+  CHECK(r.first_failure->local_rank == 1);
+  REQUIRE(r.other_failures.size() == 2);
+  CHECK(r.other_failures[0].local_rank + r.other_failures[1].local_rank == 5);
+  for (const auto& w : r.workers) CHECK(w.stopped_by_gpurun == (w.local_rank == 0));
 }
 
 TEST_CASE("a second Ctrl-C kills at once", "[supervisor]") {
@@ -273,7 +321,7 @@ TEST_CASE("spawn failure stops the workers already started", "[supervisor]") {
 
 TEST_CASE("shutdown timeout 0 kills at once", "[supervisor]") {
   Harness h;
-  h.opts.shutdown_timeout = 0ms;
+  h.opts.failure_shutdown_timeout = 0ms;
   h.fake.script = [](int id, int) {
     if (id == 0) return FakeChild{}.exit_after(10ms, ExitStatus::exited(2));
     FakeChild c;
