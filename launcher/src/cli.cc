@@ -452,6 +452,15 @@ const std::vector<OptionSpec>& options() {
          st.color_given = true;
        }),
        nullptr},
+      {"--exit-code-mode", 0, true, EnvKind::kGpurun, Group::kExtras, "gpurun|torchrun",
+       "gpurun: the failing worker's own code (the summary and --summary-json say whether a code "
+       "came from a worker or from gpurun); torchrun: 1 for any failure, as torchrun [gpurun]",
+       VALUE({
+         const std::string v = trim(value);
+         if (v != "gpurun" && v != "torchrun") bad_value(origin, value, "gpurun or torchrun");
+         st.cfg.torchrun_exit_codes = v == "torchrun";
+       }),
+       nullptr},
       {"--stdin-rank", 0, true, EnvKind::kGpurun, Group::kExtras, "RANK|none",
        "the worker that reads gpurun's stdin and, on a terminal, gets the terminal's foreground "
        "(breakpoint(), pdb, input()); its output then goes to the terminal unprefixed [the "
@@ -459,8 +468,7 @@ const std::vector<OptionSpec>& options() {
        VALUE({
          const std::string v = trim(value);
          st.cfg.stdin_rank =
-             v == "none" ? -1
-                         : parse_int_in(v, origin, 0, 1 << 30, "a worker's RANK, or none");
+             v == "none" ? -1 : parse_int_in(v, origin, 0, 1 << 30, "a worker's RANK, or none");
        }),
        nullptr},
       {"--no-tag-output", 0, false, EnvKind::kGpurun, Group::kExtras, nullptr,
@@ -856,7 +864,11 @@ bool file_needs_python(const std::string& program) {
   if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
   char head[4] = {};
   const ssize_t n = ::read(fd.get(), head, sizeof head);
-  if (n == 4 && std::memcmp(head, "\x7f" "ELF", 4) == 0) return false;  // a native binary
+  if (n == 4 && std::memcmp(head,
+                            "\x7f"
+                            "ELF",
+                            4) == 0)
+    return false;  // a native binary
   const bool shebang = n >= 2 && head[0] == '#' && head[1] == '!';
   return !(shebang && ::access(program.c_str(), X_OK) == 0);  // an executable script runs as is
 }
@@ -1106,6 +1118,7 @@ std::string config_to_json(const LaunchConfig& c) {
   j["timeout_ms"] = c.run_timeout ? json(c.run_timeout->count()) : json(nullptr);
   j["rdzv_timeout_ms"] = c.rdzv_timeout.count();
   j["summary_json"] = opt_str(c.summary_json);
+  j["exit_code_mode"] = c.torchrun_exit_codes ? "torchrun" : "gpurun";
   j["color"] = c.color == ColorMode::kAuto     ? "auto"
                : c.color == ColorMode::kAlways ? "always"
                                                : "never";

@@ -98,7 +98,8 @@ struct LaunchConfig {
   std::optional<std::chrono::milliseconds> run_timeout;              // --timeout: whole run
   std::chrono::milliseconds rdzv_timeout{std::chrono::minutes(15)};  // --rdzv-timeout
   std::optional<std::string> summary_json;                           // --summary-json PATH
-  ColorMode color = ColorMode::kAuto;                                // --color auto|always|never
+  bool torchrun_exit_codes = false;    // --exit-code-mode torchrun: 1 for any failure (not 2)
+  ColorMode color = ColorMode::kAuto;  // --color auto|always|never
   bool tag_output = true;  // prefix console lines with [rank N] when output goes through gpurun
   std::string python = "python3";  // $PYTHON_EXEC, else $PYTHON, else python3
   // --stdin-rank: the worker (global RANK) that gets gpurun's stdin and, when it is a terminal,
@@ -224,7 +225,8 @@ std::string describe_port_holder(int port);
 int print_info(const LaunchConfig& cfg, const EnvMap& env, GpuProbe& probe);
 
 // ---- orchestration (run.cc) ----
-// Runs the job described by cfg; returns the process exit code (worker's code, 128+signal, ...).
+// Runs the job described by cfg; returns the process exit code (worker's code, 128+signal, ...,
+// or torchrun's 1 under --exit-code-mode torchrun).
 int run(const LaunchConfig& cfg, const EnvMap& env);
 
 }  // namespace gpurun::launcher

@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <sstream>
@@ -140,6 +143,10 @@ nlohmann::json failure_json(const FailureEntry& f, const std::string& host) {
 
 }  // namespace
 
+bool has_traceback(const FailureEntry& f) {
+  return f.error_file.present && f.error_file.problem.empty() && !f.error_file.traceback.empty();
+}
+
 std::string torchrun_time(long long epoch_seconds) {
   const std::time_t t = static_cast<std::time_t>(epoch_seconds);
   std::tm tm{};
@@ -272,11 +279,84 @@ std::string explain_failure(const FailureEntry& f, bool has_last_lines) {
   } else {
     what = w.status->describe();
   }
-  return fmt::format("rank {} (pid {}) {}; {}", w.rank, w.pid, what,
-                     has_last_lines ? "see its last output below" : "its output (if any) is above");
+  const char* where = has_traceback(f) ? "its traceback (from its error file) is below"
+                      : has_last_lines ? "see its last output below"
+                                       : "its output (if any) is above";
+  return fmt::format("rank {} (pid {}) {}; {}", w.rank, w.pid, what, where);
 }
 
+int torchrun_exit_code(int gpurun_code) {
+  if (gpurun_code == 0 || gpurun_code == static_cast<int>(ExitCode::kUsage)) return gpurun_code;
+  return 1;
+}
+
+ExitOrigin exit_origin(const FailureReport& report) {
+  const SupervisorResult& r = report.result;
+  ExitOrigin o;
+  o.gpurun_code = r.exit_code;
+  switch (r.outcome) {
+    case Outcome::kSucceeded:
+      break;
+    case Outcome::kSpawnFailed:
+      o.origin = "gpurun";
+      o.reason = "it could not start a worker";
+      break;
+    case Outcome::kInterrupted:
+      o.origin = "gpurun";
+      o.reason = fmt::format("it was stopped by {} (128+{})", signal_name(r.interrupt_signal),
+                             r.interrupt_signal);
+      break;
+    case Outcome::kTimedOut:
+      o.origin = "gpurun";
+      o.reason = "--timeout expired";
+      break;
+    case Outcome::kWorkerFailed: {
+      const WorkerRecord* w = report.root       ? &report.root->worker
+                              : r.first_failure ? &*r.first_failure
+                                                : nullptr;
+      if (w == nullptr || !w->status) {
+        o.origin = "gpurun";
+        o.reason = "a worker failed without an exit status";
+      } else if (!w->exec_error.empty()) {
+        o.origin = "gpurun";
+        o.reason = fmt::format("rank {} could not be executed", w->rank);
+      } else if (w->status->signaled) {
+        o.origin = "worker";
+        o.reason = fmt::format("rank {} was killed by {} (128+{})", w->rank,
+                               signal_name(w->status->signal), w->status->signal);
+      } else {
+        o.origin = "worker";
+        o.reason = fmt::format("rank {}'s own exit code", w->rank);
+      }
+      break;
+    }
+  }
+  o.exit_code = report.torchrun_exit_codes ? torchrun_exit_code(o.gpurun_code) : o.gpurun_code;
+  return o;
+}
+
+namespace {
+
+// The last line of a summary: the code and where it comes from.
+std::string exit_line(const FailureReport& report) {
+  const ExitOrigin o = exit_origin(report);
+  if (o.origin.empty()) return "";
+  const char* from = o.origin == "worker" ? "the worker" : "gpurun";
+  if (o.exit_code != o.gpurun_code) {
+    return fmt::format("gpurun: exit code {} (--exit-code-mode torchrun; {} from {}: {})\n",
+                       o.exit_code, o.gpurun_code, from, o.reason);
+  }
+  return fmt::format("gpurun: exit code {}, from {}: {}\n", o.exit_code, from, o.reason);
+}
+
+}  // namespace
+
 std::string format_failure_summary(const FailureReport& report) {
+  const std::string body = format_failure_body(report);
+  return body.empty() ? body : body + exit_line(report);
+}
+
+std::string format_failure_body(const FailureReport& report) {
   const SupervisorResult& r = report.result;
   std::string out;
   switch (r.outcome) {
@@ -286,7 +366,8 @@ std::string format_failure_summary(const FailureReport& report) {
       return fmt::format("gpurun: error: {}\n", r.spawn_error);
     case Outcome::kInterrupted:
       out = fmt::format("gpurun: interrupted by {}; all {} workers stopped (exit {})\n",
-                        signal_name(r.interrupt_signal), r.workers.size(), r.exit_code);
+                        signal_name(r.interrupt_signal), r.workers.size(),
+                        exit_origin(report).exit_code);
       break;
     case Outcome::kTimedOut:
       out = fmt::format(
@@ -305,7 +386,9 @@ std::string format_failure_summary(const FailureReport& report) {
       return out + "gpurun: error: " + explain_failure(f, false) + "\n";
     }
     out += "gpurun: error: " + explain_failure(f, !f.last_lines.empty()) + "\n";
-    if (!f.last_lines.empty()) {
+    // An @record traceback is in torchrun's block below: quoting the same lines again here
+    // would print it a third time (the worker printed it too).
+    if (!f.last_lines.empty() && !has_traceback(f)) {
       out += fmt::format("gpurun: last {} line{} of rank {}'s {}:\n", f.last_lines.size(),
                          f.last_lines.size() == 1 ? "" : "s", f.worker.rank, f.last_lines_from);
       for (const auto& l : f.last_lines) out += "  | " + l + "\n";
@@ -322,6 +405,15 @@ std::string format_failure_summary(const FailureReport& report) {
       std::sort(stopped.begin(), stopped.end());
       out += fmt::format("gpurun: stopped the other rank{} {} after the failure\n",
                          stopped.size() == 1 ? "" : "s", format_rank_list(stopped));
+    }
+    if (!report.others.empty()) {
+      std::vector<int> also;
+      for (const auto& o : report.others) also.push_back(o.worker.rank);
+      std::sort(also.begin(), also.end());
+      out += fmt::format(
+          "gpurun: rank{} {} failed on {} own too, before gpurun stopped anything (listed under "
+          "Failures below)\n",
+          also.size() == 1 ? "" : "s", format_rank_list(also), also.size() == 1 ? "its" : "their");
     }
     if (r.restarts > 0) {
       out += fmt::format("gpurun: gave up after {} restart{} (--max-restarts {})\n", r.restarts,
@@ -340,7 +432,12 @@ nlohmann::json summary_json(const FailureReport& report) {
   const SupervisorResult& r = report.result;
   nlohmann::json j;
   j["outcome"] = outcome_name(r.outcome);
-  j["exit_code"] = r.exit_code;
+  const ExitOrigin eo = exit_origin(report);
+  j["exit_code"] = eo.exit_code;
+  j["exit_code_origin"] = eo.origin.empty() ? nlohmann::json(nullptr) : nlohmann::json(eo.origin);
+  j["exit_code_reason"] = eo.reason.empty() ? nlohmann::json(nullptr) : nlohmann::json(eo.reason);
+  j["exit_code_mode"] = report.torchrun_exit_codes ? "torchrun" : "gpurun";
+  if (eo.exit_code != eo.gpurun_code) j["gpurun_exit_code"] = eo.gpurun_code;
   j["restarts"] = r.restarts;
   j["host"] = report.host;
   j["entrypoint"] = report.entrypoint;
@@ -406,6 +503,26 @@ std::vector<nlohmann::json> worker_events(const FailureReport& report, const Eve
     out.push_back(std::move(e));
   }
   return out;
+}
+
+nlohmann::json error_summary_json(int exit_code, const std::string& message) {
+  nlohmann::json j;
+  j["outcome"] = "error";
+  j["exit_code"] = exit_code;
+  j["exit_code_origin"] = "gpurun";
+  j["exit_code_reason"] = message;
+  j["failures"] = nlohmann::json::array();
+  j["workers"] = nlohmann::json::array();
+  return j;
+}
+
+void write_summary_json(const std::string& path, const nlohmann::json& j) {
+  std::ofstream f(path);
+  if (f) f << j.dump(2) << "\n";
+  if (!f) {
+    std::fprintf(stderr, "gpurun: warning: cannot write --summary-json '%s' (%s)\n", path.c_str(),
+                 std::strerror(errno));
+  }
 }
 
 }  // namespace gpurun::launcher

@@ -45,7 +45,28 @@ struct FailureReport {
   SupervisorResult result;
   std::optional<FailureEntry> root;  // set when result.first_failure
   std::vector<FailureEntry> others;
+  bool torchrun_exit_codes = false;  // --exit-code-mode torchrun: 1 for any failure
 };
+
+// Where gpurun's exit code comes from: a worker's own code (or 128+the signal that killed it),
+// or gpurun (interrupted, --timeout, a worker that could not be started or executed). A
+// worker's 2/3/4/124/127 is then never mistaken for one of gpurun's reserved codes.
+struct ExitOrigin {
+  int exit_code = 0;    // what gpurun exits with (after --exit-code-mode)
+  int gpurun_code = 0;  // the code in gpurun's own mode (the worker's code for a worker)
+  std::string origin;   // "worker", "gpurun", or "" (success)
+  std::string reason;   // "rank 1's own exit code", "--timeout expired", ...
+};
+ExitOrigin exit_origin(const FailureReport& report);
+
+// --exit-code-mode torchrun: 0 stays 0, a usage error stays 2 (argparse's), anything else is 1.
+int torchrun_exit_code(int gpurun_code);
+
+// --summary-json for a run that ended before any worker ran (bad port, rendezvous): outcome
+// "error", the exit code, origin "gpurun" and the message.
+nlohmann::json error_summary_json(int exit_code, const std::string& message);
+// Writes `j` to `path` (pretty); a warning on stderr when it cannot.
+void write_summary_json(const std::string& path, const nlohmann::json& j);
 
 // "2026-11-23_17:55:23" (local time, torchrun's timestamp_isoformat(sep="_")).
 std::string torchrun_time(std::chrono::system_clock::time_point t);
@@ -57,6 +78,8 @@ std::string format_torchrun_block(const FailureReport& report);
 // Everything gpurun prints on stderr when the run did not succeed (ends with '\n'):
 // explanation, last lines, torchrun block; or the interrupt / timeout / spawn-error message.
 std::string format_failure_summary(const FailureReport& report);
+// The same without the last line (the exit code and its origin).
+std::string format_failure_body(const FailureReport& report);
 
 // --summary-json: outcome, exit code, root cause, failures, every worker. Also for success.
 nlohmann::json summary_json(const FailureReport& report);
@@ -77,6 +100,10 @@ struct EventContext {
   long long timestamp_s = 0;
 };
 std::vector<nlohmann::json> worker_events(const FailureReport& report, const EventContext& ctx);
+
+// The worker's error file (@record) holds a traceback: torchrun's block shows it, so the summary
+// does not quote the same lines from its output again.
+bool has_traceback(const FailureEntry& f);
 
 // The first line of the explanation for the root cause, without "gpurun: error: ".
 std::string explain_failure(const FailureEntry& f, bool has_last_lines);

@@ -124,7 +124,8 @@ TEST_CASE("summary: exec failure is one line", "[summary]") {
   rep.root->worker.exec_error = "No such file or directory";
   rep.root->worker.argv0 = "./nope";
   CHECK(format_failure_summary(rep) ==
-        "gpurun: error: cannot run './nope': No such file or directory; check the path\n");
+        "gpurun: error: cannot run './nope': No such file or directory; check the path\n"
+        "gpurun: exit code 127, from gpurun: rank 1 could not be executed\n");
   rep.root->worker.exec_error = "Permission denied";
   CHECK(format_failure_summary(rep).find("check that it is executable (chmod +x)") !=
         std::string::npos);
@@ -136,7 +137,8 @@ TEST_CASE("summary: exec failure is one line", "[summary]") {
   CHECK(format_failure_summary(rep) ==
         "gpurun: error: cannot run the Python interpreter 'python9' for 'train': No such file or "
         "directory; install Python or point PYTHON_EXEC at one (if 'train' is not a Python "
-        "program, pass --no-python)\n");
+        "program, pass --no-python)\n"
+        "gpurun: exit code 127, from gpurun: rank 1 could not be executed\n");
 }
 
 TEST_CASE("summary json", "[summary]") {
@@ -150,6 +152,38 @@ TEST_CASE("summary json", "[summary]") {
   CHECK(j["root_cause"]["last_lines"].size() == 2);
   CHECK(j["workers"].size() == 2);
   CHECK(j["workers"][0]["stopped_by_gpurun"] == true);
+  // A worker's own code, even one of gpurun's reserved values, says where it came from.
+  auto three = failed_report(ExitStatus::exited(3));
+  CHECK(summary_json(three)["exit_code"] == 3);
+  CHECK(summary_json(three)["exit_code_origin"] == "worker");
+  CHECK(summary_json(three)["exit_code_reason"] == "rank 1's own exit code");
+  CHECK(format_failure_summary(three).find(
+            "\ngpurun: exit code 3, from the worker: rank 1's own exit code\n") !=
+        std::string::npos);
+  three.torchrun_exit_codes = true;
+  CHECK(exit_origin(three).exit_code == 1);
+  CHECK(torchrun_exit_code(2) == 2);
+  CHECK(torchrun_exit_code(0) == 0);
+  CHECK(torchrun_exit_code(124) == 1);
+}
+
+TEST_CASE("summary: an @record traceback is shown once, other failures are named", "[summary]") {
+  auto rep = failed_report(ExitStatus::exited(1));
+  rep.root->error_file = parse_error_file(
+      "/logs/error.json",
+      R"({"message": {"message": "E", "extraInfo": {"py_callstack": "Traceback:\nE", "timestamp": "1732384523"}}})");
+  const std::string s = format_failure_summary(rep);
+  CHECK(s.find("its traceback (from its error file) is below") != std::string::npos);
+  CHECK(s.find("  | ") == std::string::npos);  // the last lines are not quoted again
+  CHECK(s.find("traceback : Traceback:\n  E\n") != std::string::npos);
+  FailureEntry other;
+  other.worker.rank = 3;
+  other.worker.local_rank = 3;
+  other.worker.status = ExitStatus::exited(1);
+  rep.others.push_back(other);
+  CHECK(format_failure_summary(rep).find(
+            "gpurun: rank 3 failed on its own too, before gpurun stopped anything") !=
+        std::string::npos);
 }
 
 TEST_CASE("summary: interrupted and timed out", "[summary]") {
@@ -159,7 +193,17 @@ TEST_CASE("summary: interrupted and timed out", "[summary]") {
   rep.result.exit_code = 130;
   rep.result.workers.resize(2);
   CHECK(format_failure_summary(rep) ==
-        "gpurun: interrupted by SIGINT; all 2 workers stopped (exit 130)\n");
+        "gpurun: interrupted by SIGINT; all 2 workers stopped (exit 130)\n"
+        "gpurun: exit code 130, from gpurun: it was stopped by SIGINT (128+2)\n");
+  rep.torchrun_exit_codes = true;
+  CHECK(format_failure_summary(rep) ==
+        "gpurun: interrupted by SIGINT; all 2 workers stopped (exit 1)\n"
+        "gpurun: exit code 1 (--exit-code-mode torchrun; 130 from gpurun: it was stopped by "
+        "SIGINT (128+2))\n");
+  CHECK(summary_json(rep)["exit_code"] == 1);
+  CHECK(summary_json(rep)["gpurun_exit_code"] == 130);
+  CHECK(summary_json(rep)["exit_code_origin"] == "gpurun");
+  rep.torchrun_exit_codes = false;
   rep.result.outcome = Outcome::kTimedOut;
   rep.result.running_at_timeout = {1, 2, 3};
   CHECK(format_failure_summary(rep).find("ranks 1-3 still running") != std::string::npos);

@@ -4,24 +4,41 @@
 // 1 gpurun could not start a worker (fork) or an internal error; 2 usage/config error;
 // 3 the rendezvous store could not be set up (e.g. --master-port busy); 4 no GPU for
 // --nproc-per-node gpu; 124 --timeout expired; 128+N gpurun stopped by signal N (Ctrl-C: 130).
+// --exit-code-mode torchrun: 0, 2 for a usage error, 1 for anything else (torchrun's).
 #include <cstdio>
 #include <exception>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
 
 #include "config.h"
+#include "failure_summary.h"
 #include "gpurun/common/env.h"
 #include "gpurun/common/error.h"
 #include "gpurun/rendezvous/store_server.h"
 
 namespace {
 
+// Once the command line is parsed: where --summary-json goes and --exit-code-mode. Outside
+// main's try block so that its catch handlers still see it.
+std::optional<gpurun::launcher::LaunchConfig> g_cfg;
+
 int fail(const std::string& what, gpurun::ExitCode code) {
   std::string line = "gpurun: error: " + what;
   if (line.back() != '\n') line += '\n';
   std::fputs(line.c_str(), stderr);
-  return static_cast<int>(code);
+  int rc = static_cast<int>(code);
+  if (g_cfg) {
+    if (g_cfg->summary_json && (g_cfg->action == gpurun::launcher::Action::kRun)) {
+      std::string msg = what;
+      while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+      gpurun::launcher::write_summary_json(*g_cfg->summary_json,
+                                           gpurun::launcher::error_summary_json(rc, msg));
+    }
+    if (g_cfg->torchrun_exit_codes) rc = gpurun::launcher::torchrun_exit_code(rc);
+  }
+  return rc;
 }
 
 }  // namespace
@@ -32,7 +49,8 @@ int main(int argc, char** argv) {
   try {
     const EnvMap env = current_environment();
     const std::vector<std::string> args(argv + 1, argv + argc);
-    const LaunchConfig cfg = resolve_config(args, env);
+    g_cfg = resolve_config(args, env);
+    const LaunchConfig& cfg = *g_cfg;
     switch (cfg.action) {
       case Action::kHelp:
         std::fputs(help_text().c_str(), stdout);

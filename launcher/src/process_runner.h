@@ -42,7 +42,7 @@ struct SpawnRequest {
   // process group the foreground one (tcsetpgrp) so it can read the terminal (pdb, input());
   // gpurun takes the terminal back, with its settings as they were, when the child is reaped.
   bool foreground = false;
-  std::vector<int> cpus;    // CPU affinity set before exec (--numa-binding); empty = inherited
+  std::vector<int> cpus;  // CPU affinity set before exec (--numa-binding); empty = inherited
 };
 
 enum class Stream { kStdout = 1, kStderr = 2 };

@@ -101,8 +101,7 @@ std::string fqdn() {
   hostent* out = nullptr;
   int herr = 0;
   std::vector<char> buf(16384);
-  if (::gethostbyaddr_r(addr, len, res->ai_family, &he, buf.data(), buf.size(), &out, &herr) !=
-          0 ||
+  if (::gethostbyaddr_r(addr, len, res->ai_family, &he, buf.data(), buf.size(), &out, &herr) != 0 ||
       out == nullptr || out->h_name == nullptr) {
     return name;
   }
@@ -346,8 +345,11 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
     try {
       store = std::make_unique<rendezvous::StoreServerThread>(so);
     } catch (const BindError& e) {
-      write_stderr("gpurun: error: " + bind_error_message(e, so.host, master_port));
-      return static_cast<int>(ExitCode::kRendezvousFailed);
+      const std::string msg = bind_error_message(e, so.host, master_port);
+      write_stderr("gpurun: error: " + msg);
+      const int code = static_cast<int>(ExitCode::kRendezvousFailed);
+      if (cfg.summary_json) write_summary_json(*cfg.summary_json, error_summary_json(code, msg));
+      return cfg.torchrun_exit_codes ? torchrun_exit_code(code) : code;
     }
     master_port = store->port();
   }
@@ -459,6 +461,7 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
   report.entrypoint = entrypoint_of(cfg);
   report.host = fqdn();
   report.result = result;
+  report.torchrun_exit_codes = cfg.torchrun_exit_codes;
   if (result.first_failure) {
     report.root = make_entry(*result.first_failure, last_specs, mux, cfg);
   }
@@ -481,19 +484,11 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
   }
   const std::string summary = format_failure_summary(report);
   if (!summary.empty()) write_stderr(summary);
-  if (cfg.summary_json) {
-    std::ofstream f(*cfg.summary_json);
-    if (f) {
-      f << summary_json(report).dump(2) << "\n";
-    } else {
-      write_stderr(fmt::format("gpurun: warning: cannot write --summary-json '{}' ({})",
-                               *cfg.summary_json, std::strerror(errno)));
-    }
-  }
+  if (cfg.summary_json) write_summary_json(*cfg.summary_json, summary_json(report));
   runner.reset();
   if (store) store->stop();
   logs.finish();
-  return result.exit_code;
+  return exit_origin(report).exit_code;
 }
 
 }  // namespace gpurun::launcher

@@ -180,8 +180,7 @@ TEST_CASE("a received signal gets the long grace, a failure the short one", "[su
   }
 }
 
-TEST_CASE("ranks that had already exited when the stop went out are failures too",
-          "[supervisor]") {
+TEST_CASE("ranks that had already exited when the stop went out are failures too", "[supervisor]") {
   Harness h;
   h.fake.script = [](int id, int) {
     if (id == 0) return sleeper();

@@ -334,7 +334,8 @@ class Logs(unittest.TestCase):
                 self.assertEqual(out, "".join(f"hello_env[{r}] line {i}\n" for i in range(3)))
                 err = open(os.path.join(attempt, str(r), "stderr.log")).read()
                 self.assertEqual(err, "".join(f"hello_env[{r}] err {i}\n" for i in range(2)))
-                self.assertIn(f"[rank {r}] hello_env[{r}] err 1\n", p.stderr)  # tee'd
+                # tee'd: torchrun's "[<role><local_rank>]:" header
+                self.assertIn(f"[default{r}]:hello_env[{r}] err 1\n", p.stderr)
             self.assertNotIn("line 0", p.stdout)  # -r 1: stdout only in the files
 
     def test_duplicate_filters_copy_matching_teed_lines_into_one_file(self):
@@ -350,14 +351,14 @@ class Logs(unittest.TestCase):
                              ["0", "1", "filtered_stderr.log", "filtered_stdout.log"])
             out = open(os.path.join(attempt, "filtered_stdout.log")).read().splitlines()
             # Each rank's lines in order; the ranks' relative order depends on timing.
-            self.assertEqual(sorted(out), sorted(f"[rank {r}] hello_env[{r}] line {i}"
+            self.assertEqual(sorted(out), sorted(f"[default{r}]:hello_env[{r}] line {i}"
                                                  for r in (0, 1) for i in (1, 2)))
-            self.assertEqual([l for l in out if l.startswith("[rank 0]")],
-                             ["[rank 0] hello_env[0] line 1", "[rank 0] hello_env[0] line 2"])
+            self.assertEqual([l for l in out if l.startswith("[default0]")],
+                             ["[default0]:hello_env[0] line 1", "[default0]:hello_env[0] line 2"])
             err = open(os.path.join(attempt, "filtered_stderr.log")).read().splitlines()
-            self.assertEqual(sorted(err), [f"[rank {r}] hello_env[{r}] err 0" for r in (0, 1)])
+            self.assertEqual(sorted(err), [f"[default{r}]:hello_env[{r}] err 0" for r in (0, 1)])
             # The per-rank files and the console are unchanged.
-            self.assertIn("[rank 1] hello_env[1] line 0", p.stdout)
+            self.assertIn("[default1]:hello_env[1] line 0", p.stdout)
         p = gpurun("--nproc-per-node", "2", "--duplicate-stdout-filters", "x", *hello("--quiet"))
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("no rank's stdout is tee'd to a log file", p.stderr)
