@@ -754,7 +754,21 @@ void finish(ParseState& st, const EnvMap& env) {
     if (!host.empty()) c.master_addr = host;
     c.master_port = port;
   } else if (c.rdzv_backend == "c10d" && !c.rdzv_endpoint.empty()) {
-    split_endpoint(c.rdzv_endpoint, "--rdzv-endpoint");  // validate only
+    auto [host, port] = split_endpoint(c.rdzv_endpoint, "--rdzv-endpoint");
+    // One node hosts the rendezvous store on the endpoint's port (torchrun shares it with the
+    // workers: MASTER_PORT); --standalone's "localhost:0" is a free port.
+    if (c.nnodes_max == 1 && port >= 0 && !st.given.count("--master-port")) c.master_port = port;
+  }
+  if (c.local_addr) {
+    if (c.rdzv_backend == "c10d" && c.nnodes_max == 1) {
+      // torchrun: the address this node advertises, MASTER_ADDR when it hosts the store (the
+      // store is bound there). Multi-node c10d: see run_multinode.cc.
+      c.master_addr = *c.local_addr;
+    } else if (c.rdzv_backend == "static") {
+      c.notes.push_back(
+          "--local-addr is used with --rdzv-backend c10d or --standalone (as torchrun); the "
+          "static backend's store address is --master-addr");
+    }
   }
   if (c.nnodes_max > 1) {
     if (c.rdzv_backend == "static" && !c.master_port) {

@@ -280,6 +280,20 @@ TEST_CASE("standalone forces c10d on localhost with a fresh uuid", "[cli]") {
   CHECK_THAT(error_of({"--standalone", "--nnodes", "2", "x"}), Catch::Contains("single-node"));
 }
 
+TEST_CASE("c10d on one node: the endpoint's port and --local-addr", "[cli]") {
+  auto c = parse({"--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:29433", "x"});
+  CHECK(c.master_port == 29433);
+  CHECK(c.master_addr == "127.0.0.1");
+  c = parse({"--rdzv-backend=c10d", "--rdzv-endpoint=localhost:29433", "--master-port=5", "x"});
+  CHECK(c.master_port == 5);  // an explicit --master-port wins
+  c = parse({"--standalone", "--local_addr=127.0.0.2", "x"});
+  CHECK(c.master_addr == "127.0.0.2");
+  CHECK_FALSE(c.master_port);                     // still a free port
+  c = parse({"--local-addr", "127.0.0.2", "x"});  // static: torchrun ignores it too
+  CHECK(c.master_addr == "127.0.0.1");
+  CHECK(c.notes.back().find("--local-addr is used with --rdzv-backend c10d") != std::string::npos);
+}
+
 TEST_CASE("static rdzv-endpoint replaces master addr and port", "[cli]") {
   auto c = parse({"--rdzv-endpoint", "node0:29411", "x"});
   CHECK(c.master_addr == "node0");
