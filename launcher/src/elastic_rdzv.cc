@@ -1,4 +1,5 @@
 // The elastic rendezvous state machine (see elastic_rdzv.h for the key layout and the rules).
+// Over 500 lines on purpose: the rounds, their keys and their derivation rules read as one unit.
 #include "elastic_rdzv.h"
 
 #include <fmt/chrono.h>
@@ -7,6 +8,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <thread>
 
 #include "config.h"
 
@@ -175,8 +177,9 @@ std::string RoundEnd::describe() const {
     case EndKind::kWorkerFailed:
       return fmt::format("node {} (group rank {}): {}", node, group_rank, reason);
     case EndKind::kNodeLost:
-      return fmt::format("node {} (group rank {}) lost: {}{}, at {}", node, group_rank, reason,
-                         detected_by.empty() ? "" : ", noticed by " + detected_by, at);
+      return fmt::format("node {} (group rank {}) lost: {}{}{}", node, group_rank, reason,
+                         detected_by.empty() ? "" : ", noticed by " + detected_by,
+                         at.empty() ? "" : ", at " + at);
     case EndKind::kNodeJoined:
       return fmt::format("node {} joined", node);
   }
@@ -496,6 +499,20 @@ RoundEnd ElasticRendezvous::end_round(RoundEnd end) {
 void ElasticRendezvous::report_done() {
   const int done = static_cast<int>(store_.add(key(round_, "done"), 1));
   if (done >= closed_) end_round(make_end(EndKind::kOk, -1, ""));
+}
+
+void ElasticRendezvous::say_bye() {
+  if (round_ >= 0) store_.add(key(round_, "bye"), 1);
+}
+
+void ElasticRendezvous::wait_byes(milliseconds timeout) {
+  if (round_ < 0) return;
+  int want = closed_;
+  if (auto e = peek_end(); e && e->kind == EndKind::kNodeLost) --want;
+  const auto deadline = deadline_after(timeout);
+  while (store_.add(key(round_, "bye"), 0) < want && remaining(deadline) > milliseconds::zero()) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
 }
 
 void ElasticRendezvous::publish_master(const std::string& addr, int port) {

@@ -139,6 +139,11 @@ class ElasticRendezvous {
   // This node's workers all succeeded; the last node to say so ends the round ok.
   void report_done();
 
+  // Leaving: counted per round so the store host can stay until every node read the outcome.
+  void say_bye();
+  // The store host: waits (bounded) until every live node of the last round said bye.
+  void wait_byes(milliseconds timeout);
+
   void publish_master(const std::string& addr, int port);
   std::pair<std::string, int> wait_master();
 

@@ -296,7 +296,9 @@ std::string entrypoint_of(const LaunchConfig& cfg) { return cfg.program; }
 }  // namespace
 
 int run(const LaunchConfig& cfg, const EnvMap& env) {
-  if (cfg.nnodes_max > 1) return run_multinode(cfg, env);
+  if (cfg.nnodes_max > 1) {
+    return cfg.rdzv_backend == "c10d" ? run_elastic(cfg, env) : run_multinode(cfg, env);
+  }
   return run_node(cfg, env, NodeFacts{});
 }
 
@@ -382,11 +384,11 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
   bool notes_printed = false;
   auto plan = [&](int restart_count) {
     AttemptFacts facts;
-    facts.restart_count = restart_count;
+    facts.restart_count = node.restart_count + restart_count;
     facts.run_id = run_id;
     facts.master_addr = master_addr;
     facts.master_port = master_port;
-    facts.attempt_log_dir = logs.begin_attempt(restart_count, nproc);
+    facts.attempt_log_dir = logs.begin_attempt(facts.restart_count, nproc);
     facts.group_rank = node.group_rank;
     facts.group_world_size = node.group_world_size;
     facts.base_global_rank = node.base_global_rank;
@@ -447,13 +449,15 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
   so.shutdown_timeout = cfg.shutdown_timeout;
   so.failure_shutdown_timeout = cfg.failure_shutdown_timeout;
   so.run_timeout = cfg.run_timeout;
-  so.max_restarts = cfg.max_restarts;
+  so.max_restarts = node.stop_requested ? 0 : cfg.max_restarts;
+  so.stop_requested = node.stop_requested;
   so.stop_signals = cfg.signals_to_handle;
   so.forward_signals = forward_only_signals(cfg);
 
   auto runner = make_posix_process_runner();
   Supervisor sup(*runner, so, &mux, [](const std::string& line) { write_stderr(line); });
   SupervisorResult result = sup.run(plan);
+  if (node.result_out) *node.result_out = result;
   mux.flush_all();
 
   // 4. Summary.
@@ -483,7 +487,11 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
     for (const auto& e : worker_events(report, ec)) write_stderr(e.dump());
   }
   const std::string summary = format_failure_summary(report);
-  if (!summary.empty()) write_stderr(summary);
+  if (node.summary_out) {
+    *node.summary_out = summary;
+  } else if (!summary.empty()) {
+    write_stderr(summary);
+  }
   if (cfg.summary_json) write_summary_json(*cfg.summary_json, summary_json(report));
   runner.reset();
   if (store) store->stop();

@@ -2,6 +2,7 @@
 // worker's streams are wired, and one node's part of a job.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "config.h"
 #include "output_mux.h"
 #include "process_runner.h"
+#include "supervisor.h"
 
 namespace gpurun::launcher {
 
@@ -45,9 +47,18 @@ struct NodeFacts {
   std::string master_addr;
   int master_port = 0;
   std::string bind_host;  // where node 0 binds its store ("" = master_addr)
+
+  // ---- the elastic agent (run_elastic.cc) ----
+  int restart_count = 0;  // TORCHELASTIC_RESTART_COUNT of this round (the job-wide count)
+  // Set: polled while workers run (see SupervisorOptions); restarts are then the caller's (the
+  // supervisor's own --max-restarts is not used).
+  std::function<bool()> stop_requested;
+  SupervisorResult* result_out = nullptr;  // where the supervisor's result goes, if set
+  std::string* summary_out = nullptr;      // the failure summary goes here instead of stderr
 };
 
 int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node);
 int run_multinode(const LaunchConfig& cfg, const EnvMap& env);
+int run_elastic(const LaunchConfig& cfg, const EnvMap& env);
 
 }  // namespace gpurun::launcher

@@ -26,6 +26,8 @@ namespace gpurun::launcher {
 
 namespace {
 
+constexpr std::string_view kLost = "lost";  // an exit-barrier key written by a node's will
+
 bool is_loopback(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
 }
@@ -58,12 +60,6 @@ void wait_for_nodes(rendezvous::Store& store, const std::vector<std::string>& ke
 }  // namespace
 
 int run_multinode(const LaunchConfig& cfg, const EnvMap& env) {
-  if (cfg.rdzv_backend != "static") {
-    throw ConfigError(fmt::format(
-        "--nnodes {} with --rdzv-backend {} is not supported yet (gpurun does static multi-node "
-        "rendezvous); use --rdzv-backend static with --master-addr/--master-port",
-        cfg.nnodes_max, cfg.rdzv_backend));
-  }
   const int nnodes = cfg.nnodes_max;
   const int node_rank = cfg.node_rank;
   const int port = cfg.master_port.value_or(29500);
@@ -110,6 +106,12 @@ int run_multinode(const LaunchConfig& cfg, const EnvMap& env) {
   to.connect_timeout = cfg.rdzv_timeout;
   auto tcp = std::make_shared<rendezvous::TcpStore>(to);
   rendezvous::PrefixStore store(cfg.rdzv_id, tcp);
+  // This node's last will: if its agent dies (kill -9) before the exit barrier, the store marks
+  // its barrier key "lost" at once, so node 0's barrier ends instead of waiting --rdzv-timeout.
+  rendezvous::TcpStore will(to);
+  will.set(fmt::format("{}{}/torchelastic/exit_barrier/{}", rendezvous::kWillKeyPrefix, cfg.rdzv_id,
+                       node_rank),
+           to_bytes(std::string(kLost)));
 
   // nproc of this node (GPUs resolved locally, as torchrun).
   auto probe = make_default_gpu_probe();
@@ -160,6 +162,19 @@ int run_multinode(const LaunchConfig& cfg, const EnvMap& env) {
       for (int g = 0; g < nnodes; ++g)
         keys.push_back(fmt::format("torchelastic/exit_barrier/{}", g));
       wait_for_nodes(store, keys, cfg.rdzv_timeout, "the exit barrier", endpoint);
+      std::vector<int> lost;
+      const auto values = store.multi_get(keys);
+      for (int g = 0; g < nnodes; ++g) {
+        if (to_string(values[static_cast<std::size_t>(g)]) == kLost) lost.push_back(g);
+      }
+      if (!lost.empty()) {
+        std::fprintf(stderr,
+                     "gpurun: error: node rank%s %s exited without reaching the exit barrier "
+                     "(its agent's connection to the store dropped: killed or crashed); the job "
+                     "did not finish there\n",
+                     lost.size() == 1 ? "" : "s", format_rank_list(lost).c_str());
+        if (code == 0) return static_cast<int>(ExitCode::kRendezvousFailed);
+      }
     }
   } catch (const Error& e) {
     std::fprintf(stderr, "gpurun: warning: %s; stopping the store anyway\n", e.what());
