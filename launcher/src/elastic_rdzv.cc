@@ -297,8 +297,14 @@ int ElasticRendezvous::wait_closed(int r, int ticket, const RoundOpen& open) {
     return try_close(r);
   }
   if (ticket >= s_.min_nodes) {
+    // A re-form expects the previous round's nodes back: they get the heartbeat grace to rejoin
+    // (the expected-th closes the round at once); a fresh round waits the last call only.
+    milliseconds last_call = s_.last_call_timeout;
+    if (open.expected > ticket) {
+      last_call = std::max(last_call, s_.keep_alive_interval * s_.keep_alive_max_attempt);
+    }
     try {
-      store_.wait({closed}, s_.last_call_timeout);
+      store_.wait({closed}, last_call);
       return to_int(store_.get(closed));
     } catch (const StoreTimeout&) {
       return try_close(r);
