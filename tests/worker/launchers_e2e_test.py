@@ -1,7 +1,8 @@
 """The worker SDK under real launchers other than gpurun: Open MPI's mpirun and Slurm's srun on a
 one-node cluster this test brings up on localhost (munged + slurmctld + slurmd, as root). Each
 worker finds its rank and world size from the launcher's variables and completes an all_reduce
-through a gpurun-store it is pointed at with MASTER_ADDR/MASTER_PORT."""
+through a gpurun-store it is pointed at with MASTER_ADDR/MASTER_PORT, or with nothing set, through
+the store rank 0 hosts itself."""
 import os
 import re
 import shutil
@@ -69,17 +70,20 @@ class Mpirun(unittest.TestCase):
             self.assertIn(f"rank {r}/3 backend=gloo device=cpu launcher=mpirun local_rank={r}/3", out)
         self.assertIn("allreduce ok: world 3 sum 6", out)
 
-    def test_mpirun_without_store_says_how(self):
+    def test_mpirun_on_one_host_needs_no_store(self):
+        # No MASTER_ADDR/MASTER_PORT and every rank on this host: rank 0 hosts the store.
         mpirun = shutil.which("mpirun")
         if not mpirun:
             raise unittest.SkipTest("mpirun not installed")
         worker = sdklib.sdk_binary("collectives_worker")
-        p = subprocess.run([mpirun, "--allow-run-as-root", "--oversubscribe", "-np", "2", worker,
-                            "--allreduce"], capture_output=True, text=True, timeout=60,
-                           env=clean_env())
-        self.assertNotEqual(p.returncode, 0)
-        self.assertIn("MASTER_ADDR is not set but WORLD_SIZE=2", p.stdout + p.stderr)
-        self.assertIn("mpirun -x MASTER_ADDR", p.stdout + p.stderr)
+        p = subprocess.run([mpirun, "--allow-run-as-root", "--oversubscribe", "-np", "3",
+                            "-x", "GPURUN_COMM_TIMEOUT=30s", worker, "--allreduce"],
+                           capture_output=True, text=True, timeout=60, env=clean_env())
+        out = p.stdout + p.stderr
+        self.assertEqual(p.returncode, 0, out)
+        for r in range(3):
+            self.assertIn(f"rank {r}/3 backend=gloo device=cpu launcher=mpirun local_rank={r}/3", out)
+        self.assertIn("allreduce ok: world 3 sum 6", out)
 
 
 def free_port():
@@ -189,6 +193,25 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
 
 
 class Srun(unittest.TestCase):
+    def test_srun_needs_no_store(self):
+        # Seed 001's way (srun of the app itself, one task per GPU/CPU), nothing set by hand: rank 0
+        # hosts the store on the step's first node at a port derived from the job and step ids.
+        worker = sdklib.sdk_binary("collectives_worker")
+        with SlurmCluster() as cluster:
+            env = dict(cluster.env, GPURUN_COMM_TIMEOUT="30s", GPURUN_LOG_LEVEL="info",
+                       GPURUN_LOG_SUBSYS="init")
+            p = subprocess.run(["srun", "-N", "1", "-n", "3", "-O", "--time=1", worker,
+                                "--allreduce"], capture_output=True, text=True, timeout=60,
+                               env=env)
+            out = p.stdout + p.stderr
+            self.assertEqual(p.returncode, 0, out + cluster.logs())
+        for r in range(3):
+            self.assertIn(f"rank {r}/3 backend=gloo device=cpu launcher=srun local_rank={r}/3", out)
+        self.assertIn("allreduce ok: world 3 sum 6", out)
+        self.assertRegex(out, r"rank 0 hosts the job's store on \S+:\d+ \(the first node of "
+                              r"SLURM_STEP_NODELIST and a port derived from SLURM_JOB_ID=\d+")
+
+
     def test_allreduce_under_srun(self):
         worker = sdklib.sdk_binary("collectives_worker")
         with SlurmCluster() as cluster, StoreServer() as store:

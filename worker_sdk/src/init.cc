@@ -14,9 +14,11 @@
 #include "gloo_communicator.h"
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
+#include "gpurun/common/net.h"
 #include "gpurun/common/progress.h"
 #include "gpurun/rendezvous/memory_store.h"
 #include "gpurun/rendezvous/prefix_store.h"
+#include "gpurun/rendezvous/store_server.h"
 
 namespace gpurun::worker {
 namespace detail {
@@ -107,6 +109,11 @@ GpuVote parse_vote(const std::string& s) {
 
 class ContextImpl final : public Context {
  public:
+  ~ContextImpl() override {
+    comm_.reset();
+    if (info_.self_hosted_store && store_) leave_self_hosted_store();
+  }
+
   const LaunchInfo& info() const override { return info_; }
   const Device& device() const override { return choice_.device; }
   Backend backend() const override { return backend_; }
@@ -118,8 +125,15 @@ class ContextImpl final : public Context {
   DeviceChoice choice_;
   Backend backend_ = Backend::kGloo;
   std::chrono::milliseconds timeout_{};
+  // Rank 0's store when the job hosts its own (LaunchInfo::self_hosted_store); outlives store_.
+  std::unique_ptr<rendezvous::StoreServerThread> server_;
   std::shared_ptr<rendezvous::Store> store_;  // run/attempt scoped
   std::unique_ptr<Communicator> comm_;        // destroyed before the store
+
+  // An exit barrier for a store rank 0 hosts: every rank says it is leaving; rank 0 stops serving
+  // only when all have (bounded: a rank that died is not waited for long), so a fast rank 0
+  // never pulls the store from under slower ranks.
+  void leave_self_hosted_store() noexcept;
 };
 
 std::string ranks_missing(rendezvous::Store& store, const std::vector<std::string>& keys) {
@@ -135,6 +149,27 @@ std::string ranks_missing(rendezvous::Store& store, const std::vector<std::strin
   return fmt::format("rank{} {} never joined", missing.size() == 1 ? "" : "s",
                      fmt::join(missing, ","));
 }
+
+void ContextImpl::leave_self_hosted_store() noexcept {
+  try {
+    const std::string base = "gpurun/left/";
+    std::vector<std::string> keys;
+    for (int r = 0; r < info_.world_size; ++r) keys.push_back(base + std::to_string(r));
+    store_->set(keys[static_cast<std::size_t>(info_.rank)], std::string_view("1"));
+    if (info_.rank != 0) return;
+    const auto limit = std::min(timeout_, std::chrono::milliseconds(60'000));
+    try {
+      store_->wait(keys, limit);
+    } catch (const StoreTimeout&) {
+      GPURUN_LOG_WARN("init",
+                      "rank 0 stops the job's store after waiting {} for every rank to finish ({})",
+                      format_duration(limit), ranks_missing(*store_, keys));
+    }
+  } catch (const std::exception& e) {
+    GPURUN_LOG_WARN("init", "leaving the job's store: {}", e.what());
+  }
+}
+
 
 // Every rank publishes its vote; rank 0 decides and publishes; everyone reads the decision.
 Backend agree_on_backend(rendezvous::Store& store, const LaunchInfo& info, const std::string& group,
@@ -206,6 +241,23 @@ std::unique_ptr<Context> init_with(const EnvMap& env, std::shared_ptr<rendezvous
     }
   }
 
+  if (!store && info.self_hosted_store && info.rank == 0) {
+    // srun / mpirun on one host with no MASTER_ADDR: this rank hosts the job's store.
+    rendezvous::StoreServerOptions so;
+    so.host = is_loopback_name(info.master_addr) ? "127.0.0.1" : "0.0.0.0";
+    so.port = info.master_port;
+    rendezvous::apply_store_env(so, env);  // GPURUN_STORE_ALLOW etc., as for gpurun's store
+    try {
+      ctx->server_ = std::make_unique<rendezvous::StoreServerThread>(so);
+    } catch (const BindError& e) {
+      throw ConfigError(fmt::format(
+          "rank 0 cannot host the job's store on port {} ({}; chosen from {}); set MASTER_PORT "
+          "to a free port for every rank (e.g. `export MASTER_PORT=29500` before srun/mpirun)",
+          info.master_port, e.what(), info.master_origin));
+    }
+    GPURUN_LOG_INFO("init", "rank 0 hosts the job's store on {} ({})", ctx->server_->address(),
+                    info.master_origin);
+  }
   if (!store) {
     if (!info.master_addr.empty()) {
       store = connect_store(info, ctx->timeout_, progress_after_from(env));

@@ -7,6 +7,7 @@
 
 #include "gpurun/common/env.h"
 #include "gpurun/common/error.h"
+#include "gpurun/common/hostlist.h"
 #include "gpurun/worker/worker.h"
 
 namespace gpurun::worker {
@@ -70,9 +71,31 @@ std::optional<int> slurm_tasks_on_node(const std::string& spec, int node) {
   return std::nullopt;
 }
 
-void read_master(const EnvMap& env, LaunchInfo& info, std::string_view how) {
+// Where the ranks meet when the launcher gave no MASTER_ADDR (srun, mpirun on one host): rank 0
+// hosts the store. Returns false when there is no such place (the caller then explains).
+using SelfHost = bool (*)(const EnvMap& env, LaunchInfo& info, std::string_view how);
+
+void read_port(const EnvMap& env, LaunchInfo& info, std::string_view how) {
+  int p = read_int(env, "MASTER_PORT", how);
+  if (p < 1 || p > 65535) {
+    throw ConfigError(fmt::format("MASTER_PORT={} is not a TCP port (1..65535); {}", p, how));
+  }
+  info.master_port = static_cast<std::uint16_t>(p);
+}
+
+void read_master(const EnvMap& env, LaunchInfo& info, std::string_view how,
+                 SelfHost self_host = nullptr) {
   auto addr = env_get(env, "MASTER_ADDR");
   auto port = env_get(env, "MASTER_PORT");
+  if (info.world_size > 1 && (!addr || addr->empty()) && self_host != nullptr &&
+      self_host(env, info, how)) {
+    info.self_hosted_store = true;
+    if (port) {
+      read_port(env, info, how);
+      info.master_origin += ", port from MASTER_PORT";
+    }
+    return;
+  }
   if (info.world_size > 1 && (!addr || addr->empty() || !port)) {
     std::string_view missing = (!addr || addr->empty()) ? "MASTER_ADDR" : "MASTER_PORT";
     throw ConfigError(
@@ -80,13 +103,53 @@ void read_master(const EnvMap& env, LaunchInfo& info, std::string_view how) {
                     missing, info.world_size, how));
   }
   if (addr) info.master_addr = *addr;
-  if (port) {
-    int p = read_int(env, "MASTER_PORT", how);
-    if (p < 1 || p > 65535) {
-      throw ConfigError(fmt::format("MASTER_PORT={} is not a TCP port (1..65535); {}", p, how));
+  if (port) read_port(env, info, how);
+  info.master_origin = "MASTER_ADDR/MASTER_PORT";
+}
+
+// srun: the step's first node (rank 0 runs there) and a port derived from the job and step ids.
+bool slurm_self_host(const EnvMap& env, LaunchInfo& info, std::string_view how) {
+  std::string var;
+  std::optional<std::string> list;
+  for (const char* v : {"SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST"}) {
+    if ((list = env_get(env, v)) && !list->empty()) {
+      var = v;
+      break;
     }
-    info.master_port = static_cast<std::uint16_t>(p);
   }
+  if (var.empty()) return false;
+  info.master_addr = expand_hostlist(*list, var).front();
+  const long long job = env_get(env, "SLURM_JOB_ID")
+                            ? read_int(env, "SLURM_JOB_ID", how)
+                            : read_opt_int(env, "SLURM_JOBID", how).value_or(0);
+  const long long step = env_get(env, "SLURM_STEP_ID")
+                             ? read_int(env, "SLURM_STEP_ID", how)
+                             : read_opt_int(env, "SLURM_STEPID", how).value_or(0);
+  info.master_port = derived_store_port(job, step);
+  info.master_origin = fmt::format(
+      "the first node of {} and a port derived from SLURM_JOB_ID={} "
+      "and SLURM_STEP_ID={}",
+      var, job, step);
+  return true;
+}
+
+// mpirun: only when every rank runs on this host (no host list to pick from otherwise).
+bool mpirun_self_host(const EnvMap& env, LaunchInfo& info, std::string_view /*how*/) {
+  if (info.local_world_size != info.world_size) return false;
+  const std::string job =
+      env_get(env, "OMPI_MCA_ess_base_jobid").value_or(env_get(env, "PMIX_NAMESPACE").value_or(""));
+  if (job.empty()) return false;
+  // FNV-1a of the job id: the same on every rank, different for concurrent jobs (almost always;
+  // a clash is a bind error on rank 0 that names MASTER_PORT as the fix).
+  std::uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : job) h = (h ^ c) * 1099511628211ULL;
+  info.master_addr = "127.0.0.1";
+  info.master_port = static_cast<std::uint16_t>(kDerivedPortBase + h % kDerivedPortSpan);
+  info.master_origin = fmt::format(
+      "127.0.0.1 (every rank of this mpirun job is on this host) and a port derived from "
+      "OMPI_MCA_ess_base_jobid={}",
+      job);
+  return true;
 }
 
 void validate(const LaunchInfo& info, std::string_view rank_var, std::string_view world_var,
@@ -117,6 +180,12 @@ void read_common(const EnvMap& env, LaunchInfo& info, std::string_view how) {
 }
 
 }  // namespace
+
+std::uint16_t derived_store_port(long long job_id, long long step_id) {
+  // Concurrent jobs (ids less than 10000 apart) and up to 4 concurrent steps of a job never share
+  // a port: 20000 + 4 x (job mod 10000) + step mod 4, in 20000..59999.
+  return static_cast<std::uint16_t>(kDerivedPortBase + 4 * (job_id % 10000) + step_id % 4);
+}
 
 LaunchInfo read_launch_info(const EnvMap& env) {
   LaunchInfo info;
@@ -153,15 +222,16 @@ LaunchInfo read_launch_info(const EnvMap& env) {
   if (env_get(env, "OMPI_COMM_WORLD_RANK")) {
     info.launcher = Launcher::kMpirun;
     std::string how =
-        "under mpirun, start a store (`gpurun-store --port 29500`) and pass `mpirun -x "
-        "MASTER_ADDR=<store host> -x MASTER_PORT=29500 ...`";
+        "under mpirun across hosts, start a store (`gpurun store --host 0.0.0.0 --port 29500`) "
+        "and pass `mpirun -x MASTER_ADDR=<store host> -x MASTER_PORT=29500 ...` (on one host "
+        "nothing is needed: rank 0 hosts the store)";
     info.rank = read_int(env, "OMPI_COMM_WORLD_RANK", how);
     info.world_size = read_int(env, "OMPI_COMM_WORLD_SIZE", how);
     info.local_rank = read_opt_int(env, "OMPI_COMM_WORLD_LOCAL_RANK", how).value_or(0);
     info.local_world_size = read_opt_int(env, "OMPI_COMM_WORLD_LOCAL_SIZE", how).value_or(1);
     validate(info, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
              "OMPI_COMM_WORLD_LOCAL_SIZE", how);
-    read_master(env, info, how);
+    read_master(env, info, how, mpirun_self_host);
     read_common(env, info, how);
     info.run_id =
         env_get(env, "TORCHELASTIC_RUN_ID")
@@ -175,8 +245,9 @@ LaunchInfo read_launch_info(const EnvMap& env) {
       (env_get(env, "SLURM_STEP_ID") || env_get(env, "SLURM_STEPID"))) {
     info.launcher = Launcher::kSrun;
     std::string how =
-        "under srun, start a store (`gpurun-store --port 29500`) and export MASTER_ADDR=<store "
-        "host> MASTER_PORT=29500 before `srun ...`";
+        "under srun, rank 0 hosts the store on the step's first node (SLURM_STEP_NODELIST); "
+        "or start one (`gpurun store --host 0.0.0.0 --port 29500`) and export "
+        "MASTER_ADDR=<store host> MASTER_PORT=29500 before `srun ...`";
     info.rank = read_int(env, "SLURM_PROCID", how);
     info.world_size = env_get(env, "SLURM_NTASKS") ? read_int(env, "SLURM_NTASKS", how)
                                                    : read_int(env, "SLURM_NPROCS", how);
@@ -197,7 +268,7 @@ LaunchInfo read_launch_info(const EnvMap& env) {
     }
     info.local_world_size = std::min(*lws, info.world_size);
     validate(info, "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE", how);
-    read_master(env, info, how);
+    read_master(env, info, how, slurm_self_host);
     read_common(env, info, how);
     auto job = env_get(env, "SLURM_JOB_ID").value_or(env_get(env, "SLURM_JOBID").value_or("slurm"));
     auto step = env_get(env, "SLURM_STEP_ID").value_or(env_get(env, "SLURM_STEPID").value_or("0"));

@@ -85,9 +85,26 @@ TEST_CASE("launch info: mpirun fallback", "[launch_info]") {
              {"OMPI_COMM_WORLD_SIZE", "2"},
              {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
              {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"}};
+  // Every rank on this host and no MASTER_ADDR: rank 0 hosts the store on loopback, at a port
+  // derived from the job id (the same on every rank).
+  env["OMPI_MCA_ess_base_jobid"] = "2060648449";
+  auto self = read_launch_info(env);
+  CHECK(self.self_hosted_store);
+  CHECK(self.master_addr == "127.0.0.1");
+  CHECK(self.master_port >= kDerivedPortBase);
+  CHECK(self.master_port < kDerivedPortBase + kDerivedPortSpan);
+  CHECK_THAT(self.master_origin, Catch::Contains("OMPI_MCA_ess_base_jobid=2060648449"));
+  env["OMPI_COMM_WORLD_RANK"] = "0";
+  env["OMPI_COMM_WORLD_LOCAL_RANK"] = "0";
+  CHECK(read_launch_info(env).master_port == self.master_port);
+  env["OMPI_COMM_WORLD_RANK"] = "1";
+  env["OMPI_COMM_WORLD_LOCAL_RANK"] = "1";
+  // Across hosts there is no host list to pick from: the error says how.
+  env["OMPI_COMM_WORLD_SIZE"] = "4";
   auto e = error_of(env);
   CHECK_THAT(e, Catch::Contains("MASTER_ADDR is not set"));
   CHECK_THAT(e, Catch::Contains("mpirun -x MASTER_ADDR"));
+  env["OMPI_COMM_WORLD_SIZE"] = "2";
   env["MASTER_ADDR"] = "127.0.0.1";
   env["MASTER_PORT"] = "29501";
   auto info = read_launch_info(env);
@@ -133,5 +150,27 @@ TEST_CASE("launch info: srun fallback", "[launch_info]") {
   CHECK(read_launch_info(env).launcher == Launcher::kNone);
   env["SLURM_STEP_ID"] = "0";
   env.erase("MASTER_ADDR");
+  env.erase("MASTER_PORT");
+  // No MASTER_ADDR: rank 0 hosts the store on the step's first node, at a port derived from the
+  // job and step ids; MASTER_PORT still wins.
+  env["SLURM_STEP_NODELIST"] = "gpu[07-08,11]";
+  env["SLURM_STEP_ID"] = "2";
+  info = read_launch_info(env);
+  CHECK(info.self_hosted_store);
+  CHECK(info.master_addr == "gpu07");
+  CHECK(info.master_port == derived_store_port(77, 2));
+  CHECK(derived_store_port(77, 2) == 20000 + 4 * 77 + 2);
+  CHECK(derived_store_port(10077, 2) == derived_store_port(77, 2));  // 10000 jobs apart
+  CHECK(derived_store_port(78, 2) != derived_store_port(77, 2));
+  CHECK(derived_store_port(77, 3) != derived_store_port(77, 2));
+  CHECK_THAT(info.master_origin, Catch::Contains("the first node of SLURM_STEP_NODELIST"));
+  env["MASTER_PORT"] = "29600";
+  CHECK(read_launch_info(env).master_port == 29600);
+  env.erase("MASTER_PORT");
+  env["SLURM_STEP_NODELIST"] = "gpu[07";
+  CHECK_THAT(error_of(env),
+             Catch::Contains("SLURM_STEP_NODELIST='gpu[07' is not a Slurm hostlist"));
+  // No node list at all (a hand-made environment): say how.
+  env.erase("SLURM_STEP_NODELIST");
   CHECK_THAT(error_of(env), Catch::Contains("export MASTER_ADDR"));
 }

@@ -54,13 +54,26 @@ struct LaunchInfo {
   std::string run_id;  // TORCHELASTIC_RUN_ID / SLURM_JOB_ID / ... or "local"
   std::string hostname;
   Launcher launcher = Launcher::kNone;
+  // Under srun/mpirun without MASTER_ADDR: rank 0 hosts the store itself at master_addr:
+  // master_port (srun: the step's first node and a port derived from the job and step ids;
+  // mpirun on one host: 127.0.0.1 and a port derived from the job id), the others connect there.
+  bool self_hosted_store = false;
+  std::string master_origin;  // where master_addr/port came from, for messages
 };
 
 // Reads RANK/LOCAL_RANK/WORLD_SIZE/LOCAL_WORLD_SIZE/MASTER_ADDR/MASTER_PORT/
 // TORCHELASTIC_RESTART_COUNT; falls back to OMPI_COMM_WORLD_* then SLURM_* when RANK is absent,
-// and to a 1-rank job when nothing is set. Throws ConfigError naming the variable and how to
-// launch correctly when values are missing or inconsistent (e.g. RANK >= WORLD_SIZE).
+// and to a 1-rank job when nothing is set. Under srun (and mpirun on one host) without
+// MASTER_ADDR, rank 0 hosts the store (see LaunchInfo::self_hosted_store). Throws ConfigError
+// naming the variable and how to launch correctly when values are missing or inconsistent (e.g.
+// RANK >= WORLD_SIZE).
 LaunchInfo read_launch_info(const EnvMap& env);
+
+// The store port a Slurm step hosts on when nobody set MASTER_PORT: 20000 + 4 x (job mod 10000)
+// + step mod 4 (the same on every task; distinct for concurrent jobs and steps on a node).
+inline constexpr int kDerivedPortBase = 20000;
+inline constexpr int kDerivedPortSpan = 40000;
+std::uint16_t derived_store_port(long long job_id, long long step_id);
 
 struct InitOptions {
   Backend backend = Backend::kAuto;  // GPURUN_BACKEND=nccl|gloo|auto overrides kAuto
@@ -90,7 +103,8 @@ class Context {
   virtual Communicator& comm() = 0;
 };
 
-// Reads the environment, connects to the store (MASTER_ADDR:MASTER_PORT), picks the device,
+// Reads the environment, connects to the store (MASTER_ADDR:MASTER_PORT; rank 0 first starts
+// it when the job hosts its own, see LaunchInfo::self_hosted_store), picks the device,
 // agrees on one backend for the whole group through the store and builds the communicator.
 // A 1-rank job with no MASTER_ADDR needs no server. Throws ConfigError / StoreTimeout / CommError.
 std::unique_ptr<Context> init(InitOptions options = {});
