@@ -3,7 +3,8 @@
 #   1. main build (CUDA code compiled when the toolkit is present; warnings are errors under CI)
 #   2. ctest: unit, e2e and interop tests (GPU-labelled tests only where a GPU is visible)
 #   3. sanitizer build (ASan+UBSan) of the unit and robustness tests, run under ctest
-#   4. libFuzzer target for the protocol parser, bounded run + corpus replay
+#   4. libFuzzer targets for the protocol parser and the store server, bounded runs + corpus
+#      replays (skipped, and said so, without clang++-16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CCACHE_BASEDIR="$PWD"
@@ -47,7 +48,11 @@ if [ "${GPURUN_SKIP_SANITIZE:-0}" != "1" ]; then
     ctest --test-dir build-asan --output-on-failure -j 2 -L 'unit|robust'
 fi
 
-if [ "${GPURUN_SKIP_FUZZ:-0}" != "1" ] && command -v clang++-16 >/dev/null; then
+if [ "${GPURUN_SKIP_FUZZ:-0}" = "1" ]; then
+  stage "fuzzing skipped: GPURUN_SKIP_FUZZ=1"
+elif ! command -v clang++-16 >/dev/null; then
+  stage "fuzzing SKIPPED: clang++-16 (libFuzzer) is not installed; apt-get install clang-16 to run it"
+else
   stage "fuzz build (build-fuzz/, clang-16 libFuzzer)"
   if [ -f tests/fuzz/CMakeLists.txt ]; then
     # Only the fuzz targets are built here (the rest of the tree is covered by the builds above).

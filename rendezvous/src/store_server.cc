@@ -8,6 +8,7 @@
 #include "gpurun/rendezvous/store_server.h"
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
@@ -18,6 +19,7 @@
 #include <boost/asio/write.hpp>
 #include <cctype>
 #include <charconv>
+#include <condition_variable>
 #include <deque>
 #include <future>
 #include <map>
@@ -52,6 +54,74 @@ constexpr std::size_t kEntryOverhead = 64;
 constexpr int kLogBurst = 10;
 constexpr auto kLogWindow = std::chrono::seconds(5);
 constexpr auto kSweepPeriod = std::chrono::milliseconds(250);
+// Work per event-loop turn on one connection, so that a 100 MB SET does not stall the others:
+// at most this much is read per turn, and a larger SET value is copied into the store in slices
+// of this size, one per turn
+// (fresh memory can be slow to touch: 25-150 MB/s on a loaded VM). Large buffers are freed by
+// the Reaper thread, off the loop (unmapping 100 MB took 20-50 ms there).
+constexpr std::size_t kTurnBytes = 64 << 10;
+constexpr std::size_t kSlicedSetAbove = 1 << 20;
+
+struct FreeDeleter {
+  void operator()(std::uint8_t* p) const noexcept { std::free(p); }
+};
+using ReadBuffer = std::unique_ptr<std::uint8_t, FreeDeleter>;
+
+// Frees large buffers on its own thread so that the event loop never waits for munmap.
+class Reaper {
+ public:
+  static constexpr std::size_t kAbove = 1 << 20;
+  ~Reaper() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+  void drop(std::string&& s) {
+    if (s.capacity() < kAbove) return;
+    push(Item{std::move(s), nullptr});
+  }
+  void drop(ReadBuffer&& b, std::size_t cap) {
+    if (cap < kAbove) {
+      b.reset();
+      return;
+    }
+    push(Item{std::string(), std::move(b)});
+  }
+
+ private:
+  struct Item {
+    std::string s;
+    ReadBuffer b;
+  };
+  void push(Item&& item) {
+    {
+      std::lock_guard lock(mu_);
+      items_.push_back(std::move(item));
+      if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+    }
+    cv_.notify_one();
+  }
+  void run() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return done_ || !items_.empty(); });
+      std::vector<Item> batch;
+      batch.swap(items_);
+      lock.unlock();
+      batch.clear();  // the frees happen here, off the loop
+      lock.lock();
+      if (done_ && items_.empty()) return;
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Item> items_;
+  bool done_ = false;
+  std::thread thread_;
+};
 
 std::string mib(std::uint64_t bytes) {
   if (bytes >= (1u << 20) && bytes % (1u << 20) == 0) return fmt::format("{} MiB", bytes >> 20);
@@ -139,7 +209,7 @@ class Session;
 
 constexpr std::size_t kMaxWills = 1024;  // per connection (an agent needs one per round)
 
-enum class Handled { kDone, kDeferred };
+enum class Handled { kDone, kDeferred, kSliced };
 
 class ServerCore : public std::enable_shared_from_this<ServerCore> {
  public:
@@ -175,6 +245,10 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
     return std::max(opts_.max_output_bytes, opts_.max_value_bytes + 64);
   }
   void release_wait_bytes(std::size_t n) { store_bytes_ -= n; }
+  // The last slice of a large SET arrived in `value`: store it (budget checked again).
+  void finish_sliced_set(Session& s, std::string key, std::string value);
+  asio::io_context& io() { return io_; }
+  Reaper& reaper() { return reaper_; }
 
   StoreServerStats stats() const {
     StoreServerStats st;
@@ -194,10 +268,22 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   std::string host_;
   std::string address_;
 
+  void serve_connected(int fd) {
+    tcp::socket sock(io_);
+    boost::system::error_code ec;
+    sock.assign(acceptor_.local_endpoint(ec).protocol(), fd, ec);
+    if (ec) {
+      ::close(fd);
+      return;
+    }
+    add_session(std::move(sock), tcp::endpoint(asio::ip::address_v4::loopback(), 0), false);
+  }
+  std::string audit() const;
+
  private:
   void do_accept();
   void on_accept(const boost::system::error_code& ec, tcp::socket sock);
-  void add_session(tcp::socket sock, const tcp::endpoint& peer);
+  void add_session(tcp::socket sock, const tcp::endpoint& peer, bool check = true);
   std::string refuse_reason(const tcp::socket& sock, const tcp::endpoint& peer);
   void resolve_allow_list();
   void arm_sweep();
@@ -230,7 +316,12 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
     } else {
       store_bytes_ += value.size();
       store_bytes_ -= it->second.size();
-      it->second.assign(value);
+      if (it->second.capacity() >= Reaper::kAbove) {
+        reaper_.drop(std::move(it->second));
+        it->second = std::string(value);
+      } else {
+        it->second.assign(value);
+      }
     }
     wake_all(key);
   }
@@ -250,6 +341,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   std::unique_ptr<PeerCredentials> creds_;
   std::vector<asio::ip::address> allowed_;
   LogLimiter peer_log_;
+  Reaper reaper_;
 
   StrMap<std::string> kv_;
   StrMap<std::deque<std::string>> queues_;
@@ -297,7 +389,7 @@ class Session : public std::enable_shared_from_this<Session> {
     boost::system::error_code ignored;
     sock_.shutdown(tcp::socket::shutdown_both, ignored);
     sock_.close(ignored);
-    in_.reset();
+    core_->reaper().drop(std::move(in_), in_cap_);
     in_cap_ = in_begin_ = in_end_ = 0;
     std::vector<std::uint8_t>().swap(out_);
     if (!writing_active_) std::vector<std::uint8_t>().swap(writing_);
@@ -334,19 +426,28 @@ class Session : public std::enable_shared_from_this<Session> {
     accounted_ = now;
   }
 
+  // A SET whose value is copied into the store in slices (see kSlicedSetAbove).
+  void start_sliced_set(std::string_view key, std::string_view value) {
+    slice_key_.assign(key);
+    slice_value_.clear();
+    slice_value_.reserve(value.size());
+    slice_src_ = value;
+  }
+
   std::size_t wait_remaining_ = 0;
   std::size_t wait_bytes_ = 0;          // store-budget bytes of the current WAIT's registrations
   std::vector<std::string> wait_keys_;  // registrations of the current WAIT, for cleanup
   // Last wills (kWillKeyPrefix): target key -> value, applied when the peer goes away.
   std::map<std::string, std::string, std::less<>> wills_;
+  std::size_t will_bytes_ = 0;  // store-budget bytes of wills_
 
  private:
   void maybe_read() {
-    if (closed_ || reading_ || deferred_) return;
+    if (closed_ || reading_ || deferred_ || slicing_) return;
     if (queued() > core_->options().max_output_bytes) return;  // resumed by on_write
     std::size_t used = in_end_ - in_begin_;
     if (used == 0 && in_cap_ > kShrinkAbove) {
-      in_.reset();
+      core_->reaper().drop(std::move(in_), in_cap_);
       in_cap_ = 0;
     }
     if (in_begin_ > 0 && (used == 0 || in_cap_ - in_end_ < kMinReadSpace)) {
@@ -365,18 +466,24 @@ class Session : public std::enable_shared_from_this<Session> {
               log::Level::kError);
         return;
       }
-      auto bigger = std::make_unique_for_overwrite<std::uint8_t[]>(cap);
-      if (used > 0) std::memcpy(bigger.get(), in_.get() + in_begin_, used);
-      in_ = std::move(bigger);
+      // realloc: large blocks are remapped by the kernel, not copied (in_begin_ is 0 here when
+      // bytes are kept, see above).
+      auto* bigger = static_cast<std::uint8_t*>(std::realloc(in_.get(), cap));
+      if (bigger == nullptr) {
+        close(fmt::format("cannot allocate a {} read buffer", mib(cap)), log::Level::kError);
+        return;
+      }
+      (void)in_.release();
+      in_.reset(bigger);
       in_cap_ = cap;
-      in_begin_ = 0;
-      in_end_ = used;
     }
     account();
     reading_ = true;
-    sock_.async_read_some(asio::buffer(in_.get() + in_end_, in_cap_ - in_end_),
-                          [self = shared_from_this()](const boost::system::error_code& ec,
-                                                      std::size_t n) { self->on_read(ec, n); });
+    sock_.async_read_some(
+        asio::buffer(in_.get() + in_end_, std::min(in_cap_ - in_end_, kTurnBytes)),
+        [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+          self->on_read(ec, n);
+        });
   }
 
   void on_read(const boost::system::error_code& ec, std::size_t n) {
@@ -416,6 +523,12 @@ class Session : public std::enable_shared_from_this<Session> {
         close(fmt::format("{} failed: {}", protocol::op_name(req.op), e.what()));
         return;
       }
+      if (h == Handled::kSliced) {
+        slicing_ = true;
+        slice_consume_ = parser_.consumed();
+        post_slice();
+        break;
+      }
       if (h == Handled::kDeferred) {
         // The request stays in the buffer (the parser is at a boundary again) and is parsed
         // anew once this connection's replies are written.
@@ -428,11 +541,34 @@ class Session : public std::enable_shared_from_this<Session> {
     if (in_begin_ == in_end_) in_begin_ = in_end_ = 0;
     // The frame deadline covers a request that has started arriving; it restarts whenever a
     // request completes, and idle connections (nothing buffered) have none.
-    if (in_begin_ == in_end_ || deferred_) {
+    if (in_begin_ == in_end_ || deferred_ || slicing_) {
       frame_started_.reset();
     } else if (progressed || !frame_started_) {
       frame_started_ = std::chrono::steady_clock::now();
     }
+  }
+
+  void post_slice() {
+    asio::post(core_->io(), [self = shared_from_this()] { self->slice(); });
+  }
+  // One turn's worth of a sliced SET; the last one stores it and resumes the connection.
+  void slice() {
+    if (closed_) return;
+    std::size_t n = std::min(kTurnBytes, slice_src_.size() - slice_value_.size());
+    slice_value_.append(slice_src_.substr(slice_value_.size(), n));
+    if (slice_value_.size() < slice_src_.size()) {
+      post_slice();
+      return;
+    }
+    slicing_ = false;
+    slice_src_ = {};
+    core_->finish_sliced_set(*this, std::move(slice_key_), std::move(slice_value_));
+    slice_value_ = std::string();
+    if (closed_) return;
+    in_begin_ += slice_consume_;
+    process();
+    if (closed_) return;
+    pump(false);
   }
 
   // Writes what is queued, retries a deferred request once there is room, and reads again.
@@ -509,7 +645,7 @@ class Session : public std::enable_shared_from_this<Session> {
   tcp::socket sock_;
   tcp::endpoint peer_;
   protocol::RequestParser parser_;
-  std::unique_ptr<std::uint8_t[]> in_;
+  ReadBuffer in_;
   std::size_t in_cap_ = 0, in_begin_ = 0, in_end_ = 0;
   std::vector<std::uint8_t> out_;      // replies not yet handed to the socket
   std::vector<std::uint8_t> writing_;  // the buffer of the write in flight
@@ -518,6 +654,10 @@ class Session : public std::enable_shared_from_this<Session> {
   bool reading_ = false;
   bool writing_active_ = false;
   bool deferred_ = false;  // a request waits in the buffer for output space
+  bool slicing_ = false;   // a large SET is being copied into the store, one slice per turn
+  std::string slice_key_, slice_value_;
+  std::string_view slice_src_;  // the value, in in_ (which is not touched while slicing)
+  std::size_t slice_consume_ = 0;
   bool closed_ = false;
 };
 
@@ -677,6 +817,32 @@ std::string ServerCore::refuse_reason(const tcp::socket& sock, const tcp::endpoi
   return "";
 }
 
+std::string ServerCore::audit() const {
+  std::uint64_t bytes = 0;
+  for (const auto& [k, v] : kv_) bytes += entry_bytes(k, v.size());
+  for (const auto& [k, q] : queues_) {
+    bytes += k.size() + kEntryOverhead;
+    for (const auto& item : q) bytes += item.size() + kEntryOverhead;
+  }
+  std::uint64_t waiting = 0, out = 0;
+  for (const Session* s : sessions_) {
+    bytes += s->wait_bytes_ + s->will_bytes_;
+    if (s->wait_remaining_ > 0) ++waiting;
+    out += s->queued();
+  }
+  std::string why;
+  if (bytes != store_bytes_) {
+    why += fmt::format("store bytes counted {} but recounted {}; ", store_bytes_, bytes);
+  }
+  if (waiting != waiting_) why += fmt::format("waiters counted {} but {}; ", waiting_, waiting);
+  if (store_bytes_ > opts_.max_store_bytes) {
+    why += fmt::format("store bytes {} over the budget {}; ", store_bytes_, opts_.max_store_bytes);
+  }
+  if (out > buffer_bytes_)
+    why += fmt::format("queued output {} over the buffer total {}; ", out, buffer_bytes_);
+  return why;
+}
+
 void ServerCore::arm_sweep() {
   if (stopped_) return;
   sweep_.expires_after(kSweepPeriod);
@@ -743,7 +909,7 @@ void ServerCore::on_accept(const boost::system::error_code& ec, tcp::socket sock
   do_accept();
 }
 
-void ServerCore::add_session(tcp::socket sock, const tcp::endpoint& peer) {
+void ServerCore::add_session(tcp::socket sock, const tcp::endpoint& peer, bool check) {
   ++accepted_;
   if (sessions_.size() >= max_connections_) {
     ++refused_;
@@ -757,7 +923,7 @@ void ServerCore::add_session(tcp::socket sock, const tcp::endpoint& peer) {
     sock.close(ignored);
     return;
   }
-  if (!refuse_reason(sock, peer).empty()) {
+  if (check && !refuse_reason(sock, peer).empty()) {
     ++refused_;
     boost::system::error_code ignored;
     linger l{true, 0};  // RST: the stranger's bytes are never read
@@ -788,6 +954,8 @@ void ServerCore::stop() {
 
 void ServerCore::on_session_closed(Session* s) {
   sessions_.erase(s);
+  store_bytes_ -= s->will_bytes_;  // pending wills were budgeted; what they store is counted below
+  s->will_bytes_ = 0;
   if (stopped_) return;  // the server going down is nobody's death
   // The peer is gone (EOF, reset, protocol error): its wills fire, each only if its target is
   // still absent, so the first reason written for a key (by a live peer or a will) stays.
@@ -909,6 +1077,23 @@ bool ServerCore::reserve_store(Session& s, std::int64_t delta, const Request& re
   return false;
 }
 
+void ServerCore::finish_sliced_set(Session& s, std::string key, std::string value) {
+  Request req;
+  req.op = Op::kSet;
+  if (!reserve_store(s, set_delta(key, value.size()), req, key)) return;
+  auto it = kv_.find(key);
+  if (it == kv_.end()) {
+    store_bytes_ += entry_bytes(key, value.size());
+    it = kv_.emplace(std::move(key), std::move(value)).first;
+  } else {
+    store_bytes_ += value.size();
+    store_bytes_ -= it->second.size();
+    std::swap(it->second, value);
+    reaper_.drop(std::move(value));
+  }
+  wake_all(it->first);
+}
+
 Handled ServerCore::handle(Session& s, const Request& req) {
   if (std::size_t bytes = reply_size(req); bytes > 0) {
     if (auto h = admit_reply(s, bytes, req)) return *h;
@@ -925,10 +1110,23 @@ Handled ServerCore::handle(Session& s, const Request& req) {
           s.close(fmt::format("more than {} last wills on one connection", kMaxWills));
           break;
         }
+        // Pending wills count against the store budget like stored entries.
+        auto w = s.wills_.find(target);
+        std::int64_t old = w == s.wills_.end()
+                               ? 0
+                               : static_cast<std::int64_t>(entry_bytes(w->first, w->second.size()));
+        std::int64_t now = static_cast<std::int64_t>(entry_bytes(target, req.value.size()));
+        if (!reserve_store(s, now - old, req, req.key)) break;
+        store_bytes_ += static_cast<std::uint64_t>(now - old);
+        s.will_bytes_ += static_cast<std::size_t>(now - old);
         s.wills_[std::move(target)] = std::string(req.value);
         break;
       }
       if (!reserve_store(s, set_delta(req.key, req.value.size()), req, req.key)) break;
+      if (req.value.size() > kSlicedSetAbove) {
+        s.start_sliced_set(req.key, req.value);
+        return Handled::kSliced;
+      }
       set_value(req.key, req.value);
       break;
     case Op::kCompareSet: {
@@ -1019,7 +1217,12 @@ Handled ServerCore::handle(Session& s, const Request& req) {
       if (req.key.starts_with(kWillKeyPrefix)) {
         auto w = s.wills_.find(req.key.substr(kWillKeyPrefix.size()));
         const bool had = w != s.wills_.end();
-        if (had) s.wills_.erase(w);
+        if (had) {
+          std::size_t bytes = entry_bytes(w->first, w->second.size());
+          store_bytes_ -= bytes;
+          s.will_bytes_ -= bytes;
+          s.wills_.erase(w);
+        }
         protocol::reply_i64(out, had ? 1 : 0);
         break;
       }
@@ -1027,6 +1230,7 @@ Handled ServerCore::handle(Session& s, const Request& req) {
       bool found = it != kv_.end();
       if (found) {
         store_bytes_ -= entry_bytes(it->first, it->second.size());
+        reaper_.drop(std::move(it->second));
         kv_.erase(it);
       }
       protocol::reply_i64(out, found ? 1 : 0);
@@ -1174,6 +1378,8 @@ std::uint16_t StoreServer::port() const { return impl_->core->port_; }
 std::string StoreServer::host() const { return impl_->core->host_; }
 std::string StoreServer::address() const { return impl_->core->address_; }
 void StoreServer::stop() { impl_->core->stop(); }
+void StoreServer::serve_connected(int fd) { impl_->core->serve_connected(fd); }
+std::string StoreServer::audit() const { return impl_->core->audit(); }
 StoreServerStats StoreServer::stats() const { return impl_->core->stats(); }
 
 // ---- StoreServerThread -----------------------------------------------------------------------

@@ -293,3 +293,22 @@ TEST_CASE("limits: a local peer running as another uid is refused", "[robust]") 
   me.send(cat({{0x04}, wstr("/stranger"), i64le(5)}));
   CHECK(me.recv_i64() == 5);
 }
+
+TEST_CASE("limits: a large SET is stored in slices and ordered with what follows it", "[robust]") {
+  StoreServerThread srv(opts());
+  RawClient c(srv.port());
+  c.v2();
+  std::string big(5 << 20, 'b');
+  for (std::size_t i = 0; i < big.size(); i += 4093) big[i] = static_cast<char>('a' + i % 26);
+  std::string big2(3 << 20, 'c');
+  // SET, GET, overwrite with another large value, GET, DELETE-free check: one write, pipelined.
+  c.send(cat({set2("k", big), get2("k"), set2("k", big2), get2("k"), ping2(3)}));
+  CHECK(c.recv_bytes() == big);
+  CHECK(c.recv_bytes() == big2);
+  auto r = c.recv(4);
+  CHECK(r[0] == 3);
+  auto st = srv.stats();
+  CHECK(st.keys == 1);
+  CHECK(st.store_bytes == 1 + big2.size() + 64);
+  CHECK(srv.stats().connections_rejected == 0);
+}

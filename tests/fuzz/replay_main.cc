@@ -1,5 +1,5 @@
 // Replays saved fuzz inputs through LLVMFuzzerTestOneInput without libFuzzer (ordinary builds):
-//   protocol_fuzz_replay <file-or-dir>...
+//   protocol_fuzz_replay / store_fuzz_replay <file-or-dir>...
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
   std::printf("replayed %zu input(s)\n", files);
   if (files == 0) {
     std::fprintf(stderr,
-                 "protocol_fuzz_replay: error: no inputs found; pass corpus files or "
+                 "fuzz replay: error: no inputs found; pass corpus files or "
                  "directories\n");
     return 1;
   }

@@ -96,6 +96,13 @@ class StoreServer {
 
   StoreServerStats stats() const;
 
+  // For the fuzzer and tests: serves `fd`, an already-connected stream socket (e.g. one end of a
+  // socketpair), as if it had been accepted; takes ownership. No peer checks apply to it.
+  void serve_connected(int fd);
+  // Recounts what the limits account for (stored bytes, waiters) from the data itself; returns
+  // "" when the running counters agree, else what differs. Linear in the store's size.
+  std::string audit() const;
+
  private:
   struct Impl;
   std::shared_ptr<Impl> impl_;
