@@ -33,6 +33,12 @@ Backend parse_backend(const std::string& text, const std::string& what) {
   throw ConfigError(fmt::format("{}='{}' is not a backend; use nccl, gloo or auto", what, text));
 }
 
+bool nccl_check_descriptors(const EnvMap& env) {
+  if (auto v = env_bool(env, "GPURUN_COMM_CHECK")) return *v;
+  auto debug = env_get(env, "TORCH_DISTRIBUTED_DEBUG");
+  return debug && (*debug == "DETAIL" || *debug == "detail");
+}
+
 std::chrono::milliseconds resolve_timeout(const InitOptions& options, const EnvMap& env) {
   if (options.timeout) return *options.timeout;
   // GPURUN_COMM_TIMEOUT is ours. GPURUN_TIMEOUT is the launcher's whole-run --timeout (workers
@@ -170,7 +176,6 @@ void ContextImpl::leave_self_hosted_store() noexcept {
   }
 }
 
-
 // Every rank publishes its vote; rank 0 decides and publishes; everyone reads the decision.
 Backend agree_on_backend(rendezvous::Store& store, const LaunchInfo& info, const std::string& group,
                          GpuVote mine, Backend requested, const std::string& requested_by,
@@ -295,6 +300,8 @@ std::unique_ptr<Context> init_with(const EnvMap& env, std::shared_ptr<rendezvous
     nc.group_store = group_store;
     nc.group = options.group_name;
     nc.timeout = ctx->timeout_;
+    nc.progress_after = progress_after_from(env);
+    nc.check_descriptors = nccl_check_descriptors(env);
     ctx->comm_ = load_nccl_communicator(nc);
   } else {
     GlooConfig gc;

@@ -27,6 +27,10 @@ Backend parse_backend(const std::string& text, const std::string& what);
 // (the launcher's whole-run limit), else kDefaultTimeout. A value of 0 means no limit.
 std::chrono::milliseconds resolve_timeout(const InitOptions& options, const EnvMap& env);
 
+// Whether NCCL collectives check their descriptors (GPURUN_COMM_CHECK, else
+// TORCH_DISTRIBUTED_DEBUG=DETAIL); Gloo collectives always do.
+bool nccl_check_descriptors(const EnvMap& env);
+
 // Connects a TcpStore to MASTER_ADDR:MASTER_PORT (defined in init_env.cc), printing progress
 // lines while it cannot (see gpurun/common/progress.h).
 std::shared_ptr<rendezvous::Store> connect_store(const LaunchInfo& info,

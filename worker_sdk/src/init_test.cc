@@ -39,6 +39,15 @@ TEST_CASE("backend decision", "[init]") {
       Catch::Contains("GPURUN_BACKEND='mpi' is not a backend; use nccl, gloo or auto"));
 }
 
+TEST_CASE("NCCL descriptor checks are opt-in, as torch's DETAIL mode", "[init]") {
+  CHECK_FALSE(nccl_check_descriptors({}));
+  CHECK(nccl_check_descriptors({{"GPURUN_COMM_CHECK", "1"}}));
+  CHECK(nccl_check_descriptors({{"TORCH_DISTRIBUTED_DEBUG", "DETAIL"}}));
+  CHECK_FALSE(nccl_check_descriptors({{"TORCH_DISTRIBUTED_DEBUG", "INFO"}}));
+  CHECK_FALSE(
+      nccl_check_descriptors({{"TORCH_DISTRIBUTED_DEBUG", "DETAIL"}, {"GPURUN_COMM_CHECK", "0"}}));
+}
+
 TEST_CASE("timeout resolution", "[init]") {
   InitOptions o;
   CHECK(resolve_timeout(o, {}) == kDefaultTimeout);

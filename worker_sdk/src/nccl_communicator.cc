@@ -4,10 +4,13 @@
 #include <fmt/format.h>
 #include <nccl.h>
 
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "arrival.h"
 #include "collective_checks.h"
+#include "collective_desc.h"
 #include "gpurun/common/duration.h"
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
@@ -70,7 +73,8 @@ class NcclCommunicator final : public Communicator {
         size_(cfg.size),
         device_(cfg.device),
         timeout_(cfg.timeout),
-        tracker_(cfg.group_store, cfg.rank, cfg.size, cfg.timeout) {
+        check_(cfg.check_descriptors && cfg.size > 1),
+        tracker_(cfg.group_store, cfg.rank, cfg.size, cfg.timeout, cfg.progress_after, "nccl") {
     cuda_check(cudaSetDevice(device_), fmt::format("cudaSetDevice({})", device_));
     ncclUniqueId id{};
     const std::string key = fmt::format("nccl/{}/uid", cfg.group);
@@ -110,6 +114,11 @@ class NcclCommunicator final : public Communicator {
     }
     cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     cuda_check(cudaMalloc(&scratch_, sizeof(float)), "cudaMalloc(barrier scratch)");
+    if (check_) {
+      descs_.resize(static_cast<std::size_t>(size_));
+      cuda_check(cudaMalloc(&descs_dev_, sizeof(NumberedDesc) * descs_.size()),
+                 "cudaMalloc(descriptor check)");
+    }
     GPURUN_LOG_INFO("comm", "nccl connected: rank {}/{} on cuda:{}", rank_, size_, device_);
   }
 
@@ -122,6 +131,7 @@ class NcclCommunicator final : public Communicator {
       }
     }
     if (scratch_ != nullptr) cudaFree(scratch_);
+    if (descs_dev_ != nullptr) cudaFree(descs_dev_);
     if (stage_ != nullptr) cudaFree(stage_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
@@ -131,17 +141,17 @@ class NcclCommunicator final : public Communicator {
   int size() const override { return size_; }
 
   void all_reduce(void* buf, std::size_t count, DataType type, ReduceOp op) override {
-    run("all_reduce", [&] {
+    run(CollectiveDesc::all_reduce(count, type, op), [&] {
       return ncclAllReduce(buf, buf, count, nccl_type(type), nccl_op(op), comm_, stream_);
     });
   }
   void broadcast(void* buf, std::size_t count, DataType type, int root) override {
     check_root(rank_, size_, root, "broadcast");
-    run("broadcast",
+    run(CollectiveDesc::broadcast(count, type, root),
         [&] { return ncclBroadcast(buf, buf, count, nccl_type(type), root, comm_, stream_); });
   }
   void all_gather(const void* send, void* recv, std::size_t count, DataType type) override {
-    run("all_gather",
+    run(CollectiveDesc::all_gather(count, type),
         [&] { return ncclAllGather(send, recv, count, nccl_type(type), comm_, stream_); });
   }
   void gather(const void* send, void* recv, const std::vector<std::size_t>& counts, DataType type,
@@ -149,7 +159,7 @@ class NcclCommunicator final : public Communicator {
     check_root(rank_, size_, root, "gather");
     check_counts(rank_, size_, counts, "gather");
     const std::size_t es = size_of(type);
-    run("gather", [&]() -> ncclResult_t {
+    run(CollectiveDesc::gather(counts, type, root), [&]() -> ncclResult_t {
       ncclResult_t r = ncclGroupStart();
       if (r != ncclSuccess) return r;
       if (rank_ == root) {
@@ -178,12 +188,12 @@ class NcclCommunicator final : public Communicator {
   }
   void reduce_scatter(const void* send, void* recv, std::size_t count, DataType type,
                       ReduceOp op) override {
-    run("reduce_scatter", [&] {
+    run(CollectiveDesc::reduce_scatter(count, type, op), [&] {
       return ncclReduceScatter(send, recv, count, nccl_type(type), nccl_op(op), comm_, stream_);
     });
   }
   void barrier() override {
-    run("barrier",
+    run(CollectiveDesc::barrier(),
         [&] { return ncclAllReduce(scratch_, scratch_, 1, ncclFloat32, ncclSum, comm_, stream_); });
   }
 
@@ -252,20 +262,45 @@ class NcclCommunicator final : public Communicator {
   }
 
   template <typename Enqueue>
-  void run(const char* op, Enqueue&& enqueue) {
-    if (aborted_) {
-      throw CommError(
-          fmt::format("nccl {} on rank {} refused (the communicator was aborted after "
-                      "an earlier failure); restart the job",
-                      op, rank_));
+  void run(const CollectiveDesc& desc, Enqueue&& enqueue) {
+    const char* op = to_string(desc.op);
+    if (aborted_ || !broken_.empty()) {
+      throw CommError(fmt::format(
+          "nccl {} on rank {} refused ({}); restart the job", op, rank_,
+          broken_.empty() ? "the communicator was aborted after an earlier failure" : broken_));
     }
-    const std::uint64_t seq = tracker_.enter(op);
+    const std::uint64_t seq = tracker_.enter(op, desc);
+    const ArrivalTracker::Leave leave(tracker_);
     cuda_check(cudaSetDevice(device_), fmt::format("cudaSetDevice({})", device_));
+    if (check_) check_descriptors(op, {seq, desc});
     ncclResult_t r = enqueue();
     if (r != ncclSuccess && r != ncclInProgress) {
       fail(op, seq, fmt::format("enqueue failed: {}", nccl_message(r, comm_)));
     }
     wait(op, seq);
+  }
+
+  // Every rank's numbered descriptor through one ncclAllGather (fixed size, so it cannot itself
+  // mismatch), compared on the host before the collective's data is enqueued. On a mismatch
+  // nothing else was enqueued, so every rank throws with its buffers unchanged.
+  void check_descriptors(const char* op, const NumberedDesc& mine) {
+    auto* dev = static_cast<NumberedDesc*>(descs_dev_);
+    cuda_check(cudaMemcpyAsync(dev + rank_, &mine, sizeof mine, cudaMemcpyHostToDevice, stream_),
+               "cudaMemcpyAsync(descriptor)");
+    ncclResult_t r = ncclAllGather(dev + rank_, dev, sizeof mine, ncclUint8, comm_, stream_);
+    if (r != ncclSuccess && r != ncclInProgress) {
+      fail(op, mine.seq, fmt::format("descriptor exchange failed: {}", nccl_message(r, comm_)));
+    }
+    cuda_check(cudaMemcpyAsync(descs_.data(), dev, sizeof mine * descs_.size(),
+                               cudaMemcpyDeviceToHost, stream_),
+               "cudaMemcpyAsync(descriptors)");
+    wait(op, mine.seq);
+    if (!all_match(descs_)) {
+      std::string msg = mismatch_message("nccl", rank_, size_, descs_);
+      broken_ = fmt::format("{} #{} mismatch", op, mine.seq);
+      GPURUN_LOG_INFO("comm", "{}", msg);
+      throw CommError(msg);
+    }
   }
 
   // Polls the stream against the deadline; aborts the communicator on timeout or async error.
@@ -313,7 +348,11 @@ class NcclCommunicator final : public Communicator {
   int size_;
   int device_;
   std::chrono::milliseconds timeout_;
+  bool check_;  // NcclConfig::check_descriptors
   ArrivalTracker tracker_;
+  std::vector<NumberedDesc> descs_;  // check_descriptors: every rank's, on the host
+  void* descs_dev_ = nullptr;        // ... and on the device
+  std::string broken_;               // why later calls are refused (a mismatch)
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
   void* scratch_ = nullptr;

@@ -22,6 +22,11 @@ struct NcclConfig {
   std::shared_ptr<rendezvous::Store> group_store;  // group-scoped (arrival keys)
   std::string group = "default";
   std::chrono::milliseconds timeout{30 * 60 * 1000};
+  std::chrono::milliseconds progress_after{10'000};  // GPURUN_WAIT_PROGRESS
+  // Exchange every collective's descriptor (collective_desc.h) before its data, as the Gloo paths
+  // always do: one extra 32-byte-per-rank ncclAllGather and a stream sync per collective, so it is
+  // opt-in (GPURUN_COMM_CHECK=1, or TORCH_DISTRIBUTED_DEBUG=DETAIL as for torch's own check).
+  bool check_descriptors = false;
 };
 
 std::unique_ptr<Communicator> make_nccl_communicator(const NcclConfig& cfg);
