@@ -293,7 +293,8 @@ const std::vector<OptionSpec>& options() {
                  parse_int_in(value, origin, 0, 1 << 30, "a non-negative integer")),
        nullptr},
       {"--role", 0, true, EnvKind::kPet, Group::kTorchrun, "NAME",
-       "worker role: ROLE_NAME and the [NAME<local_rank>] log header [default]",
+       "worker role: ROLE_NAME and, on streams tee'd with -t, torchrun's [NAME<local_rank>]: "
+       "line header [default]",
        VALUE(st.cfg.role = value), nullptr},
       {"--standalone", 0, false, EnvKind::kPet, Group::kTorchrun, nullptr,
        "single-node job: c10d rendezvous on localhost with a free port and a fresh run id", nullptr,
@@ -968,7 +969,9 @@ std::string help_text() {
          "       gpurun info [options]          GPUs, versions, interfaces, port, env\n"
          "       gpurun store [store options]   a standalone rendezvous store server\n"
          "\n"
-         "Starts N workers of PROGRAM (a native program, or a .py script run as python -u),\n"
+         "Starts N workers of PROGRAM (run as python -u PROGRAM, as torchrun does, unless it is "
+         "an\n"
+         "ELF binary, an executable #! script, a command in PATH, or --no-python is given),\n"
          "each with torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, ...),\n"
          "hosts their store, supervises them and explains failures. Everything after PROGRAM\n"
          "goes to PROGRAM unchanged; use -- before a PROGRAM that starts with '-'.\n"
@@ -1024,6 +1027,9 @@ std::string help_text() {
          "  4      --nproc-per-node gpu but no GPU visible\n"
          "  124    --timeout expired\n"
          "  130    interrupted (Ctrl-C)\n"
+         "The summary's last line and --summary-json (exit_code_origin) say whether the code\n"
+         "came from a worker or from gpurun. --exit-code-mode torchrun: 1 for any failure\n"
+         "(2 stays a usage error), as torchrun.\n"
          "\n"
          "environment:\n"
          "  PET_<OPTION>             default for a torchrun option (a flag wins); booleans 1/0\n"

@@ -74,8 +74,10 @@ int main(int argc, char** argv) {
         return rendezvous::store_main(static_cast<int>(store_args.size()), store_argv.data());
       }
       case Action::kDryRun:
-      case Action::kRun:
-        return run(cfg, env);
+      case Action::kRun: {
+        const int rc = run(cfg, env);  // also the multi-node paths' own codes
+        return cfg.torchrun_exit_codes ? torchrun_exit_code(rc) : rc;
+      }
     }
     return 0;
   } catch (const NoGpuError& e) {

@@ -308,7 +308,7 @@ class PosixProcessRunner final : public ProcessRunner {
     // ---- parent ----
     ::setpgid(pid, pid);  // also done by the child; whichever runs first wins the race
     if (give_tty) {
-      ::tcsetpgrp(0, pid);  // gpurun is still in the foreground here: no SIGTTOU
+      hand_terminal_to(pid);  // the child has usually done it already (CLONE_VFORK)
       tty_owner_ = pid;
     }
     exec_w.reset();
@@ -428,6 +428,39 @@ class PosixProcessRunner final : public ProcessRunner {
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   }
 
+  // tcsetpgrp(0, pgrp) with SIGTTOU blocked: gpurun may already be in the background (the
+  // child made itself the foreground first), and a background tcsetpgrp would stop gpurun.
+  static void hand_terminal_to(pid_t pgrp) {
+    sigset_t ttou, old;
+    ::sigemptyset(&ttou);
+    ::sigaddset(&ttou, SIGTTOU);
+    ::pthread_sigmask(SIG_BLOCK, &ttou, &old);
+    ::tcsetpgrp(0, pgrp);
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
+
+  // Ctrl-Z: the worker that has the terminal stopped (SIGTSTP/SIGTTIN/SIGTTOU). As if it were
+  // in gpurun's process group (torchrun 1.13's workers are): the terminal goes back to the
+  // shell's job (gpurun), the other workers are stopped and gpurun stops itself, so the shell
+  // regains the prompt; on `fg` (SIGCONT to gpurun) all continue and the worker gets the
+  // terminal again. gpurun's group being orphaned (no job control) drops the stop: all go on.
+  void suspend_with(pid_t pid, int sig) {
+    if (sig != SIGTSTP && sig != SIGTTIN && sig != SIGTTOU) return;
+    take_terminal_back();
+    for (auto& [other, c] : children_) {
+      if (other != pid && !c.reaped) ::kill(-other, SIGSTOP);
+    }
+    ::raise(SIGTSTP);  // SIG_DFL: gpurun stops here until SIGCONT
+    if (::isatty(0) == 1 && ::tcgetpgrp(0) == ::getpgrp()) {
+      saved_tty_ok_ = ::tcgetattr(0, &saved_tty_) == 0;
+      hand_terminal_to(pid);
+      tty_owner_ = pid;
+    }
+    for (auto& [other, c] : children_) {
+      if (!c.reaped) ::kill(-other, SIGCONT);
+    }
+  }
+
   // Also over an inherited SIG_IGN (torchrun's signal.signal() does the same): a script's
   // `gpurun ... &` starts with SIGINT ignored, and `kill -INT` must still stop the job.
   void install(int sig) {
@@ -436,7 +469,7 @@ class PosixProcessRunner final : public ProcessRunner {
     struct sigaction sa {};
     sa.sa_handler = on_signal;
     ::sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART | (sig == SIGCHLD ? SA_NOCLDSTOP : 0);
+    sa.sa_flags = SA_RESTART;  // SIGCHLD also for a stop: Ctrl-Z of the worker with the terminal
     ::sigaction(sig, &sa, nullptr);
     old_actions_[sig] = old;
     handled_signals_.push_back(sig);
@@ -506,10 +539,14 @@ class PosixProcessRunner final : public ProcessRunner {
   void reap_children(std::vector<RunnerEvent>& events) {
     for (;;) {
       int st = 0;
-      const pid_t pid = ::waitpid(-1, &st, WNOHANG);
+      const pid_t pid = ::waitpid(-1, &st, WNOHANG | WUNTRACED);
       if (pid <= 0) {
         if (pid < 0 && errno == EINTR) continue;
         return;
+      }
+      if (WIFSTOPPED(st)) {
+        if (pid == tty_owner_) suspend_with(pid, WSTOPSIG(st));
+        continue;  // other stops (a debugger's SIGSTOP) are the user's business
       }
       auto it = children_.find(pid);
       if (it == children_.end()) continue;  // not ours

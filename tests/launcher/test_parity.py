@@ -337,6 +337,32 @@ class Terminal(unittest.TestCase):
         self.assertEqual(self.read("before"), self.read("after"))  # stty -g: settings restored
         self.assertEqual(self.read("fg"), "fg True")  # the shell's group has the terminal again
 
+    def test_ctrl_z_and_fg_in_an_interactive_shell(self):
+        """Ctrl-Z stops the job and gives the prompt back; fg gives the worker the terminal
+        again, as with torchrun (whose workers share its process group)."""
+        worker = os.path.join(self.dir, "w.py")
+        with open(worker, "w") as f:
+            f.write("print('got', input('first? '))\n")
+        r = self.tmux("new-session", "-d", "-s", self.session, "-x", "200", "-y", "50",
+                      "env PS1='PROMPT$ ' bash --norc --noprofile -i")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.wait_pane("PROMPT$")
+        self.tmux("send-keys", "-t", self.session,
+                  f"PYTHON_EXEC={PYTHON} {binary('gpurun')} {worker}", "Enter")
+        self.wait_pane("first?")
+        self.tmux("send-keys", "-t", self.session, "C-z")
+        self.wait_pane("Stopped")
+        wait_until(lambda: self.pane().rstrip().endswith("PROMPT$"), timeout=30,
+                   what="the shell's prompt after Ctrl-Z")
+        self.tmux("send-keys", "-t", self.session, "fg", "Enter")
+        # The worker reads the terminal again (no SIGTTIN): what is typed reaches it.
+        self.tmux("send-keys", "-t", self.session, "abc", "Enter")
+        self.wait_pane("got abc")
+        wait_until(lambda: self.pane().rstrip().endswith("PROMPT$"), timeout=30,
+                   what="the shell's prompt after the job")
+        self.tmux("send-keys", "-t", self.session, "echo rc=$?", "Enter")
+        self.wait_pane("rc=0")
+
     def test_stdin_rank_among_several_and_dev_null_for_the_others(self):
         worker = os.path.join(self.dir, "w.py")
         with open(worker, "w") as f:
