@@ -36,6 +36,10 @@ namespace {
 std::string loader_search_path() {
   void* self = ::dlopen(nullptr, RTLD_NOW);
   if (self == nullptr) return "unknown";
+  struct Close {
+    void* h;
+    ~Close() { ::dlclose(h); }
+  } close{self};
   Dl_serinfo probe{};
   if (::dlinfo(self, RTLD_DI_SERINFOSIZE, &probe) != 0) return "unknown";
   std::vector<std::max_align_t> buf(probe.dls_size / sizeof(std::max_align_t) + 1);

@@ -21,6 +21,8 @@ namespace gpurun::worker::detail {
 
 inline constexpr const char* kCudaModuleFile = "libgpurun_worker_cuda.so";
 inline constexpr const char* kCudaModuleSymbol = "gpurun_worker_cuda_module_v1";
+// Bump (and rename the symbol's _vN) when CudaModule, NcclConfig, DeviceMemory or Communicator
+// change layout: the loader then refuses an older module instead of calling into it.
 inline constexpr int kCudaModuleAbi = 1;
 
 struct CudaModule {
