@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -256,6 +257,12 @@ std::string format_torchrun_block(const FailureReport& report) {
 std::string explain_failure(const FailureEntry& f, bool has_last_lines) {
   const WorkerRecord& w = f.worker;
   if (!w.exec_error.empty()) {
+    if (w.exec_error.find("Argument list too long") != std::string::npos) {  // E2BIG
+      return fmt::format(
+          "cannot run '{}': {}: its arguments and environment together pass the kernel's limit "
+          "(getconf ARG_MAX; one string at most 128 KiB); pass large data in a file instead",
+          w.argv0, w.exec_error);
+    }
     if (!f.python_program.empty()) {
       return fmt::format(
           "cannot run the Python interpreter '{}' for '{}': {}; install Python or point "
@@ -263,7 +270,10 @@ std::string explain_failure(const FailureEntry& f, bool has_last_lines) {
           w.argv0, f.python_program, w.exec_error, f.python_program);
     }
     std::string hint = "check the path";
-    if (w.exec_error.find("Permission denied") != std::string::npos) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(w.argv0, ec)) {
+      hint = "it is a directory, not a program";
+    } else if (w.exec_error.find("Permission denied") != std::string::npos) {
       hint = "check that it is executable (chmod +x) and not a directory";
     } else if (w.exec_error.find("Exec format error") != std::string::npos) {
       hint = "it is not a program for this machine (another architecture?)";

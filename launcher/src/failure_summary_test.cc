@@ -130,6 +130,15 @@ TEST_CASE("summary: exec failure is one line", "[summary]") {
   CHECK(format_failure_summary(rep).find("check that it is executable (chmod +x)") !=
         std::string::npos);
   CHECK(format_failure_summary(rep).find("--no-python") == std::string::npos);
+  rep.root->worker.argv0 = "/tmp";  // execve of a directory fails with EACCES
+  CHECK(format_failure_summary(rep).find("cannot run '/tmp': Permission denied; it is a "
+                                         "directory, not a program") != std::string::npos);
+  rep.root->worker.exec_error = "Argument list too long";
+  rep.root->python_program = "train";  // E2BIG is about the size, not about Python
+  CHECK(format_failure_summary(rep).find("arguments and environment together pass the kernel's "
+                                         "limit") != std::string::npos);
+  CHECK(format_failure_summary(rep).find("PYTHON_EXEC") == std::string::npos);
+  rep.root->python_program.clear();
   // The interpreter itself is missing: that is what the advice is about.
   rep.root->worker.exec_error = "No such file or directory";
   rep.root->worker.argv0 = "python9";
