@@ -438,6 +438,8 @@ class MultiNode(unittest.TestCase):
             for proc in procs:
                 proc.kill()
         all_ranks = {}
+        # Node 0 hosts the store on a loopback address: it says so at once (issue 16).
+        self.assertIn("--master-addr 127.0.0.1 is a loopback address", results[0][2])
         for node, (rc, out, err, nproc) in results.items():
             self.assertEqual(rc, 0, err)
             envs = parse_env(out)
@@ -459,6 +461,7 @@ class MultiNode(unittest.TestCase):
                    "--rdzv-timeout", "1s", *hello())
         self.assertEqual(p.returncode, 3, p.stderr)
         self.assertIn("waiting for role_info from node rank 1", p.stderr)
+        self.assertIn("the store is on a loopback address", p.stderr)
 
 
 
