@@ -26,6 +26,7 @@
 #include "gpurun/common/log.h"
 #include "gpurun/common/unique_fd.h"
 #include "numa.h"
+#include "slurm_infer.h"
 
 namespace gpurun::launcher {
 
@@ -854,6 +855,7 @@ LaunchConfig resolve_config(const std::vector<std::string>& args, const EnvMap& 
     st.cfg.program_args.assign(args.begin() + static_cast<std::ptrdiff_t>(prog) + 1, args.end());
   }
   apply_env_fallbacks(st, env);
+  apply_slurm(st.cfg, st.given, env);  // srun gpurun: nodes, node rank, rendezvous from Slurm
   finish(st, env);
 
   if (info_subcommand || st.info) {

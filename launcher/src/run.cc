@@ -57,6 +57,8 @@ void write_stderr(const std::string& text) {
 void print_note(const std::string& note) {
   if (!note.empty() && note[0] == '*') {
     write_stderr(note);  // torchrun's OMP banner, verbatim (people grep it)
+  } else if (note.rfind("info: ", 0) == 0) {
+    write_stderr("gpurun: " + note.substr(6));  // what gpurun inferred (e.g. from Slurm)
   } else {
     write_stderr("gpurun: warning: " + note);
   }
@@ -296,6 +298,26 @@ std::string entrypoint_of(const LaunchConfig& cfg) { return cfg.program; }
 }  // namespace
 
 int run(const LaunchConfig& cfg, const EnvMap& env) {
+  if (cfg.nnodes_max > 1 && cfg.action == Action::kDryRun) {
+    // A multi-node dry run never touches the network (no store, no rendezvous): this node's plan
+    // from what it knows, ranks as if every node ran as many workers as this one.
+    NodeFacts node;
+    node.group_world_size = cfg.nnodes_max;
+    if (cfg.rdzv_backend == "c10d") {
+      print_note(
+          fmt::format("info: dry run: the group rank and the global ranks are assigned at "
+                      "rendezvous on {} (shown for group rank 0 of {} nodes)",
+                      cfg.rdzv_endpoint, cfg.nnodes_max));
+    } else {
+      node.group_rank = cfg.node_rank;
+      print_note(fmt::format(
+          "info: dry run: node rank {} of {}; the global ranks assume every "
+          "node runs as many workers as this one (the real ranges come from "
+          "every node's count at rendezvous on {}:{})",
+          cfg.node_rank, cfg.nnodes_max, cfg.master_addr, cfg.master_port.value_or(29500)));
+    }
+    return run_node(cfg, env, node);
+  }
   if (cfg.nnodes_max > 1) {
     return cfg.rdzv_backend == "c10d" ? run_elastic(cfg, env) : run_multinode(cfg, env);
   }
@@ -322,7 +344,10 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
     facts.attempt_log_dir = cfg.log_dir && *cfg.log_dir != "/dev/null"
                                 ? fmt::format("{}/{}_XXXXXXXX/attempt_0", *cfg.log_dir, run_id)
                                 : "";
-    facts.world_size = nproc;
+    facts.group_rank = node.group_rank;
+    facts.group_world_size = node.group_world_size;
+    facts.base_global_rank = node.group_rank * nproc;
+    facts.world_size = nproc * node.group_world_size;
     std::vector<std::string> notes;
     auto workers = plan_workers(cfg, nproc, gpus, facts, env, &notes);
     apply_numa_binding(cfg, gpus, env, workers, &notes);

@@ -104,6 +104,10 @@ int run_multinode(const LaunchConfig& cfg, const EnvMap& env) {
   to.port = static_cast<std::uint16_t>(port);
   to.timeout = cfg.rdzv_timeout;
   to.connect_timeout = cfg.rdzv_timeout;
+  to.timeout_setting = "--rdzv-timeout";
+  to.connect_hint =
+      fmt::format("is node 0's gpurun running and reachable at --master-addr {} --master-port {}?",
+                  cfg.master_addr, port);
   auto tcp = std::make_shared<rendezvous::TcpStore>(to);
   rendezvous::PrefixStore store(cfg.rdzv_id, tcp);
   // This node's last will: if its agent dies (kill -9) before the exit barrier, the store marks

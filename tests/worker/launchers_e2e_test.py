@@ -193,6 +193,24 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
 
 
 class Srun(unittest.TestCase):
+    def test_srun_gpurun_infers_from_slurm(self):
+        # srun gpurun (one per node) with no multi-node flags: nodes, node rank and run id come
+        # from Slurm, said in one line; the workers form their job on gpurun's store.
+        worker = sdklib.sdk_binary("collectives_worker")
+        with SlurmCluster() as cluster:
+            env = dict(cluster.env, GPURUN_COMM_TIMEOUT="30s")
+            p = subprocess.run(["srun", "-N", "1", "-n", "1", "--time=1", testlib.binary("gpurun"),
+                                "--nproc-per-node", "2", "--master-port", "0", "--no-python",
+                                worker, "--allreduce"], capture_output=True, text=True,
+                               timeout=60, env=env)
+            out = p.stdout + p.stderr
+            self.assertEqual(p.returncode, 0, out + cluster.logs())
+        self.assertRegex(out, r"gpurun: from Slurm: 1 node \(SLURM_STEP_NUM_NODES\), node rank 0 "
+                              r"\(SLURM_NODEID\), run id \d+ \(SLURM_JOB_ID\); flags override")
+        for r in range(2):
+            self.assertIn(f"rank {r}/2 backend=gloo device=cpu launcher=gpurun", out)
+        self.assertIn("allreduce ok: world 2 sum 3", out)
+
     def test_srun_needs_no_store(self):
         # Seed 001's way (srun of the app itself, one task per GPU/CPU), nothing set by hand: rank 0
         # hosts the store on the step's first node at a port derived from the job and step ids.

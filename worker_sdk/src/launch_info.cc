@@ -7,7 +7,7 @@
 
 #include "gpurun/common/env.h"
 #include "gpurun/common/error.h"
-#include "gpurun/common/hostlist.h"
+#include "gpurun/common/slurm.h"
 #include "gpurun/worker/worker.h"
 
 namespace gpurun::worker {
@@ -108,28 +108,14 @@ void read_master(const EnvMap& env, LaunchInfo& info, std::string_view how,
 }
 
 // srun: the step's first node (rank 0 runs there) and a port derived from the job and step ids.
-bool slurm_self_host(const EnvMap& env, LaunchInfo& info, std::string_view how) {
-  std::string var;
-  std::optional<std::string> list;
-  for (const char* v : {"SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST"}) {
-    if ((list = env_get(env, v)) && !list->empty()) {
-      var = v;
-      break;
-    }
-  }
-  if (var.empty()) return false;
-  info.master_addr = expand_hostlist(*list, var).front();
-  const long long job = env_get(env, "SLURM_JOB_ID")
-                            ? read_int(env, "SLURM_JOB_ID", how)
-                            : read_opt_int(env, "SLURM_JOBID", how).value_or(0);
-  const long long step = env_get(env, "SLURM_STEP_ID")
-                             ? read_int(env, "SLURM_STEP_ID", how)
-                             : read_opt_int(env, "SLURM_STEPID", how).value_or(0);
-  info.master_port = derived_store_port(job, step);
+bool slurm_self_host(const EnvMap& env, LaunchInfo& info, std::string_view /*how*/) {
+  auto h = slurm_step_host(env);
+  if (!h) return false;
+  info.master_addr = h->host;
+  info.master_port = h->port;
   info.master_origin = fmt::format(
-      "the first node of {} and a port derived from SLURM_JOB_ID={} "
-      "and SLURM_STEP_ID={}",
-      var, job, step);
+      "the first node of {} and a port derived from SLURM_JOB_ID={} and SLURM_STEP_ID={}", h->from,
+      h->job_id, h->step_id);
   return true;
 }
 
@@ -144,7 +130,7 @@ bool mpirun_self_host(const EnvMap& env, LaunchInfo& info, std::string_view /*ho
   std::uint64_t h = 1469598103934665603ULL;
   for (unsigned char c : job) h = (h ^ c) * 1099511628211ULL;
   info.master_addr = "127.0.0.1";
-  info.master_port = static_cast<std::uint16_t>(kDerivedPortBase + h % kDerivedPortSpan);
+  info.master_port = static_cast<std::uint16_t>(kSlurmPortBase + h % 40000);
   info.master_origin = fmt::format(
       "127.0.0.1 (every rank of this mpirun job is on this host) and a port derived from "
       "OMPI_MCA_ess_base_jobid={}",
@@ -180,12 +166,6 @@ void read_common(const EnvMap& env, LaunchInfo& info, std::string_view how) {
 }
 
 }  // namespace
-
-std::uint16_t derived_store_port(long long job_id, long long step_id) {
-  // Concurrent jobs (ids less than 10000 apart) and up to 4 concurrent steps of a job never share
-  // a port: 20000 + 4 x (job mod 10000) + step mod 4, in 20000..59999.
-  return static_cast<std::uint16_t>(kDerivedPortBase + 4 * (job_id % 10000) + step_id % 4);
-}
 
 LaunchInfo read_launch_info(const EnvMap& env) {
   LaunchInfo info;
@@ -241,8 +221,7 @@ LaunchInfo read_launch_info(const EnvMap& env) {
   }
 
   // srun sets SLURM_STEP_ID; an sbatch script's batch step has SLURM_PROCID=0 but is one process.
-  if (env_get(env, "SLURM_PROCID") &&
-      (env_get(env, "SLURM_STEP_ID") || env_get(env, "SLURM_STEPID"))) {
+  if (in_srun_step(env)) {
     info.launcher = Launcher::kSrun;
     std::string how =
         "under srun, rank 0 hosts the store on the step's first node (SLURM_STEP_NODELIST); "

@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include "gpurun/common/error.h"
+#include "gpurun/common/slurm.h"
 #include "gpurun/worker/worker.h"
 
 using namespace gpurun;
@@ -91,8 +92,8 @@ TEST_CASE("launch info: mpirun fallback", "[launch_info]") {
   auto self = read_launch_info(env);
   CHECK(self.self_hosted_store);
   CHECK(self.master_addr == "127.0.0.1");
-  CHECK(self.master_port >= kDerivedPortBase);
-  CHECK(self.master_port < kDerivedPortBase + kDerivedPortSpan);
+  CHECK(self.master_port >= gpurun::kSlurmPortBase);
+  CHECK(self.master_port < gpurun::kSlurmPortBase + 40000);
   CHECK_THAT(self.master_origin, Catch::Contains("OMPI_MCA_ess_base_jobid=2060648449"));
   env["OMPI_COMM_WORLD_RANK"] = "0";
   env["OMPI_COMM_WORLD_LOCAL_RANK"] = "0";
@@ -158,11 +159,11 @@ TEST_CASE("launch info: srun fallback", "[launch_info]") {
   info = read_launch_info(env);
   CHECK(info.self_hosted_store);
   CHECK(info.master_addr == "gpu07");
-  CHECK(info.master_port == derived_store_port(77, 2));
-  CHECK(derived_store_port(77, 2) == 20000 + 4 * 77 + 2);
-  CHECK(derived_store_port(10077, 2) == derived_store_port(77, 2));  // 10000 jobs apart
-  CHECK(derived_store_port(78, 2) != derived_store_port(77, 2));
-  CHECK(derived_store_port(77, 3) != derived_store_port(77, 2));
+  CHECK(info.master_port == gpurun::slurm_store_port(77, 2));
+  CHECK(gpurun::slurm_store_port(77, 2) == 20000 + 4 * 77 + 2);
+  CHECK(gpurun::slurm_store_port(10077, 2) == gpurun::slurm_store_port(77, 2));  // 10000 jobs apart
+  CHECK(gpurun::slurm_store_port(78, 2) != gpurun::slurm_store_port(77, 2));
+  CHECK(gpurun::slurm_store_port(77, 3) != gpurun::slurm_store_port(77, 2));
   CHECK_THAT(info.master_origin, Catch::Contains("the first node of SLURM_STEP_NODELIST"));
   env["MASTER_PORT"] = "29600";
   CHECK(read_launch_info(env).master_port == 29600);

@@ -69,12 +69,6 @@ struct LaunchInfo {
 // RANK >= WORLD_SIZE).
 LaunchInfo read_launch_info(const EnvMap& env);
 
-// The store port a Slurm step hosts on when nobody set MASTER_PORT: 20000 + 4 x (job mod 10000)
-// + step mod 4 (the same on every task; distinct for concurrent jobs and steps on a node).
-inline constexpr int kDerivedPortBase = 20000;
-inline constexpr int kDerivedPortSpan = 40000;
-std::uint16_t derived_store_port(long long job_id, long long step_id);
-
 struct InitOptions {
   Backend backend = Backend::kAuto;  // GPURUN_BACKEND=nccl|gloo|auto overrides kAuto
   bool use_gpu = true;               // false: always CPU, even where a GPU is visible
