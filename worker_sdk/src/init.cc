@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <cctype>
@@ -225,9 +226,27 @@ Backend agree_on_backend(rendezvous::Store& store, const LaunchInfo& info, const
 }  // namespace
 }  // namespace detail
 
+namespace detail {
+
+// Gloo's TCP transport writes with writev(), which raises SIGPIPE when a peer has closed its
+// socket; under the default disposition that kills this rank silently instead of becoming a
+// CommError that names the peer. Python ignores SIGPIPE for the same reason (torch's workers run
+// that way); a C++ worker gets it default from its launcher (torchrun and gpurun reset it). So
+// the SDK ignores it unless the program installed a handler of its own.
+void ignore_sigpipe_unless_handled() {
+  struct sigaction old {};
+  if (::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL &&
+      (old.sa_flags & SA_SIGINFO) == 0) {
+    ::signal(SIGPIPE, SIG_IGN);
+  }
+}
+
+}  // namespace detail
+
 std::unique_ptr<Context> init_with(const EnvMap& env, std::shared_ptr<rendezvous::Store> store,
                                    InitOptions options) {
   using namespace detail;
+  ignore_sigpipe_unless_handled();
   auto ctx = std::make_unique<ContextImpl>();
   ctx->info_ = read_launch_info(env);
   const auto& info = ctx->info_;
