@@ -7,7 +7,11 @@
 #include <thread>
 
 #include "config.h"
+#include <fmt/format.h>
+
 #include "gpurun/rendezvous/memory_store.h"
+#include "gpurun/rendezvous/store_server.h"
+#include "gpurun/rendezvous/tcp_store.h"
 
 using namespace gpurun;
 using namespace gpurun::launcher;
@@ -275,4 +279,29 @@ TEST_CASE("elastic rdzv: --rdzv-conf keys", "[elastic_rdzv]") {
   CHECK_THROWS_AS(rdzv_settings(cfg), ConfigError);
   cfg.rdzv_conf = {{"join_timout", "3"}};
   CHECK_THROWS_WITH(rdzv_settings(cfg), Catch::Contains("unknown --rdzv-conf key 'join_timout'"));
+}
+
+// Not run by default (hidden tag): the protocol alone, N agents as threads over TCP.
+TEST_CASE("elastic rdzv: N agents over a real TCP store (timing)", "[.][elastic_rdzv_scale]") {
+  const int n = 256;
+  gpurun::rendezvous::StoreServerOptions so;
+  so.raise_fd_limit = true;
+  gpurun::rendezvous::StoreServerThread server(so);
+  std::vector<std::unique_ptr<gpurun::rendezvous::TcpStore>> stores;
+  std::vector<std::unique_ptr<ElasticRendezvous>> agents;
+  auto s = settings(n, n);
+  for (int i = 0; i < n; ++i) {
+    gpurun::rendezvous::TcpStoreOptions o;
+    o.port = server.port();
+    stores.push_back(std::make_unique<gpurun::rendezvous::TcpStore>(o));
+    agents.push_back(std::make_unique<ElasticRendezvous>(
+        *stores.back(), s, node(fmt::format("10.0.{}.{}", i / 250, i % 250 + 1), 1)));
+  }
+  const auto t0 = Clock::now();
+  std::vector<ElasticRendezvous*> ptrs;
+  for (auto& a : agents) ptrs.push_back(a.get());
+  auto rs = join_all(ptrs);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
+  WARN(fmt::format("{} agents joined one round in {} ms", n, ms.count()));
+  CHECK(rs[0].group_world_size == n);
 }

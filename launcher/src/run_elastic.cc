@@ -402,7 +402,9 @@ int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env) {
             "gpurun: error: lost the rendezvous store at {} ({}); the agent hosting it stopped or "
             "its host is unreachable; stopping this node's workers",
             ep.str(), err));
-        return rc != 0 ? rc : static_cast<int>(ExitCode::kRendezvousFailed);
+        // The workers' own failure keeps its code; workers we stopped are not the cause.
+        return result.first_failure && rc != 0 ? rc
+                                               : static_cast<int>(ExitCode::kRendezvousFailed);
       }
       const RoundEnd end = *monitor.end();
       if (end.kind == EndKind::kOk) {

@@ -192,6 +192,14 @@ class ElasticMembership(ElasticBase):
                                       r"connection to the rendezvous store dropped")
         print(f"\nkill -9 -> re-formed and running at world 4: {reformed:.2f}s")
 
+    def test_kill9_of_the_store_host_is_reported_on_the_others(self):
+        env = {"GO_FILE": self.go}
+        a, b = self.start(2, "1:2", "--max-restarts", "3", env=env)
+        self.wait_envs([a, b], 4)
+        a.kill()  # hosts the rendezvous store: nobody can re-form
+        self.assertEqual(b.wait(timeout=60), 3, self.dump())
+        self.assertIn(f"lost the rendezvous store at 127.0.0.1:{self.port}", b.err())
+
     def test_kill9_with_fixed_nnodes_stops_every_survivor(self):
         env = {"GO_FILE": self.go}
         a, b, c = self.start(3, "3", "--max-restarts", "3", env=env)
