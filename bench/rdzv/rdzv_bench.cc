@@ -42,7 +42,8 @@ using Clock = std::chrono::steady_clock;
 namespace fs = std::filesystem;
 
 // The worker: a marker r<restart>.<rank> holding its pid (written then renamed: never half
-// read; "$$$$" because both launchers turn "$$" into "$", torchrun's macro substitution), then, with BENCH_HOLD set, it stays until <dir>/go exists.
+// read; "$$$$" because both launchers turn "$$" into "$", torchrun's macro substitution), then,
+// with BENCH_HOLD set, it stays until <dir>/go exists.
 constexpr const char* kWorker =
     "f=\"$BENCH_DIR/r$TORCHELASTIC_RESTART_COUNT.$RANK\"; echo $$$$ > \"$f.tmp\" && mv \"$f.tmp\" "
     "\"$f\"; [ -z \"$BENCH_HOLD\" ] || while [ ! -e \"$BENCH_DIR/go\" ]; do sleep 0.02; done";
@@ -291,35 +292,21 @@ int main(int argc, char** argv) {
     }
   }
 
-  Launcher g{"gpurun", [&](int k, const std::string& nnodes, int port, const std::string&,
-                           int restarts) -> std::vector<std::string> {
-               return {gpurun,
-                       "--nnodes",
-                       nnodes,
-                       "--nproc-per-node",
-                       "1",
-                       "--rdzv-backend",
-                       "c10d",
-                       "--rdzv-endpoint",
-                       fmt::format("127.0.0.1:{}", port),
-                       "--rdzv-id",
-                       "bench",
-                       "--rdzv-conf",
+  Launcher g{"gpurun",
+             [&](int k, const std::string& nnodes, int port, const std::string&,
+                 int restarts) -> std::vector<std::string> {
+               return {gpurun, "--nnodes", nnodes, "--nproc-per-node", "1", "--rdzv-backend",
+                       "c10d", "--rdzv-endpoint", fmt::format("127.0.0.1:{}", port), "--rdzv-id",
+                       "bench", "--rdzv-conf",
                        // The kill test's first round must hold all N agents (the N-th closes
                        // it at once); the join test (min = max) has no last call anyway.
                        restarts > 0 ? "last_call_timeout=5" : "last_call_timeout=0",
-                       "--max-restarts",
-                       std::to_string(restarts),
-                       "--local-addr",
-                       agent_addr(k),
-                       "--log-dir",
-                       "/dev/null",
-                       "/bin/sh",
-                       "-c",
-                       kWorker};
+                       "--max-restarts", std::to_string(restarts), "--local-addr", agent_addr(k),
+                       "--log-dir", "/dev/null", "/bin/sh", "-c", kWorker};
              }};
-  Launcher t{"torchrun", [&](int k, const std::string& nnodes, int port, const std::string& dir,
-                             int restarts) -> std::vector<std::string> {
+  Launcher t{"torchrun",
+             [&](int k, const std::string& nnodes, int port, const std::string& dir,
+                 int restarts) -> std::vector<std::string> {
                return {python,
                        "-m",
                        "torch.distributed.run",

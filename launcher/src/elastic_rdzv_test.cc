@@ -2,13 +2,13 @@
 // lost nodes, restarts counted job-wide, fatal ends, join timeout, heartbeats.
 #include "elastic_rdzv.h"
 
+#include <fmt/format.h>
+
 #include <catch2/catch.hpp>
 #include <future>
 #include <thread>
 
 #include "config.h"
-#include <fmt/format.h>
-
 #include "gpurun/rendezvous/memory_store.h"
 #include "gpurun/rendezvous/store_server.h"
 #include "gpurun/rendezvous/tcp_store.h"

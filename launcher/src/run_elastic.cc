@@ -403,8 +403,7 @@ int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env) {
             "its host is unreachable; stopping this node's workers",
             ep.str(), err));
         // The workers' own failure keeps its code; workers we stopped are not the cause.
-        return result.first_failure && rc != 0 ? rc
-                                               : static_cast<int>(ExitCode::kRendezvousFailed);
+        return result.first_failure && rc != 0 ? rc : static_cast<int>(ExitCode::kRendezvousFailed);
       }
       const RoundEnd end = *monitor.end();
       if (end.kind == EndKind::kOk) {
