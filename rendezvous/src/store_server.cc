@@ -341,6 +341,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   std::unique_ptr<PeerCredentials> creds_;
   std::vector<asio::ip::address> allowed_;
   LogLimiter peer_log_;
+  std::chrono::steady_clock::time_point last_pid_scan_{};
   Reaper reaper_;
 
   StrMap<std::string> kv_;
@@ -777,8 +778,13 @@ std::string ServerCore::refuse_reason(const tcp::socket& sock, const tcp::endpoi
       if (owner.uid != own_uid_) {
         std::string who = fmt::format("uid {}", owner.uid);
         if (peer_log_.allow()) {
-          // Only worth a /proc scan when the line is printed.
-          if (auto pid = pid_of_socket(owner.inode)) who += fmt::format(" (pid {})", *pid);
+          // A /proc scan only when the line is printed, and at most once a second (it walks
+          // every process's fds, on the event loop).
+          auto now = std::chrono::steady_clock::now();
+          if (now - last_pid_scan_ >= std::chrono::seconds(1)) {
+            last_pid_scan_ = now;
+            if (auto pid = pid_of_socket(owner.inode)) who += fmt::format(" (pid {})", *pid);
+          }
           GPURUN_LOG_WARN("store",
                           "refusing connection from {}: it belongs to {}, but only uid {} (which "
                           "runs this store) may use it (GPURUN_STORE_CHECK_PEER_UID=0 / "
