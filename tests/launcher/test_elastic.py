@@ -192,6 +192,19 @@ class ElasticMembership(ElasticBase):
                                       r"connection to the rendezvous store dropped")
         print(f"\nkill -9 -> re-formed and running at world 4: {reformed:.2f}s")
 
+    def test_a_hung_agent_is_found_by_heartbeats(self):
+        env = {"GO_FILE": self.go}
+        a, b, c = self.start(3, "2:3", "--max-restarts", "1", env=env,
+                             conf="keep_alive_interval=0.5,keep_alive_max_attempt=2")
+        self.wait_envs([a, b, c], 6)
+        os.kill(c.proc.pid, signal.SIGSTOP)  # alive (its connection stays) but silent
+        self.wait_envs([a, b], 4, restart=1, timeout=60)
+        open(self.go, "w").close()
+        for x in (a, b):
+            self.assertEqual(x.wait(), 0, self.dump())
+        self.assertTrue(any(re.search(r"127\.0\.0\.3\) \(group rank \d\) lost: no heartbeat for",
+                                      x.err()) for x in (a, b)), self.dump())
+
     def test_kill9_of_the_store_host_is_reported_on_the_others(self):
         env = {"GO_FILE": self.go}
         a, b = self.start(2, "1:2", "--max-restarts", "3", env=env)
