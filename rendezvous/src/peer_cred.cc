@@ -136,8 +136,12 @@ LookupResult PeerCredentials::lookup_netlink(const tcp::endpoint& peer, const tc
         return LookupResult::kUnavailable;
       }
       bool done = false;
-      int len = static_cast<int>(n);
-      for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      const auto len = static_cast<std::size_t>(n);
+      // NLMSG_OK/NLMSG_NEXT, spelled out (the macros compare signed with unsigned).
+      for (std::size_t off = 0, step = 0; off + sizeof(nlmsghdr) <= len; off += step) {
+        auto* h = reinterpret_cast<nlmsghdr*>(buf + off);
+        if (h->nlmsg_len < sizeof(nlmsghdr) || off + h->nlmsg_len > len) break;
+        step = (h->nlmsg_len + 3u) & ~std::size_t{3};
         if (h->nlmsg_seq != seq_) continue;  // a late reply to an earlier, timed-out request
         done = true;
         if (h->nlmsg_type == NLMSG_ERROR) {
