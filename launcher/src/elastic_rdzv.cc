@@ -20,6 +20,9 @@ using rendezvous::to_string;
 
 namespace {
 
+// How long a participant waits for the assigner before computing the assignment itself.
+constexpr milliseconds kAssignGrace{3000};
+
 int to_int(const rendezvous::Bytes& b) {
   try {
     return std::stoi(to_string(b));
@@ -403,16 +406,19 @@ Round ElasticRendezvous::next_round() {
       continue;
     }
 
-    // A participant: read every node of the round.
-    std::vector<std::string> keys;
-    for (int t = 1; t <= closed; ++t) keys.push_back(key(r, fmt::format("node/{}", t)));
-    try {
-      store_.wait(keys, s_.read_timeout);
-    } catch (const StoreTimeout&) {
-      int missing = 1;
-      for (int t = 1; t <= closed; ++t) {
-        if (!store_.check({keys[static_cast<std::size_t>(t - 1)]})) missing = t;
+    // A participant. The node with the last ticket assigns the ranks (one read of every node,
+    // one multi_set); the others read only their own assignment, so a round costs O(N) bytes,
+    // not O(N^2). If the assigner is slow or gone, anyone computes the same assignment.
+    const std::string assign_key = key(r, fmt::format("assign/{}", ticket));
+    int missing = ticket == closed ? assign_ranks(r, closed) : 0;
+    if (missing == 0 && ticket != closed) {
+      try {
+        store_.wait({assign_key}, std::min(s_.read_timeout, kAssignGrace));
+      } catch (const StoreTimeout&) {
+        missing = assign_ranks(r, closed);
       }
+    }
+    if (missing > 0) {
       round_ = r;
       RoundEnd e = make_end(EndKind::kNodeLost, -1,
                             fmt::format("the node with join ticket {} never registered", missing));
@@ -422,30 +428,14 @@ Round ElasticRendezvous::next_round() {
       ++r;
       continue;
     }
-    std::vector<RdzvNode> nodes;
-    for (const auto& v : store_.multi_get(keys)) nodes.push_back(node_from(to_string(v), r - 1));
-    std::sort(nodes.begin(), nodes.end(), [](const RdzvNode& a, const RdzvNode& b) {
-      const bool an = a.prev_group_rank < 0, bn = b.prev_group_rank < 0;
-      if (an != bn) return bn;  // previous members first
-      if (!an && a.prev_group_rank != b.prev_group_rank)
-        return a.prev_group_rank < b.prev_group_rank;
-      if (a.addr != b.addr) return a.addr < b.addr;
-      return a.ticket < b.ticket;
-    });
+    const auto a = json::parse(to_string(store_.get(assign_key)));
     Round round;
     round.number = r;
     round.restart_count = open.restart_count;
     round.group_world_size = closed;
-    int base = 0;
-    for (std::size_t g = 0; g < nodes.size(); ++g) {
-      if (nodes[g].ticket == ticket) {
-        round.group_rank = static_cast<int>(g);
-        round.base_global_rank = base;
-      }
-      base += nodes[g].nproc;
-    }
-    round.world_size = base;
-    round.nodes = std::move(nodes);
+    round.group_rank = a.at(0).get<int>();
+    round.base_global_rank = a.at(1).get<int>();
+    round.world_size = a.at(2).get<int>();
     round_ = r;
     closed_ = closed;
     open_ = open;
@@ -460,6 +450,58 @@ Round ElasticRendezvous::next_round() {
   }
 }
 
+int ElasticRendezvous::assign_ranks(int r, int closed) {
+  std::vector<std::string> keys;
+  for (int t = 1; t <= closed; ++t) keys.push_back(key(r, fmt::format("node/{}", t)));
+  try {
+    store_.wait(keys, s_.read_timeout);
+  } catch (const StoreTimeout&) {
+    int missing = 1;
+    for (int t = 1; t <= closed; ++t) {
+      if (!store_.check({keys[static_cast<std::size_t>(t - 1)]})) missing = t;
+    }
+    return missing;
+  }
+  std::vector<RdzvNode> nodes;
+  std::vector<std::string> raw;
+  for (const auto& v : store_.multi_get(keys)) {
+    raw.push_back(to_string(v));
+    nodes.push_back(node_from(raw.back(), r - 1));
+  }
+  std::vector<std::size_t> order(nodes.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) {
+    const RdzvNode& a = nodes[x];
+    const RdzvNode& b = nodes[y];
+    const bool an = a.prev_group_rank < 0, bn = b.prev_group_rank < 0;
+    if (an != bn) return bn;  // previous members first
+    if (!an && a.prev_group_rank != b.prev_group_rank) return a.prev_group_rank < b.prev_group_rank;
+    if (a.addr != b.addr) return a.addr < b.addr;
+    return a.ticket < b.ticket;
+  });
+  int world = 0;
+  for (const auto& n : nodes) world += n.nproc;
+  std::vector<std::string> ks;
+  std::vector<rendezvous::Bytes> vs;
+  int base = 0;
+  for (std::size_t g = 0; g < order.size(); ++g) {
+    const RdzvNode& n = nodes[order[g]];
+    ks.push_back(key(r, fmt::format("rank/{}", g)));
+    vs.push_back(to_bytes(raw[order[g]]));
+    ks.push_back(key(r, fmt::format("assign/{}", n.ticket)));
+    vs.push_back(to_bytes(json::array({static_cast<int>(g), base, world}).dump()));
+    base += n.nproc;
+  }
+  store_.multi_set(ks, vs);
+  return 0;
+}
+
+RdzvNode ElasticRendezvous::node_of(int group_rank) {
+  const std::string k = key(round_, fmt::format("rank/{}", group_rank));
+  if (group_rank < 0 || !store_.check({k})) return {};
+  return node_from(to_string(store_.get(k)), -2);
+}
+
 void ElasticRendezvous::open_next(int r, const RoundOpen& open, int closed) {
   const RoundEnd end = end_from_json(to_string(store_.get(key(r, "end"))));
   const int joined = static_cast<int>(store_.add(key(r, "joined"), 0));
@@ -472,8 +514,12 @@ RoundEnd ElasticRendezvous::make_end(EndKind kind, int group_rank, const std::st
   RoundEnd e;
   e.kind = kind;
   e.group_rank = group_rank;
-  if (group_rank >= 0 && static_cast<std::size_t>(group_rank) < cur_.nodes.size()) {
-    e.node = cur_.nodes[static_cast<std::size_t>(group_rank)].describe();
+  if (group_rank >= 0) {
+    try {
+      e.node = node_of(group_rank).describe();
+    } catch (const Error&) {
+      e.node = fmt::format("group rank {}", group_rank);  // the store is gone: say what we know
+    }
   }
   e.reason = reason;
   e.exit_code = exit_code;
@@ -533,8 +579,7 @@ std::pair<std::string, int> ElasticRendezvous::wait_master() {
     throw StoreTimeout(fmt::format(
         "timed out after {} (read_timeout) waiting for node {} (group rank 0) to publish the "
         "workers' store of round {} on the rendezvous store at {}",
-        format_duration(s_.read_timeout), cur_.nodes.empty() ? "?" : cur_.nodes[0].describe(),
-        round_, s_.endpoint));
+        format_duration(s_.read_timeout), node_of(0).describe(), round_, s_.endpoint));
   }
   auto j = json::parse(to_string(store_.get(k)));
   return {j.at("addr").get<std::string>(), j.at("port").get<int>()};

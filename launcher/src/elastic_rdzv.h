@@ -8,6 +8,8 @@
 //                  whoever sees that end first (every writer writes the same bytes).
 //   r<R>/joined    ticket counter: add(1) = this node's ticket t (1-based, join order).
 //   r<R>/node/<t>  the node's JSON (id, addr, host, nproc, previous group rank).
+//   r<R>/assign/<t> [group rank, base global rank, world size], written (with r<R>/rank/<g> =
+//                  the node) by the node holding the last ticket: each node reads one key.
 //   r<R>/closed    C = how many tickets are in the round, set once by compare_set: at once when
 //                  t reaches max (or the expected survivors of a re-form), else when last_call
 //                  expires after min is reached. Tickets > C wait for the next round; a late
@@ -102,7 +104,6 @@ struct Round {
   int group_world_size = 0;
   int base_global_rank = 0;
   int world_size = 0;
-  std::vector<RdzvNode> nodes;  // by group rank
 };
 
 // The job cannot go on (restarts exhausted, too few nodes): every agent exits with exit_code.
@@ -151,6 +152,9 @@ class ElasticRendezvous {
   // Node g checks node g+1's heartbeat; returns the end to write when it stopped beating.
   std::optional<RoundEnd> check_peer(Clock::time_point now);
 
+  // The node at `group_rank` in the current round (one store read; empty if unknown).
+  RdzvNode node_of(int group_rank);
+
   std::string end_key() const { return key(round_, "end"); }
   std::string key(int round, const std::string& name) const;
   const RdzvNode& me() const { return me_; }
@@ -163,6 +167,10 @@ class ElasticRendezvous {
   RoundOpen open_round(int r);  // waits for r<r>/open (bounded), parses it
   int wait_closed(int r, int ticket, const RoundOpen& open);
   int try_close(int r);
+  // Reads every node of round r, sorts them and writes r<r>/rank/<g> (the node) and
+  // r<r>/assign/<ticket> ([group rank, base global rank, world size]). Returns 0, or the ticket
+  // of a node that never registered (within read_timeout).
+  int assign_ranks(int r, int closed);
   void open_next(int r, const RoundOpen& open, int closed);  // r<r+1>/open from r's end
   void say(const std::string& line);
 
