@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "config.h"
+#include "exit_codes.h"
 #include "gpurun/common/duration.h"
 #include "gpurun/common/env.h"
 #include "gpurun/common/error.h"
@@ -1021,15 +1022,8 @@ std::string help_text() {
   }
   out << "\n"
          "exit codes:\n"
-         "  0      every worker succeeded\n"
-         "  N      the first failing worker's exit code (128+signal if it was killed)\n"
-         "  1      a worker failed without a usable code\n"
-         "  2      bad command line or environment\n"
-         "  3      rendezvous/store failure (e.g. --master-port busy)\n"
-         "  4      --nproc-per-node gpu but no GPU visible\n"
-         "  124    --timeout expired\n"
-         "  130    interrupted (Ctrl-C)\n"
-         "The summary's last line and --summary-json (exit_code_origin) say whether the code\n"
+      << exit_codes_help()
+      << "The summary's last line and --summary-json (exit_code_origin) say whether the code\n"
          "came from a worker or from gpurun. --exit-code-mode torchrun: 1 for any failure\n"
          "(2 stays a usage error), as torchrun.\n"
          "\n"

@@ -1,10 +1,6 @@
 // gpurun: parse, dispatch, and turn exceptions into `gpurun: error: ...` + an exit code.
-// Exit codes (also in --help and the README): 0 ok; the first failing worker's own exit code, or
-// 128+signal for a signal death (SIGSEGV -> 139); 127 a worker could not be executed;
-// 1 gpurun could not start a worker (fork) or an internal error; 2 usage/config error;
-// 3 the rendezvous store could not be set up (e.g. --master-port busy); 4 no GPU for
-// --nproc-per-node gpu; 124 --timeout expired; 128+N gpurun stopped by signal N (Ctrl-C: 130).
-// --exit-code-mode torchrun: 0, 2 for a usage error, 1 for anything else (torchrun's).
+// The exit codes are documented once, in exit_codes.cc (--help prints it; a test compares it with
+// the README). --exit-code-mode torchrun: 0, 2 for a usage error, 1 for anything else.
 #include <cstdio>
 #include <exception>
 #include <optional>

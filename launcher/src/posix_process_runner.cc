@@ -90,7 +90,7 @@ struct ChildError {
 [[noreturn]] void child_fail(int fd, int stage) {
   ChildError e{errno, stage};
   [[maybe_unused]] ssize_t n = ::write(fd, &e, sizeof e);
-  ::_exit(127);
+  ::_exit(static_cast<int>(ExitCode::kCannotExec));
 }
 
 // Everything the child needs, prepared by the parent (the child must not allocate).

@@ -80,6 +80,7 @@ enum class ExitCode : int {
   kRendezvousFailed = 3,
   kNoGpu = 4,
   kTimeout = 124,
+  kCannotExec = 127,  // a worker could not be executed (exec failed)
   kInterrupted = 130,
 };
 
