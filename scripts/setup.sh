@@ -14,6 +14,7 @@ PKGS=(
   openmpi-bin slurm-wlm munge                       # tests next to real launchers (mpirun, srun)
   clang-16 libclang-rt-16-dev                       # libFuzzer target for the wire-protocol parser
   procps iproute2 psmisc                            # ps/ss/fuser used by tests and `gpurun --info`
+  tmux                                              # terminal tests (stdin, pdb, Ctrl-Z) drive a real tty
   clang-format                                      # CI checks the sources against .clang-format
 )
 
