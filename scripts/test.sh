@@ -7,7 +7,9 @@
 #      replays (skipped, and said so, without clang++-16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CCACHE_BASEDIR="$PWD"
+# ccache: paths relative to the checkout, and the build directory not hashed, so a fresh clone
+# elsewhere (CI) reuses objects compiled from the same sources.
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 start=$(date +%s)
 stage() { echo; echo "=== [$(( $(date +%s) - start ))s] $*"; }
 
