@@ -61,6 +61,10 @@ constexpr auto kSweepPeriod = std::chrono::milliseconds(250);
 // the Reaper thread, off the loop (unmapping 100 MB took 20-50 ms there).
 constexpr std::size_t kTurnBytes = 64 << 10;
 constexpr std::size_t kSlicedSetAbove = 1 << 20;
+// A GET reply larger than this is streamed from the stored value, kTurnBytes per turn, instead
+// of being copied into the output buffer at once. If the value changes meanwhile, what is left
+// of it is copied first (the reply is the value as it was when the GET was handled).
+constexpr std::size_t kStreamAbove = 1 << 20;
 
 struct FreeDeleter {
   void operator()(std::uint8_t* p) const noexcept { std::free(p); }
@@ -209,7 +213,7 @@ class Session;
 
 constexpr std::size_t kMaxWills = 1024;  // per connection (an agent needs one per round)
 
-enum class Handled { kDone, kDeferred, kSliced };
+enum class Handled { kDone, kDeferred, kSliced, kStreaming };
 
 class ServerCore : public std::enable_shared_from_this<ServerCore> {
  public:
@@ -247,6 +251,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   void release_wait_bytes(std::size_t n) { store_bytes_ -= n; }
   // The last slice of a large SET arrived in `value`: store it (budget checked again).
   void finish_sliced_set(Session& s, std::string key, std::string value);
+  void unpin(Session& s, const std::string& key);
   asio::io_context& io() { return io_; }
   Reaper& reaper() { return reaper_; }
 
@@ -308,7 +313,10 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   // never (the session is closed; returns kDone).
   std::optional<Handled> admit_reply(Session& s, std::size_t bytes, const Request& req);
   std::size_t reply_size(const Request& req) const;
+  // `key`'s stored value is about to change or go: sessions streaming it keep their own copy.
+  void before_mutate(std::string_view key);
   void set_value(std::string_view key, std::string_view value) {
+    before_mutate(key);
     auto it = kv_.find(key);
     if (it == kv_.end()) {
       store_bytes_ += entry_bytes(key, value.size());
@@ -349,6 +357,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   // key -> one entry per registration (a key listed twice in one WAIT is registered twice).
   // Entries are removed before their Session is closed, so the raw pointers never dangle.
   StrMap<std::vector<Session*>> waiters_;
+  StrMap<std::vector<Session*>> pins_;  // key -> sessions streaming its value (kStreamAbove)
   std::unordered_set<Session*> sessions_;
   std::vector<std::shared_ptr<Session>> scratch_;  // reused by stop() and sweep()
 
@@ -386,6 +395,10 @@ class Session : public std::enable_shared_from_this<Session> {
       GPURUN_LOG_DEBUG("store", "connection from {} closed", peer());
     }
     core_->cancel_wait(*this);
+    if (streaming_) {
+      streaming_ = false;
+      core_->unpin(*this, body_key_);
+    }
     core_->on_session_closed(this);
     boost::system::error_code ignored;
     sock_.shutdown(tcp::socket::shutdown_both, ignored);
@@ -405,6 +418,10 @@ class Session : public std::enable_shared_from_this<Session> {
       core_->wake_done();
       core_->release_wait_bytes(wait_bytes_);
       wait_bytes_ = 0;
+      if (streaming_) {  // not in the middle of a streamed GET reply: right after it
+        wait_reply_after_body_ = true;
+        return;
+      }
       protocol::reply_u8(out_, protocol::kStopWaiting);
       flush();
       account();
@@ -444,7 +461,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
  private:
   void maybe_read() {
-    if (closed_ || reading_ || deferred_ || slicing_) return;
+    if (closed_ || reading_ || deferred_ || slicing_ || streaming_) return;
     if (queued() > core_->options().max_output_bytes) return;  // resumed by on_write
     std::size_t used = in_end_ - in_begin_;
     if (used == 0 && in_cap_ > kShrinkAbove) {
@@ -524,6 +541,10 @@ class Session : public std::enable_shared_from_this<Session> {
         close(fmt::format("{} failed: {}", protocol::op_name(req.op), e.what()));
         return;
       }
+      if (h == Handled::kStreaming) {  // the reply goes out over the next turns
+        in_begin_ += parser_.consumed();
+        break;
+      }
       if (h == Handled::kSliced) {
         slicing_ = true;
         slice_consume_ = parser_.consumed();
@@ -542,7 +563,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (in_begin_ == in_end_) in_begin_ = in_end_ = 0;
     // The frame deadline covers a request that has started arriving; it restarts whenever a
     // request completes, and idle connections (nothing buffered) have none.
-    if (in_begin_ == in_end_ || deferred_ || slicing_) {
+    if (in_begin_ == in_end_ || deferred_ || slicing_ || streaming_) {
       frame_started_.reset();
     } else if (progressed || !frame_started_) {
       frame_started_ = std::chrono::steady_clock::now();
@@ -575,6 +596,25 @@ class Session : public std::enable_shared_from_this<Session> {
   // Writes what is queued, retries a deferred request once there is room, and reads again.
   void pump(bool retry) {
     for (;;) {
+      if (streaming_) {
+        flush();
+        if (closed_) return;
+        if (body_off_ < body_.size() || writing_active_ || !out_.empty()) {
+          account();
+          return;  // continued by on_write or by the turn flush() posted
+        }
+        streaming_ = false;
+        core_->unpin(*this, body_key_);
+        body_ = {};
+        std::string().swap(body_owned_);
+        if (wait_reply_after_body_) {
+          wait_reply_after_body_ = false;
+          protocol::reply_u8(out_, protocol::kStopWaiting);
+        }
+        process();  // the requests that came after the GET
+        if (closed_) return;
+        continue;
+      }
       if (retry && deferred_) {
         deferred_ = false;
         process();
@@ -593,8 +633,29 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
  public:
+  // Starts streaming `body` (a stored value) as the rest of the reply whose header is queued.
+  void start_body(std::string_view key, std::string_view body) {
+    streaming_ = true;
+    body_key_.assign(key);
+    body_ = body;
+    body_off_ = 0;
+  }
+  // The stored value is about to change: keep what is left to send (one copy).
+  void detach_body() {
+    body_owned_.assign(body_.substr(body_off_));
+    body_ = body_owned_;
+    body_off_ = 0;
+  }
+
   void flush() {
-    if (closed_ || writing_active_ || out_.empty()) return;
+    if (closed_ || writing_active_) return;
+    if (out_.empty() && streaming_ && body_off_ < body_.size()) {
+      std::size_t n = std::min(kTurnBytes, body_.size() - body_off_);
+      auto p = reinterpret_cast<const std::uint8_t*>(body_.data()) + body_off_;
+      out_.insert(out_.end(), p, p + n);
+      body_off_ += n;
+    }
+    if (out_.empty()) return;
     // Common case: the reply fits in the socket buffer; write it now, without an async op.
     boost::system::error_code ec;
     std::size_t n = sock_.write_some(asio::buffer(out_), ec);
@@ -610,6 +671,11 @@ class Session : public std::enable_shared_from_this<Session> {
         std::vector<std::uint8_t>().swap(out_);
       } else {
         out_.clear();
+      }
+      // The next chunk in a later turn, so other connections are served in between.
+      // (The posted handler also keeps this session alive meanwhile.)
+      if (streaming_ && body_off_ < body_.size()) {
+        asio::post(core_->io(), [self = shared_from_this()] { self->pump(true); });
       }
       return;
     }
@@ -654,8 +720,14 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<std::chrono::steady_clock::time_point> frame_started_;
   bool reading_ = false;
   bool writing_active_ = false;
-  bool deferred_ = false;  // a request waits in the buffer for output space
-  bool slicing_ = false;   // a large SET is being copied into the store, one slice per turn
+  bool deferred_ = false;   // a request waits in the buffer for output space
+  bool streaming_ = false;  // a large GET reply is being sent from the stored value
+  std::string body_key_;
+  std::string_view body_;  // the stored value (or body_owned_ once detached)
+  std::size_t body_off_ = 0;
+  std::string body_owned_;
+  bool wait_reply_after_body_ = false;
+  bool slicing_ = false;  // a large SET is being copied into the store, one slice per turn
   std::string slice_key_, slice_value_;
   std::string_view slice_src_;  // the value, in in_ (which is not touched while slicing)
   std::size_t slice_consume_ = 0;
@@ -1083,10 +1155,26 @@ bool ServerCore::reserve_store(Session& s, std::int64_t delta, const Request& re
   return false;
 }
 
+void ServerCore::before_mutate(std::string_view key) {
+  if (pins_.empty()) return;
+  auto it = pins_.find(key);
+  if (it == pins_.end()) return;
+  for (Session* s : it->second) s->detach_body();
+  pins_.erase(it);
+}
+
+void ServerCore::unpin(Session& s, const std::string& key) {
+  auto it = pins_.find(key);
+  if (it == pins_.end()) return;  // detached already
+  std::erase(it->second, &s);
+  if (it->second.empty()) pins_.erase(it);
+}
+
 void ServerCore::finish_sliced_set(Session& s, std::string key, std::string value) {
   Request req;
   req.op = Op::kSet;
   if (!reserve_store(s, set_delta(key, value.size()), req, key)) return;
+  before_mutate(key);
   auto it = kv_.find(key);
   if (it == kv_.end()) {
     store_bytes_ += entry_bytes(key, value.size());
@@ -1103,7 +1191,8 @@ void ServerCore::finish_sliced_set(Session& s, std::string key, std::string valu
 Handled ServerCore::handle(Session& s, const Request& req) {
   if (std::size_t bytes = reply_size(req); bytes > 0) {
     if (auto h = admit_reply(s, bytes, req)) return *h;
-    if (bytes > 4096) s.out().reserve(s.out().size() + bytes);  // exactly, not doubled
+    bool stream = req.op == Op::kGet && bytes > kStreamAbove + 8;
+    if (bytes > 4096 && !stream) s.out().reserve(s.out().size() + bytes);  // exactly
   }
   auto& out = s.out();
   switch (req.op) {
@@ -1156,6 +1245,12 @@ Handled ServerCore::handle(Session& s, const Request& req) {
     }
     case Op::kGet: {
       auto it = kv_.find(req.key);
+      if (it != kv_.end() && it->second.size() > kStreamAbove) {
+        protocol::reply_i64(out, static_cast<std::int64_t>(it->second.size()));  // the length
+        s.start_body(it->first, it->second);
+        pins_[it->first].push_back(&s);
+        return Handled::kStreaming;
+      }
       protocol::reply_bytes(out, it == kv_.end() ? std::string_view() : it->second);
       break;
     }
@@ -1235,6 +1330,7 @@ Handled ServerCore::handle(Session& s, const Request& req) {
       auto it = kv_.find(req.key);
       bool found = it != kv_.end();
       if (found) {
+        before_mutate(req.key);
         store_bytes_ -= entry_bytes(it->first, it->second.size());
         reaper_.drop(std::move(it->second));
         kv_.erase(it);
@@ -1257,6 +1353,7 @@ Handled ServerCore::handle(Session& s, const Request& req) {
         store_bytes_ += entry_bytes(req.key, req.value.size());
         kv_.emplace(std::string(req.key), std::string(req.value));
       } else {
+        before_mutate(req.key);
         store_bytes_ += req.value.size();
         it->second.append(req.value);
       }

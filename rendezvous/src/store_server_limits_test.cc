@@ -312,3 +312,32 @@ TEST_CASE("limits: a large SET is stored in slices and ordered with what follows
   CHECK(st.store_bytes == 1 + big2.size() + 64);
   CHECK(srv.stats().connections_rejected == 0);
 }
+
+TEST_CASE("limits: a large GET is streamed and keeps the value it was asked for", "[robust]") {
+  StoreServerThread srv(opts());
+  RawClient writer(srv.port());
+  writer.v2();
+  std::string v1(6 << 20, '1');
+  for (std::size_t i = 0; i < v1.size(); i += 4099) v1[i] = static_cast<char>('a' + i % 26);
+  writer.send(set2("k", v1));
+  sync(writer);
+  // The reader asks and then reads nothing: its reply stalls part-way (socket buffers full).
+  RawClient reader(srv.port());
+  reader.v2();
+  reader.send(cat({get2("k"), ping2(5)}));
+  auto len = reader.recv(8);
+  CHECK(protocol::load_u64(len.data()) == v1.size());
+  // Meanwhile the value is overwritten, appended to and deleted by another connection.
+  writer.send(set2("k", std::string(2 << 20, '2')));
+  writer.send(append2("k", "tail"));
+  writer.send(delete2("k"));
+  CHECK(writer.recv_i64() == 1);
+  sync(writer);
+  // The reader still gets the value as it was, then the reply to its pipelined PING.
+  auto body = reader.recv(v1.size(), std::chrono::seconds(30));
+  CHECK(std::string(body.begin(), body.end()) == v1);
+  auto pong = reader.recv(4);
+  CHECK(pong[0] == 5);
+  CHECK(srv.stats().keys == 0);
+  CHECK(srv.stats().connections_rejected == 0);
+}
