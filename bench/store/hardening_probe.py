@@ -284,6 +284,27 @@ def probe_big_set(binary):
         st.stop()
 
 
+def probe_big_get(binary):
+    st = Store(binary)
+    try:
+        a = conn(st.port)
+        a.sendall(set2(b"huge", b"h" * (100 * 1000 * 1000)))
+        a.sendall(ping2(1))
+        recv_exact(a, 4)
+        good = GoodClient(st.port)
+        time.sleep(0.3)
+        t0 = time.perf_counter()
+        a.sendall(get2(b"huge"))
+        n = struct.unpack("<Q", recv_exact(a, 8))[0]
+        recv_exact(a, n)
+        took = (time.perf_counter() - t0) * 1000
+        time.sleep(0.1)
+        worst = good.finish()
+        return {"get_100mb_ms": round(took), "good_worst_ms": worst, "good_pings": good.n}
+    finally:
+        st.stop()
+
+
 def probe_stranger(binary):
     st = Store(binary)
     try:
@@ -317,6 +338,7 @@ def main():
         "slowloris_1_byte_per_s": lambda: probe_slowloris(a.store, a.old),
         "log_flood_2000_bad_conns": lambda: probe_log_flood(a.store),
         "set_100MB_vs_pinging_client": lambda: probe_big_set(a.store),
+        "get_100MB_vs_pinging_client": lambda: probe_big_get(a.store),
         "stranger_uid_add": lambda: probe_stranger(a.store),
     }
     out = {}
