@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,23 @@ inline std::vector<std::string> torchrun_command(const std::string& python, int 
           "1",
           "--log_dir",
           log_dir};
+}
+
+// Median, 90th percentile and minimum of a sample (the benches' summary of repeated runs).
+struct Stats {
+  double median = 0, p90 = 0, min = 0;
+  std::size_t n = 0;
+};
+
+inline Stats stats(std::vector<double> v) {
+  Stats s;
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  s.n = v.size();
+  s.min = v.front();
+  s.median = v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  s.p90 = v[std::min(v.size() - 1, static_cast<std::size_t>(0.9 * static_cast<double>(v.size())))];
+  return s;
 }
 
 }  // namespace gpurun_bench

@@ -38,6 +38,9 @@
 
 extern char** environ;
 
+using gpurun_bench::stats;
+using gpurun_bench::Stats;
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -45,22 +48,6 @@ namespace fs = std::filesystem;
 
 double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-struct Stats {
-  double median = 0, p90 = 0, min = 0;
-  std::size_t n = 0;
-};
-
-Stats stats(std::vector<double> v) {
-  Stats s;
-  if (v.empty()) return s;
-  std::sort(v.begin(), v.end());
-  s.n = v.size();
-  s.min = v.front();
-  s.median = v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-  s.p90 = v[std::min(v.size() - 1, static_cast<std::size_t>(0.9 * static_cast<double>(v.size())))];
-  return s;
 }
 
 // Spawns argv with stdout/stderr to /dev/null (or kept), returns pid.

@@ -36,6 +36,9 @@
 
 extern char** environ;
 
+using gpurun_bench::stats;
+using gpurun_bench::Stats;
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -201,21 +204,6 @@ KillResult kill_once(const Launcher& l, int n, std::chrono::milliseconds timeout
   std::error_code ec;
   fs::remove_all(dir, ec);
   return r;
-}
-
-struct Stats {
-  double median = 0, p90 = 0;
-  std::size_t n = 0;
-};
-
-Stats stats(std::vector<double> v) {
-  Stats s;
-  if (v.empty()) return s;
-  std::sort(v.begin(), v.end());
-  s.n = v.size();
-  s.median = v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-  s.p90 = v[std::min(v.size() - 1, static_cast<std::size_t>(0.9 * static_cast<double>(v.size())))];
-  return s;
 }
 
 std::string cell(const Stats& s, std::size_t runs) {

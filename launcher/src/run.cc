@@ -40,8 +40,6 @@ namespace gpurun::launcher {
 
 namespace fs = std::filesystem;
 
-namespace {
-
 void write_stderr(const std::string& text) {
   std::string t = text;
   if (t.empty() || t.back() != '\n') t += '\n';
@@ -53,6 +51,8 @@ void write_stderr(const std::string& text) {
     off += static_cast<std::size_t>(n);
   }
 }
+
+namespace {
 
 void print_note(const std::string& note) {
   if (!note.empty() && note[0] == '*') {

@@ -37,17 +37,7 @@ namespace {
 constexpr milliseconds kExitBarrier{300'000};  // torchrun's exit barrier
 constexpr milliseconds kMonitorTick{200};      // how often the monitor can be told to quit
 
-void say(const std::string& text) {
-  std::string t = text;
-  if (t.empty() || t.back() != '\n') t += '\n';
-  std::size_t off = 0;
-  while (off < t.size()) {
-    const ssize_t n = ::write(2, t.data() + off, t.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    off += static_cast<std::size_t>(n);
-  }
-}
+void say(const std::string& text) { write_stderr(text); }
 
 struct Endpoint {
   std::string host;

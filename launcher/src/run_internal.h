@@ -14,6 +14,10 @@
 
 namespace gpurun::launcher {
 
+// One line on stderr in one write (a newline added when missing); EINTR retried, other errors
+// dropped (there is nowhere left to report them).
+void write_stderr(const std::string& text);
+
 // torchrun's log tree: <log_dir or $TMPDIR/gpurun_XXXXXX>/<run_id>_<random8>/attempt_<k>/<lr>/.
 // --log-dir /dev/null: no tree (no error files either). A temporary base that ends up holding
 // no file is removed by finish().
