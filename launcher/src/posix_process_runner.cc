@@ -37,6 +37,7 @@
 #include "gpurun/common/log.h"
 #include "gpurun/common/unique_fd.h"
 #include "process_runner.h"
+#include "reaper.h"
 
 namespace gpurun::launcher {
 namespace {
@@ -105,6 +106,7 @@ struct ChildArgs {
   const cpu_set_t* cpus = nullptr;  // --numa-binding: affinity to set (null: inherited)
   std::size_t cpus_size = 0;
   int tty_fd = -1;  // make the child's group the terminal's foreground group (signals blocked)
+  const char* cgroup_procs = nullptr;  // the run's cgroup.procs: joined before exec (reaper.h)
 };
 
 // The child between clone/fork and exec: raw syscalls only (it may share the parent's memory).
@@ -116,6 +118,13 @@ struct ChildArgs {
   ::signal(SIGPIPE, SIG_DFL);
   ::signal(SIGXFSZ, SIG_DFL);
   ::setpgid(0, 0);
+  if (a.cgroup_procs != nullptr) {  // before exec: nothing the worker starts escapes the cgroup
+    const int fd = ::open(a.cgroup_procs, O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      [[maybe_unused]] ssize_t n = ::write(fd, "0", 1);
+      ::close(fd);
+    }
+  }
   // As a shell does, from both sides (the parent does it too): SIGTTOU is blocked here.
   if (a.tty_fd >= 0) ::tcsetpgrp(a.tty_fd, ::getpid());
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail(a.exec_fd, 0);
@@ -176,7 +185,7 @@ pid_t start_child(const ChildArgs& a) {
 
 class PosixProcessRunner final : public ProcessRunner {
  public:
-  PosixProcessRunner() {
+  explicit PosixProcessRunner(const ReaperOptions& reaper_options) {
     if (g_signal_pipe_write >= 0) {
       throw Error("internal: only one PosixProcessRunner may exist at a time");
     }
@@ -194,6 +203,7 @@ class PosixProcessRunner final : public ProcessRunner {
     ::sigemptyset(&ign.sa_mask);
     ::sigaction(SIGPIPE, &ign, &old_sigpipe_);
     null_fd_.reset(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    reaper_ = std::make_unique<Reaper>(reaper_options);  // forks the watchdog: before any worker
   }
 
   ~PosixProcessRunner() override {
@@ -201,6 +211,8 @@ class PosixProcessRunner final : public ProcessRunner {
     for (auto& [pid, child] : children_) {
       if (!child.reaped) ::kill(-pid, SIGKILL), ::kill(pid, SIGKILL);
     }
+    // And whatever they started: other process groups, sessions (setsid), double forks.
+    reaper_->kill_descendants();
     // Reap what died at once; never block on a process stuck in uninterruptible sleep (it is
     // reparented to init when gpurun exits).
     for (auto& [pid, child] : children_) {
@@ -209,6 +221,7 @@ class PosixProcessRunner final : public ProcessRunner {
         for (int i = 0; i < 100 && ::waitpid(pid, &st, WNOHANG) == 0; ++i) ::usleep(1000);
       }
     }
+    reaper_.reset();  // the watchdog stands down; the cgroup is removed
     take_terminal_back();
     for (auto& [sig, old] : old_actions_) ::sigaction(sig, &old, nullptr);
     ::sigaction(SIGPIPE, &old_sigpipe_, nullptr);
@@ -283,6 +296,7 @@ class PosixProcessRunner final : public ProcessRunner {
       saved_tty_ok_ = ::tcgetattr(0, &saved_tty_) == 0;
       ca.tty_fd = 0;
     }
+    ca.cgroup_procs = reaper_->cgroup_procs();
     ca.handled = handled_signals_.data();
     ca.n_handled = handled_signals_.size();
 
@@ -307,6 +321,7 @@ class PosixProcessRunner final : public ProcessRunner {
     }
     // ---- parent ----
     ::setpgid(pid, pid);  // also done by the child; whichever runs first wins the race
+    reaper_->adopt(pid);
     if (give_tty) {
       hand_terminal_to(pid);  // the child has usually done it already (CLONE_VFORK)
       tty_owner_ = pid;
@@ -581,6 +596,7 @@ class PosixProcessRunner final : public ProcessRunner {
   }
 
   std::map<pid_t, Child> children_;
+  std::unique_ptr<Reaper> reaper_;
   UniqueFd sig_read_, sig_write_, null_fd_;
   std::map<int, struct sigaction> old_actions_;
   std::vector<int> handled_signals_;
@@ -626,8 +642,8 @@ std::optional<int> parse_signal(const std::string& text) {
   return std::nullopt;
 }
 
-std::unique_ptr<ProcessRunner> make_posix_process_runner() {
-  return std::make_unique<PosixProcessRunner>();
+std::unique_ptr<ProcessRunner> make_posix_process_runner(const ReaperOptions& reaper) {
+  return std::make_unique<PosixProcessRunner>(reaper);
 }
 
 }  // namespace gpurun::launcher

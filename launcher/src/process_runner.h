@@ -15,6 +15,7 @@
 
 #include "gpurun/common/duration.h"
 #include "gpurun/common/env.h"
+#include "reaper.h"
 
 namespace gpurun::launcher {
 
@@ -122,8 +123,10 @@ class ProcessRunner {
 
 // fork/exec with setpgid, PR_SET_PDEATHSIG(SIGKILL) + getppid() check, a close-on-exec error
 // pipe, close_range(CLOEXEC) of inherited fds, and SIGCHLD + watched signals through a
-// self-pipe. Destruction SIGKILLs and reaps children that are still running.
+// self-pipe. Destruction SIGKILLs and reaps children that are still running, and with the
+// Reaper (reaper.h: child subreaper, a cgroup v2 where writable, a watchdog process) every
+// process they started, also after kill -9 gpurun.
 // Only one instance may exist at a time (it owns the process's SIGCHLD handler).
-std::unique_ptr<ProcessRunner> make_posix_process_runner();
+std::unique_ptr<ProcessRunner> make_posix_process_runner(const ReaperOptions& reaper = {});
 
 }  // namespace gpurun::launcher

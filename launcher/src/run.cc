@@ -479,7 +479,12 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
   so.stop_signals = cfg.signals_to_handle;
   so.forward_signals = forward_only_signals(cfg);
 
-  auto runner = make_posix_process_runner();
+  // kill -9 gpurun: its watchdog kills what the workers started and removes the temporary base.
+  ReaperOptions reaper;
+  reaper.cleanup_dir = logs.temp_base();
+  if (!logs.run_dir().empty())
+    reaper.env_marker = "TORCHELASTIC_ERROR_FILE=" + logs.run_dir() + "/";
+  auto runner = make_posix_process_runner(reaper);
   Supervisor sup(*runner, so, &mux, [](const std::string& line) { write_stderr(line); });
   SupervisorResult result = sup.run(plan);
   if (node.result_out) *node.result_out = result;

@@ -28,6 +28,8 @@ class LogTree {
   std::string begin_attempt(int restart_count, int nproc);
   void finish();
   const std::string& run_dir() const { return run_dir_; }
+  // The mkdtemp base (/tmp/gpurun_*) when no --log-dir was given, else "".
+  const std::string& temp_base() const { return temp_base_; }
 
  private:
   std::string run_dir_;

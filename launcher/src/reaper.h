@@ -1,0 +1,67 @@
+// No process left behind (issue 16 §3). PR_SET_PDEATHSIG reaches only gpurun's direct children:
+// a worker that is a wrapper script, double-forks or calls setsid leaves descendants that it
+// does not cover. The Reaper closes that gap in three layers:
+//  1. gpurun is a child subreaper (PR_SET_CHILD_SUBREAPER): orphaned descendants are
+//     reparented to gpurun (and reaped by its waitpid(-1)), never to init, so their ancestry
+//     still leads to gpurun while it runs.
+//  2. Where a cgroup v2 hierarchy is mounted and writable (found in /proc/self/mountinfo and
+//     /proc/self/cgroup, never assumed), the workers run in a cgroup of their own
+//     (<gpurun's cgroup>/gpurun_<pid>_<n>), joined by each child before exec. Teardown kills it
+//     with cgroup.kill (or SIGKILL to every pid of cgroup.procs on kernels without it).
+//     At every teardown (exit, failure, signal) kill_descendants() kills the cgroup and every
+//     process whose /proc ppid chain leads to gpurun, until none is left.
+//  3. A watchdog process, forked before the workers in a session of its own, reads a pipe whose
+//     write end only gpurun holds. EOF without gpurun's "stand down" means gpurun died
+//     (kill -9): the watchdog kills the cgroup, or, without one, every process in the workers'
+//     process groups or sessions or whose environment holds the run's marker (its
+//     TORCHELASTIC_ERROR_FILE directory), then removes the run's temporary directory.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+
+namespace gpurun::launcher {
+
+struct ReaperOptions {
+  // Removed by the watchdog when gpurun dies without tearing down (a /tmp/gpurun_* base).
+  std::string cleanup_dir;
+  // "NAME=value" prefix of an environment entry that only this run's workers (and what they
+  // start) carry; used by the watchdog when there is no cgroup. Empty: not used.
+  std::string env_marker;
+  bool use_cgroup = true;  // false: tests of the fallback (also GPURUN_NO_CGROUP=1)
+};
+
+class Reaper {
+ public:
+  explicit Reaper(const ReaperOptions& options);
+  ~Reaper();  // kill_descendants(), then tells the watchdog to stand down; removes the cgroup
+  Reaper(const Reaper&) = delete;
+  Reaper& operator=(const Reaper&) = delete;
+
+  // The cgroup.procs file a child writes "0" to before exec (null without a cgroup).
+  const char* cgroup_procs() const { return procs_path_.empty() ? nullptr : procs_path_.c_str(); }
+  // A worker started (parent side): moves it into the cgroup too (a no-op when the child did)
+  // and tells the watchdog its pid (its process group and session).
+  void adopt(pid_t pid);
+  // Kills every descendant of gpurun (but the watchdog) and the cgroup; reaps what it can.
+  void kill_descendants();
+  // memory.events oom_kill of the run's cgroup (0 without a cgroup or a memory controller).
+  long oom_kills() const;
+  // For --help/--dry-run and tests: "cgroup v2 <dir>" or "process groups, sessions and the
+  // environment marker (no writable cgroup v2)".
+  std::string mechanism() const;
+  pid_t watchdog_pid() const { return watchdog_; }
+
+ private:
+  std::string cgroup_dir_, procs_path_;
+  pid_t watchdog_ = -1;
+  int watchdog_fd_ = -1;  // write end of the pipe; only gpurun holds it
+};
+
+// Finds a writable cgroup v2 directory under gpurun's own cgroup and creates `name` there.
+// Returns the new directory, or "" (and why in *why) when there is none.
+std::string create_cgroup(const std::string& name, std::string* why);
+
+}  // namespace gpurun::launcher
