@@ -359,6 +359,9 @@ class PosixProcessRunner final : public ProcessRunner {
     return (flags & kPfExiting) != 0;
   }
 
+  long oom_kills() const override { return reaper_->oom_kills(); }
+  std::string cgroup() const override { return reaper_->cgroup_dir(); }
+
   void signal_group(pid_t pid, int sig) override {
     auto it = children_.find(pid);
     if (it == children_.end()) return;

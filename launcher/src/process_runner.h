@@ -117,6 +117,11 @@ class ProcessRunner {
   // SIGQUIT ignored, and torchrun handles them anyway). Children get them back as SIG_DFL.
   virtual void watch_signals(const std::vector<int>& signals) = 0;
 
+  // Workers the kernel's OOM killer killed, as the run's cgroup counts them (memory.events
+  // oom_kill; 0 without a cgroup v2 memory controller), and that cgroup's directory.
+  virtual long oom_kills() const { return 0; }
+  virtual std::string cgroup() const { return ""; }
+
   // The clock deadlines are measured on (virtual in the fake).
   virtual Clock::time_point now() const { return Clock::now(); }
 };

@@ -307,8 +307,8 @@ void Reaper::kill_descendants() {
   }
 }
 
-static long oom_kills_in(const std::string& dir) {
-  std::istringstream in(read_file(dir + "/memory.events"));
+long oom_kill_count(const std::string& memory_events) {
+  std::istringstream in(memory_events);
   for (std::string key; in >> key;) {
     long v = 0;
     in >> v;
@@ -317,7 +317,9 @@ static long oom_kills_in(const std::string& dir) {
   return 0;
 }
 
-long Reaper::oom_kills() const { return cgroup_dir_.empty() ? 0 : oom_kills_in(cgroup_dir_); }
+long Reaper::oom_kills() const {
+  return cgroup_dir_.empty() ? 0 : oom_kill_count(read_file(cgroup_dir_ + "/memory.events"));
+}
 
 std::string Reaper::mechanism() const {
   if (!cgroup_dir_.empty()) return "cgroup v2 " + cgroup_dir_;

@@ -53,12 +53,16 @@ class Reaper {
   // environment marker (no writable cgroup v2)".
   std::string mechanism() const;
   pid_t watchdog_pid() const { return watchdog_; }
+  const std::string& cgroup_dir() const { return cgroup_dir_; }
 
  private:
   std::string cgroup_dir_, procs_path_;
   pid_t watchdog_ = -1;
   int watchdog_fd_ = -1;  // write end of the pipe; only gpurun holds it
 };
+
+// The oom_kill count of a memory.events file's text (0 when absent).
+long oom_kill_count(const std::string& memory_events);
 
 // Finds a writable cgroup v2 directory under gpurun's own cgroup and creates `name` there.
 // Returns the new directory, or "" (and why in *why) when there is none.

@@ -116,3 +116,9 @@ TEST_CASE("reaper: the watchdog cleans up when its gpurun dies", "[reaper]") {
   if (!removed) ::unlink(file.c_str()), ::rmdir(tmpl);
   CHECK(removed);
 }
+
+TEST_CASE("reaper: oom_kill is read from memory.events", "[reaper]") {
+  CHECK(oom_kill_count("low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\noom_group_kill 0\n") == 2);
+  CHECK(oom_kill_count("low 0\nhigh 0\nmax 0\noom 0\n") == 0);
+  CHECK(oom_kill_count("") == 0);
+}

@@ -523,6 +523,13 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
     write_stderr(summary);
   }
   if (cfg.summary_json) write_summary_json(*cfg.summary_json, summary_json(report));
+  // The cgroup knows an OOM kill for sure (a SIGKILL alone could be anyone's).
+  if (const long ooms = result.first_failure ? runner->oom_kills() : 0; ooms > 0) {
+    write_stderr(fmt::format(
+        "gpurun: {} worker process{} of this run {} killed by the kernel's OOM killer "
+        "(oom_kill in {}/memory.events); give the job more memory or use less per rank\n",
+        ooms, ooms == 1 ? "" : "es", ooms == 1 ? "was" : "were", runner->cgroup()));
+  }
   runner.reset();
   if (store) store->stop();
   logs.finish();
