@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
@@ -50,38 +51,57 @@ std::uint64_t ArrivalTracker::enter(const char* op) noexcept {
 std::uint64_t ArrivalTracker::enter(const char* op, const CollectiveDesc& desc) noexcept {
   const std::uint64_t seq = enter(op);
   if (size_ > 1 && schedule_.enabled()) {
-    {
-      const std::lock_guard lock(desc_mu_);
-      desc_ = desc;
-      desc_seq_ = seq;
+    static_assert(sizeof(CollectiveDesc) == kDescWords * sizeof(std::uint64_t));
+    std::uint64_t words[kDescWords];
+    std::memcpy(words, &desc, sizeof desc);
+    const std::uint64_t v = version_.load(std::memory_order_relaxed);
+    version_.store(v + 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    for (std::size_t i = 0; i < kDescWords; ++i) {
+      desc_words_[i].store(words[i], std::memory_order_relaxed);
     }
-    since_.store(Clock::now().time_since_epoch().count(), std::memory_order_release);
+    desc_seq_.store(seq, std::memory_order_relaxed);
+    version_.store(v + 2, std::memory_order_release);
+    in_flight_.store(true, std::memory_order_release);
   }
   return seq;
 }
 
-void ArrivalTracker::leave() noexcept { since_.store(0, std::memory_order_relaxed); }
+void ArrivalTracker::leave() noexcept { in_flight_.store(false, std::memory_order_relaxed); }
 
 void ArrivalTracker::report_progress() {
-  const Clock::rep since = since_.load(std::memory_order_acquire);
-  if (since == 0) return;
+  if (!in_flight_.load(std::memory_order_acquire)) {
+    schedule_seq_ = 0;
+    return;
+  }
   CollectiveDesc desc;
   std::uint64_t seq = 0;
-  {
-    const std::lock_guard lock(desc_mu_);
-    desc = desc_;
-    seq = desc_seq_;
+  for (;;) {  // seqlock read: retry while the fast path writes
+    const std::uint64_t v = version_.load(std::memory_order_acquire);
+    if (v & 1) continue;
+    std::uint64_t words[kDescWords];
+    for (std::size_t i = 0; i < kDescWords; ++i) {
+      words[i] = desc_words_[i].load(std::memory_order_relaxed);
+    }
+    seq = desc_seq_.load(std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (version_.load(std::memory_order_relaxed) != v) continue;
+    std::memcpy(&desc, words, sizeof desc);
+    break;
   }
+  const auto now = Clock::now();
   if (seq != schedule_seq_) {
     schedule_.reset();
     schedule_seq_ = seq;
+    schedule_since_ = now;
   }
-  const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
-      Clock::now() - Clock::time_point(Clock::duration(since)));
+  const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - schedule_since_);
   if (!schedule_.due(waited)) return;
   const char* op = to_string(desc.op);
   std::string who = describe_laggards(seq, op);
-  if (since_.load(std::memory_order_acquire) != since) return;  // it finished meanwhile
+  if (!in_flight_.load(std::memory_order_acquire) || seq_.load(std::memory_order_acquire) != seq) {
+    return;  // it finished meanwhile
+  }
   const std::string left =
       timeout_ == kNoTimeout
           ? std::string("no timeout is set (GPURUN_COMM_TIMEOUT=0), so it waits forever")

@@ -89,13 +89,17 @@ class ArrivalTracker {
   std::atomic<const char*> op_{"setup"};
   std::chrono::milliseconds timeout_;
   std::string backend_;
-  // In flight: since when (Clock ticks; 0 = none) and what; desc_ under desc_mu_.
-  std::atomic<Clock::rep> since_{0};
-  std::mutex desc_mu_;
-  CollectiveDesc desc_;
-  std::uint64_t desc_seq_ = 0;
+  // The fast path writes what is in flight without a lock or a clock read: a seqlock over
+  // (desc_seq_, desc_) (version_ odd while writing) and a flag. The publisher thread times a wait
+  // from when it first saw that collective in flight (at most one period late).
+  std::atomic<std::uint64_t> version_{0};
+  std::atomic<bool> in_flight_{false};
+  static constexpr std::size_t kDescWords = sizeof(CollectiveDesc) / sizeof(std::uint64_t);
+  std::atomic<std::uint64_t> desc_words_[kDescWords] = {};  // a CollectiveDesc, word by word
+  std::atomic<std::uint64_t> desc_seq_{0};
   ProgressSchedule schedule_;
-  std::uint64_t schedule_seq_ = 0;  // the collective schedule_ is for (publisher thread only)
+  std::uint64_t schedule_seq_ = 0;    // publisher thread only: the collective being timed
+  Clock::time_point schedule_since_;  // ... and when it was first seen in flight
   std::uint64_t published_ = ~std::uint64_t{0};
   std::mutex mu_;  // guards published_ and stop_
   std::condition_variable cv_;

@@ -73,6 +73,7 @@ class GlooCommunicator final : public Communicator {
         ctx_(std::move(ctx)),
         tracker_(cfg.store, cfg.rank, cfg.size, cfg.timeout, cfg.progress_after),
         direct_max_(cfg.direct_max_bytes),
+        check_tcp_(cfg.check_tcp),
         shm_(std::move(shm)),
         kicker_(std::move(kicker)) {}
 
@@ -357,7 +358,7 @@ class GlooCommunicator final : public Communicator {
       if (size_ > 1 && !body_checks) {
         if (shm_) {
           shm_->barrier(timeout_, nd);
-        } else {
+        } else if (check_tcp_) {
           exchange_descs(*ctx_, nd, tag | kDescTagBit, timeout_, descs_);
         }
       }
@@ -404,6 +405,7 @@ class GlooCommunicator final : public Communicator {
   HostVector<std::uint8_t> scratch_;
   HostVector<std::uint8_t> direct_;  // allreduce_direct's peer buffers (scratch_ may be its input)
   std::size_t direct_max_;
+  bool check_tcp_;                       // GlooConfig::check_tcp
   std::unique_ptr<ShmCollectives> shm_;  // null: all_reduce over Gloo's TCP pairs
   std::shared_ptr<LoopKicker> kicker_;   // null if the device is not Gloo's TCP one
   std::vector<NumberedDesc> descs_;      // exchange_descs' buffers

@@ -52,6 +52,9 @@ struct GlooConfig {
   // all_reduce through shared memory when every rank is on this host (GPURUN_SHM=0 turns it off;
   // the ranks agree, so one rank that cannot map the segment turns it off for all).
   bool shm = true;
+  // Over TCP, the descriptor round before each collective (GPURUN_COMM_CHECK=0 turns it off: one
+  // round trip less per collective, and a mismatch there goes unnoticed, as in torch).
+  bool check_tcp = true;
 };
 
 // Connects the full mesh (blocks up to cfg.timeout; CommError names the ranks that did not join).

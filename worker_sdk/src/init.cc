@@ -330,6 +330,7 @@ std::unique_ptr<Context> init_with(const EnvMap& env, std::shared_ptr<rendezvous
     gc.address = choose_transport_address(env, info.master_addr, info.master_port);
     gc.timeout = ctx->timeout_;
     gc.progress_after = progress_after_from(env);
+    gc.check_tcp = env_bool(env, "GPURUN_COMM_CHECK").value_or(true);
     if (auto n = env_int(env, "GPURUN_GLOO_DIRECT_MAX_BYTES")) {
       if (*n < 0) {
         throw ConfigError(fmt::format(

@@ -271,8 +271,11 @@ void ShmCollectives::chunked(std::size_t bytes, std::size_t step, std::chrono::m
     const std::size_t n = std::min(step, bytes - off);
     const std::uint32_t g = ++seq_;
     const std::uint32_t parity = g & 1u;
-    if (k == 0) header(rank_).desc[parity] = desc.desc;  // published by arrive(g)
     put(slot(parity, rank_), off, n);
+    // Written right before the arrival that publishes it: the two stores share the header line,
+    // so a peer spinning on `seq` pulls the line once (written before put(), the spinning peer
+    // would take it away in between and cost a second transfer).
+    if (k == 0) header(rank_).desc[parity] = desc.desc;
     arrive(g);
     wait_for_all(g, deadline, k, chunks, op);
     if (k == 0) check_descs(parity, desc);  // before anything is read
