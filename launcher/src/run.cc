@@ -336,6 +336,16 @@ int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node) 
 
   const std::string run_id = cfg.rdzv_id;
 
+  if (cfg.action != Action::kDryRun) {
+    // A CUDA_VISIBLE_DEVICES entry CUDA would stop at (e.g. "1,zz,0" drops GPU 0, "zz" leaves the
+    // workers on CPU) is a likely typo: say so at once (the dry run shows it in the plan).
+    for (const auto& n : gpus.notes) {
+      if (n.rfind("CUDA_VISIBLE_DEVICES=", 0) == 0 && n.find("ignored") != std::string::npos) {
+        print_note(n);
+      }
+    }
+  }
+
   if (cfg.action == Action::kDryRun) {
     AttemptFacts facts;
     facts.run_id = run_id;

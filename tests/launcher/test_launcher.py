@@ -112,6 +112,20 @@ class Env(unittest.TestCase):
         os.rmdir(tmp)
 
 
+class VisibleDevices(unittest.TestCase):
+    def test_an_entry_cuda_stops_at_is_warned_about(self):
+        # As CUDA, the list ends at the first invalid entry: "1,zz,0" drops GPU 0, and "zz" leaves
+        # both workers on CPU. Neither may pass silently.
+        for cvd in ("1,zz,0", "zz"):
+            with self.subTest(CUDA_VISIBLE_DEVICES=cvd):
+                p = gpurun("--nproc-per-node", "2", "--master-port", "0", *hello("--quiet"),
+                           env={"CUDA_VISIBLE_DEVICES": cvd, "GPURUN_FAKE_GPUS": "2"})
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertIn(f"gpurun: warning: CUDA_VISIBLE_DEVICES={cvd}: entry 'zz' is not an "
+                              "index, GPU- or MIG- UUID, so it and the entries after it are "
+                              "ignored (as the CUDA runtime does)", p.stderr)
+
+
 class Failures(unittest.TestCase):
     def test_exit_code_is_passed_through(self):
         t0 = time.monotonic()
