@@ -214,35 +214,27 @@ class Srun(unittest.TestCase):
     def test_srun_needs_no_store(self):
         # Seed 001's way (srun of the app itself, one task per GPU/CPU), nothing set by hand: rank 0
         # hosts the store on the step's first node at a port derived from the job and step ids.
-        worker = sdklib.sdk_binary("collectives_worker")
         with SlurmCluster() as cluster:
-            env = dict(cluster.env, GPURUN_COMM_TIMEOUT="30s", GPURUN_LOG_LEVEL="info",
-                       GPURUN_LOG_SUBSYS="init")
-            p = subprocess.run(["srun", "-N", "1", "-n", "3", "-O", "--time=1", worker,
-                                "--allreduce"], capture_output=True, text=True, timeout=60,
-                               env=env)
-            out = p.stdout + p.stderr
-            self.assertEqual(p.returncode, 0, out + cluster.logs())
-        for r in range(3):
-            self.assertIn(f"rank {r}/3 backend=gloo device=cpu launcher=srun local_rank={r}/3", out)
-        self.assertIn("allreduce ok: world 3 sum 6", out)
+            out = self.srun_allreduce(cluster, GPURUN_LOG_LEVEL="info", GPURUN_LOG_SUBSYS="init")
         self.assertRegex(out, r"rank 0 hosts the job's store on \S+:\d+ \(the first node of "
                               r"SLURM_STEP_NODELIST and a port derived from SLURM_JOB_ID=\d+")
 
-
     def test_allreduce_under_srun(self):
-        worker = sdklib.sdk_binary("collectives_worker")
         with SlurmCluster() as cluster, StoreServer() as store:
-            env = dict(cluster.env, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(store.port),
-                       GPURUN_COMM_TIMEOUT="30s")
-            p = subprocess.run(["srun", "-N", "1", "-n", "3", "-O", "--time=1", worker,
-                                "--allreduce"], capture_output=True, text=True, timeout=60,
-                               env=env)
-            out = p.stdout + p.stderr
-            self.assertEqual(p.returncode, 0, out + cluster.logs())
+            self.srun_allreduce(cluster, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(store.port))
+
+    def srun_allreduce(self, cluster, **extra_env):
+        """srun -n 3 of the worker's all_reduce on the cluster; checks every rank; returns output."""
+        worker = sdklib.sdk_binary("collectives_worker")
+        env = dict(cluster.env, GPURUN_COMM_TIMEOUT="30s", **extra_env)
+        p = subprocess.run(["srun", "-N", "1", "-n", "3", "-O", "--time=1", worker, "--allreduce"],
+                           capture_output=True, text=True, timeout=60, env=env)
+        out = p.stdout + p.stderr
+        self.assertEqual(p.returncode, 0, out + cluster.logs())
         for r in range(3):
             self.assertIn(f"rank {r}/3 backend=gloo device=cpu launcher=srun local_rank={r}/3", out)
         self.assertIn("allreduce ok: world 3 sum 6", out)
+        return out
 
 
 if __name__ == "__main__":
