@@ -195,7 +195,7 @@ TEST_CASE("unknown options, missing values and values given to switches", "[opti
   CHECK_THROWS_WITH(parse({"data.csv"}), "unexpected argument 'data.csv'; see --help");
 }
 
-TEST_CASE("help flags (-h, --help); the usage text lists the flags", "[options]") {
+TEST_CASE("help flags (-h, --help), the usage text lists the flags", "[options]") {
   CHECK(parse({"-h"}).help);
   CHECK(parse({"--help", "--epochs", "3"}).help);
   const std::string u = usage();

@@ -73,7 +73,7 @@ TEST_CASE("fast CPU filter equals the naive definition bit for bit", "[filters]"
   }
 }
 
-TEST_CASE("a flat image has no edges; a vertical step has a symmetric edge", "[filters]") {
+TEST_CASE("a flat image has no edges, a vertical step has a symmetric edge", "[filters]") {
   const int n = 32;
   std::vector<float> flat(static_cast<std::size_t>(n * n), 0.5f), out(flat.size());
   wi::FilterWorkspace ws;

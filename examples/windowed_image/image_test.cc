@@ -141,7 +141,7 @@ TEST_CASE("banded PNG: libpng reads it back exactly, at any height", "[image][pn
   std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("banded PNG: a band needs only its own rows; any split gives the same file",
+TEST_CASE("banded PNG: a band needs only its own rows, any split gives the same file",
           "[image][png]") {
   const auto dir =
       std::filesystem::temp_directory_path() / ("wi_split_" + std::to_string(::getpid()));

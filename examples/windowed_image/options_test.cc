@@ -51,7 +51,7 @@ TEST_CASE("every flag, as '--flag value' and '--flag=value'", "[options]") {
   CHECK(o.png_threads == 3);
 }
 
-TEST_CASE("batch size in both spellings; the last of a repeated flag wins", "[options]") {
+TEST_CASE("batch size in both spellings, the last of a repeated flag wins", "[options]") {
   CHECK(parse({"--batch_size", "8"}).batch_size == 8);
   CHECK(parse({"--batch_size=8"}).batch_size == 8);
   CHECK(parse({"--batch-size=2", "--batch_size", "3"}).batch_size == 3);
@@ -102,7 +102,7 @@ TEST_CASE("a missing value or a value given to a switch", "[options]") {
   CHECK(parse({"--output=--cpu"}).output == "--cpu");
 }
 
-TEST_CASE("help flags (-h, --help); the usage text lists every flag", "[options]") {
+TEST_CASE("help flags (-h, --help), the usage text lists every flag", "[options]") {
   CHECK(parse({"-h"}).help);
   CHECK(parse({"--window", "96", "--help"}).help);
   const std::string u = wi::usage();

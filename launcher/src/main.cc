@@ -8,11 +8,11 @@
 #include <system_error>
 #include <vector>
 
-#include "config.h"
-#include "failure_summary.h"
+#include "cli/config.h"
 #include "gpurun/common/env.h"
 #include "gpurun/common/error.h"
 #include "gpurun/rendezvous/store_server.h"
+#include "output/failure_summary.h"
 
 namespace {
 

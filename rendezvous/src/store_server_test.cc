@@ -352,7 +352,7 @@ TEST_CASE("server: max_connections refuses extra connections", "[server]") {
   CHECK(d.recv_i64() == 3);
 }
 
-TEST_CASE("server: 1.13 and 2.x clients share one key space; idle connections are fine",
+TEST_CASE("server: 1.13 and 2.x clients share one key space, idle connections are fine",
           "[server]") {
   StoreServerThread srv(opts());
   RawClient idle(srv.port());  // the 1.13 watch connection: never sends a byte

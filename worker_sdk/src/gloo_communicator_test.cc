@@ -275,7 +275,7 @@ TEST_CASE("shared memory is all or nothing: one rank with GPURUN_SHM=0 turns it 
   CHECK(join_errors(errs) == "");
 }
 
-TEST_CASE("GPURUN_GLOO_DIRECT_MAX_BYTES=0 selects the ring; a negative value is refused",
+TEST_CASE("GPURUN_GLOO_DIRECT_MAX_BYTES=0 selects the ring, a negative value is refused",
           "[gloo]") {
   // The ring reduces each segment starting at a different rank, so with the values above some
   // elements come out as 1: proof that the one-round path was not taken.

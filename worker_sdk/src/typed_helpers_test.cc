@@ -90,7 +90,7 @@ TEST_CASE("typed: std::uint64_t is unsigned (max over 2^63, sum wraps)", "[typed
   });
 }
 
-TEST_CASE("typed: bool all_reduce is any/all; avg is refused on every rank", "[typed]") {
+TEST_CASE("typed: bool all_reduce is any/all, avg is refused on every rank", "[typed]") {
   on_every_path([](Context& ctx, int r) {
     auto& c = ctx.comm();
     bool mine = r == 1;

@@ -29,7 +29,7 @@ TEST_CASE("progress reports at 10 s, 30 s, 1 min, 5 min, 10 min, then every 10 m
   CHECK(s.due(10s));
 }
 
-TEST_CASE("progress schedule scales with its first step; 0 turns it off", "[common]") {
+TEST_CASE("progress schedule scales with its first step, 0 turns it off", "[common]") {
   ProgressSchedule fast(500ms);
   CHECK(fast.at(0) == 500ms);
   CHECK(fast.at(1) == 1500ms);

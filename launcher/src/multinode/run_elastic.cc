@@ -1,0 +1,417 @@
+// The elastic agent: --rdzv-backend c10d with --nnodes N or MIN:MAX (torchrun §3.2, §3.6).
+//   1. The agent whose address is the endpoint's (or is_host=true) hosts the rendezvous store on
+//      it; every agent connects (with retry and a progress line until join_timeout).
+//   2. Per round (elastic_rdzv.h): join, get a group rank; group rank 0 hosts the workers' store
+//      of the round on port 0 (MASTER_ADDR/PORT, TORCHELASTIC_USE_AGENT_STORE=True, so PyTorch's
+//      env:// forms its process group there, fresh each round); run the workers (run_node) while
+//      a monitor thread beats, checks the next node's heartbeat and waits on the round's end.
+//   3. The round ends (one key, first writer wins): every node done (exit 0 everywhere), a worker
+//      failure, a lost node (its last will on the store connection fires at once on kill -9;
+//      heartbeats catch a hung agent), a joiner. Workers are stopped on every node and the next
+//      round derives whether the job re-forms or ends (same message and exit code on all nodes).
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "cli/config.h"
+#include "gpurun/common/error.h"
+#include "gpurun/common/unique_fd.h"
+#include "gpurun/rendezvous/store_server.h"
+#include "gpurun/rendezvous/tcp_store.h"
+#include "multinode/elastic_rdzv.h"
+#include "run/run_internal.h"
+
+namespace gpurun::launcher {
+
+namespace {
+
+constexpr milliseconds kExitBarrier{300'000};  // torchrun's exit barrier
+constexpr milliseconds kMonitorTick{200};      // how often the monitor can be told to quit
+
+void say(const std::string& text) { write_stderr(text); }
+
+struct Endpoint {
+  std::string host;
+  int port = 29400;
+  std::string str() const {
+    return host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port)
+                                               : fmt::format("{}:{}", host, port);
+  }
+};
+
+Endpoint parse_endpoint(const std::string& text) {
+  Endpoint ep;
+  std::string rest = text;
+  if (!rest.empty() && rest.front() == '[') {
+    const auto close = rest.find(']');
+    ep.host = rest.substr(1, close - 1);
+    rest = close == std::string::npos ? "" : rest.substr(close + 1);
+    if (!rest.empty() && rest.front() == ':') ep.port = std::stoi(rest.substr(1));
+    return ep;
+  }
+  const auto colon = rest.rfind(':');
+  if (colon != std::string::npos && rest.find(':') == colon) {
+    ep.host = rest.substr(0, colon);
+    ep.port = std::stoi(rest.substr(colon + 1));
+  } else {
+    ep.host = rest;
+  }
+  if (ep.host.empty()) ep.host = "localhost";
+  return ep;
+}
+
+std::string local_hostname() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
+  return buf;
+}
+
+// The local address this host uses to reach `host` (a UDP connect sends nothing).
+std::string source_address_to(const Endpoint& ep) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(ep.host.c_str(), std::to_string(ep.port).c_str(), &hints, &res) != 0) {
+    return "";
+  }
+  std::string out;
+  for (addrinfo* a = res; a && out.empty(); a = a->ai_next) {
+    UniqueFd fd(::socket(a->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!fd || ::connect(fd.get(), a->ai_addr, a->ai_addrlen) != 0) continue;
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) continue;
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (ss.ss_family == AF_INET) {
+      ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr, buf, sizeof buf);
+    } else {
+      ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr, buf, sizeof buf);
+    }
+    out = buf;
+  }
+  ::freeaddrinfo(res);
+  return out;
+}
+
+std::unique_ptr<rendezvous::TcpStore> connect_store(const Endpoint& ep, const RdzvSettings& s,
+                                                    bool hosting) {
+  const auto start = Clock::now();
+  const auto deadline = deadline_after(s.join_timeout);
+  for (;;) {
+    rendezvous::TcpStoreOptions o;
+    o.host = ep.host;
+    o.port = static_cast<std::uint16_t>(ep.port);
+    o.timeout = s.read_timeout;
+    o.connect_timeout = std::max(milliseconds(1), std::min(remaining(deadline), s.progress_every));
+    try {
+      return std::make_unique<rendezvous::TcpStore>(o);
+    } catch (const NetworkError& e) {
+      const auto waited = std::chrono::duration_cast<milliseconds>(Clock::now() - start);
+      if (remaining(deadline) == milliseconds::zero() || hosting) {
+        throw NetworkError(fmt::format(
+            "cannot reach the rendezvous store at {} after {} (join_timeout {}): {}; start gpurun "
+            "on the endpoint's host first (it hosts the store), or pass --rdzv-conf is_host=true "
+            "to the agent that should",
+            ep.str(), format_duration(waited), format_duration(s.join_timeout), e.what()));
+      }
+      say(fmt::format(
+          "gpurun: waiting for the rendezvous store at {} (the agent on that host hosts it; "
+          "{} waited, join_timeout {})",
+          ep.str(), format_duration(waited), format_duration(s.join_timeout)));
+    }
+  }
+}
+
+// What this node's last will says when its store connection drops.
+RoundEnd will_end(const ElasticRendezvous& r, int group_rank) {
+  RoundEnd e;
+  e.kind = EndKind::kNodeLost;
+  e.group_rank = group_rank;
+  e.node = r.me().describe();
+  e.reason = "its agent's connection to the rendezvous store dropped (agent killed or exited)";
+  e.detected_by = "the rendezvous store";
+  return e;
+}
+
+// Runs beside the workers: heartbeats, the ring check, and the wait on the round's end.
+class Monitor {
+ public:
+  explicit Monitor(ElasticRendezvous& rdzv) : rdzv_(rdzv), thread_([this] { loop(); }) {}
+  ~Monitor() {
+    quit_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  bool ended() const { return done_.load(); }
+  // Waits for the end up to `timeout`; false if it did not come.
+  bool wait(milliseconds timeout) {
+    std::unique_lock lk(mu_);
+    return cv_.wait_for(lk, timeout, [this] { return done_.load(); });
+  }
+  std::optional<RoundEnd> end() {
+    std::lock_guard lk(mu_);
+    return end_;
+  }
+  std::string store_error() {
+    std::lock_guard lk(mu_);
+    return error_;
+  }
+
+ private:
+  void loop() {
+    auto next_beat = Clock::now() + rdzv_.settings().keep_alive_interval;
+    try {
+      while (!quit_) {
+        if (auto e = rdzv_.wait_end(std::min(kMonitorTick, rdzv_.settings().keep_alive_interval))) {
+          finish(e, "");
+          return;
+        }
+        const auto now = Clock::now();
+        if (now >= next_beat) {
+          rdzv_.beat();
+          next_beat = now + rdzv_.settings().keep_alive_interval;
+          if (auto lost = rdzv_.check_peer(now)) rdzv_.end_round(*lost);
+        }
+      }
+    } catch (const Error& e) {
+      finish(std::nullopt, e.what());
+      return;
+    }
+    finish(std::nullopt, "");
+  }
+  void finish(std::optional<RoundEnd> e, std::string error) {
+    {
+      std::lock_guard lk(mu_);
+      end_ = std::move(e);
+      error_ = std::move(error);
+      done_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  ElasticRendezvous& rdzv_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<RoundEnd> end_;
+  std::string error_;
+  std::atomic<bool> done_{false};
+  std::atomic<bool> quit_{false};
+  std::thread thread_;  // last: started after the members it uses
+};
+
+std::string describe_failure(const SupervisorResult& r) {
+  if (!r.spawn_error.empty()) return r.spawn_error;
+  if (!r.first_failure) return fmt::format("workers failed (exit code {})", r.exit_code);
+  const WorkerRecord& w = *r.first_failure;
+  return fmt::format("rank {} (local rank {}, pid {}) {}", w.rank, w.local_rank, w.pid,
+                     !w.exec_error.empty() ? "could not be started: " + w.exec_error
+                     : w.status            ? w.status->describe()
+                                           : "failed");
+}
+
+}  // namespace
+
+int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env) {
+  LaunchConfig cfg = cfg_in;
+  RdzvSettings s = rdzv_settings(cfg);
+  Endpoint ep;
+  try {
+    ep = parse_endpoint(cfg.rdzv_endpoint);
+  } catch (const std::exception&) {
+    throw ConfigError(fmt::format("--rdzv-endpoint '{}' is not HOST[:PORT]", cfg.rdzv_endpoint));
+  }
+  s.endpoint = ep.str();
+
+  auto probe = make_default_gpu_probe();
+  const GpuInventory gpus = probe->probe(env);
+  const int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int nproc = resolve_nproc(cfg, gpus, cpus);
+
+  // 1. The rendezvous store: hosted by the agent on the endpoint's address.
+  std::unique_ptr<rendezvous::StoreServerThread> server;
+  const bool inferred = !s.is_host.has_value();
+  const bool try_host = s.is_host.value_or(!cfg.local_addr || *cfg.local_addr == ep.host);
+  if (try_host) {
+    rendezvous::StoreServerOptions so;
+    rendezvous::apply_store_env(so, env);
+    so.host = ep.host;
+    so.port = static_cast<std::uint16_t>(ep.port);
+    try {
+      server = std::make_unique<rendezvous::StoreServerThread>(so);
+      say(fmt::format("gpurun: hosting the rendezvous store of '{}' on {}", s.run_id, ep.str()));
+    } catch (const BindError& e) {
+      if (!inferred) {
+        say(fmt::format(
+            "gpurun: error: cannot host the rendezvous store on {} ({}); is_host=true needs the "
+            "endpoint to be a free address:port of this host",
+            ep.str(), e.code().message()));
+        return static_cast<int>(ExitCode::kRendezvousFailed);
+      }
+      // Not this host's address, or another agent here hosts it: be a client.
+    }
+  }
+
+  std::unique_ptr<rendezvous::TcpStore> store, will;
+  try {
+    store = connect_store(ep, s, server != nullptr);
+    will = connect_store(ep, s, true);
+  } catch (const NetworkError& e) {
+    say(fmt::format("gpurun: error: {}", e.what()));
+    return static_cast<int>(ExitCode::kRendezvousFailed);
+  }
+
+  RdzvNode me;
+  me.addr = cfg.local_addr.value_or(source_address_to(ep));
+  if (me.addr.empty()) me.addr = local_hostname();
+  me.host = local_hostname();
+  me.id = fmt::format("{}_{}_0", me.addr, ::getpid());
+  me.nproc = nproc;
+
+  ElasticRendezvous* rdzv_ptr = nullptr;
+  std::string will_key;  // the round end this node's will is registered on
+  ElasticRendezvous rdzv(*store, s, me, say, [&](const std::string& end_key) {
+    will_key = std::string(rendezvous::kWillKeyPrefix) + end_key;
+    will->set(will_key, end_to_json(will_end(*rdzv_ptr, -1)));
+  });
+  rdzv_ptr = &rdzv;
+
+  int code = 0;
+  std::string own_summary;
+  for (int round_index = 0;; ++round_index) {
+    Round rd;
+    try {
+      rd = rdzv.next_round();
+    } catch (const RdzvFatal& f) {
+      if (!own_summary.empty()) say(own_summary);
+      say(fmt::format("gpurun: error: the job stops on every node: {}", f.what()));
+      code = f.exit_code();
+      break;
+    } catch (const StoreTimeout& e) {
+      if (!will_key.empty()) will->delete_key(will_key);
+      say(fmt::format("gpurun: error: {}", e.what()));
+      code = static_cast<int>(ExitCode::kRendezvousFailed);
+      break;
+    } catch (const NetworkError& e) {
+      say(fmt::format(
+          "gpurun: error: lost the rendezvous store at {} ({}); the agent hosting it stopped or "
+          "its host is unreachable, so the job cannot re-form",
+          ep.str(), e.what()));
+      return static_cast<int>(ExitCode::kRendezvousFailed);
+    }
+    will->set(std::string(rendezvous::kWillKeyPrefix) + rdzv.end_key(),
+              end_to_json(will_end(rdzv, rd.group_rank)));
+    say(fmt::format(
+        "gpurun: rendezvous '{}' round {}: this node ({}) is group rank {} of {}, global ranks "
+        "{}..{} of {} (restart count {})",
+        s.run_id, rd.number, me.describe(), rd.group_rank, rd.group_world_size, rd.base_global_rank,
+        rd.base_global_rank + nproc - 1, rd.world_size, rd.restart_count));
+
+    // 2. The workers' store of this round (fresh, so /worker/attempt_<k> keys never collide).
+    std::unique_ptr<rendezvous::StoreServerThread> worker_store;
+    std::string master_addr;
+    int master_port = 0;
+    try {
+      if (rd.group_rank == 0) {
+        rendezvous::StoreServerOptions so;
+        rendezvous::apply_store_env(so, env);
+        so.host = me.addr;
+        so.port = 0;
+        worker_store = std::make_unique<rendezvous::StoreServerThread>(so);
+        master_addr = me.addr;
+        master_port = worker_store->port();
+        rdzv.publish_master(master_addr, master_port);
+      } else {
+        std::tie(master_addr, master_port) = rdzv.wait_master();
+      }
+    } catch (const Error& e) {
+      say(fmt::format("gpurun: error: round {}: {}", rd.number, e.what()));
+      rdzv.end_round(rdzv.make_end(EndKind::kNodeLost, 0, e.what()));
+      continue;
+    }
+
+    // 3. Workers, with the monitor beside them.
+    SupervisorResult result;
+    std::string summary;
+    int rc = 0;
+    {
+      Monitor monitor(rdzv);
+      NodeFacts nf;
+      nf.group_rank = rd.group_rank;
+      nf.group_world_size = rd.group_world_size;
+      nf.base_global_rank = rd.base_global_rank;
+      nf.world_size = rd.world_size;
+      nf.external_store = true;
+      nf.master_addr = master_addr;
+      nf.master_port = master_port;
+      nf.restart_count = rd.restart_count;
+      nf.stop_requested = [&monitor] { return monitor.ended(); };
+      nf.result_out = &result;
+      nf.summary_out = &summary;
+      LaunchConfig round_cfg = cfg;
+      if (round_index > 0) round_cfg.notes.clear();
+      rc = run_node(round_cfg, env, nf);
+
+      if (result.outcome == Outcome::kSucceeded) {
+        rdzv.report_done();
+        if (!monitor.ended()) {
+          say(fmt::format(
+              "gpurun: this node's workers are done; waiting for the other nodes (exit barrier, "
+              "up to {})",
+              format_duration(kExitBarrier)));
+        }
+      } else if (result.stopped_by_request) {
+        // Another node's event: its end says what happened.
+      } else if (result.outcome == Outcome::kInterrupted || result.outcome == Outcome::kTimedOut) {
+        // A signal or --timeout on this node: leave; the will tells the others we are gone.
+        if (!summary.empty()) say(summary);
+        return rc;
+      } else {
+        own_summary = summary;
+        const RoundEnd held = rdzv.end_round(rdzv.make_end(
+            EndKind::kWorkerFailed, rd.group_rank, describe_failure(result), rc != 0 ? rc : 1));
+        (void)held;
+      }
+      if (!monitor.wait(kExitBarrier)) {
+        say(fmt::format(
+            "gpurun: warning: exit barrier: the other nodes of round {} did not finish within {}; "
+            "exiting",
+            rd.number, format_duration(kExitBarrier)));
+        code = rc;
+        break;
+      }
+      if (const std::string err = monitor.store_error(); !err.empty()) {
+        say(fmt::format(
+            "gpurun: error: lost the rendezvous store at {} ({}); the agent hosting it stopped or "
+            "its host is unreachable; stopping this node's workers",
+            ep.str(), err));
+        // The workers' own failure keeps its code; workers we stopped are not the cause.
+        return result.first_failure && rc != 0 ? rc : static_cast<int>(ExitCode::kRendezvousFailed);
+      }
+      const RoundEnd end = *monitor.end();
+      if (end.kind == EndKind::kOk) {
+        code = rc;
+        break;
+      }
+      say(fmt::format("gpurun: round {} ended: {}; {}", rd.number, end.describe(),
+                      result.stopped_by_request ? "this node's workers were stopped; next round"
+                                                : "next round"));
+    }
+  }
+  // The store host stays until every node has read how the job ended (bounded).
+  try {
+    rdzv.say_bye();
+    if (server) rdzv.wait_byes(std::min(s.close_timeout, milliseconds(10'000)));
+  } catch (const Error&) {
+  }
+  return code;
+}
+
+}  // namespace gpurun::launcher

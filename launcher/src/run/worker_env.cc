@@ -1,0 +1,209 @@
+// resolve_nproc() and plan_workers(): config + GPUs + attempt facts -> one WorkerSpec per local
+// rank (argv, the complete environment, GPU, log paths, console flags). Pure functions: no
+// filesystem, no environment reads, so every rule here is unit-tested with plain values.
+#include "run/worker_env.h"
+
+#include <fmt/format.h>
+
+#include "cli/config.h"
+
+namespace gpurun::launcher {
+
+const char* const kOmpWarning =
+    "*****************************************\n"
+    "Setting OMP_NUM_THREADS environment variable for each process to be 1 in default, to avoid "
+    "your system being overloaded, please further tune the variable for optimal performance in "
+    "your application as needed. \n"
+    "*****************************************";
+
+const std::vector<std::string>& worker_env_keys() {
+  static const std::vector<std::string> kKeys = {
+      "RANK",
+      "LOCAL_RANK",
+      "WORLD_SIZE",
+      "LOCAL_WORLD_SIZE",
+      "GROUP_RANK",
+      "GROUP_WORLD_SIZE",
+      "ROLE_RANK",
+      "ROLE_NAME",
+      "ROLE_WORLD_SIZE",
+      "MASTER_ADDR",
+      "MASTER_PORT",
+      "TORCHELASTIC_RUN_ID",
+      "TORCHELASTIC_RESTART_COUNT",
+      "TORCHELASTIC_MAX_RESTARTS",
+      "TORCHELASTIC_ERROR_FILE",
+      "TORCHELASTIC_USE_AGENT_STORE",
+      "TORCH_NCCL_ASYNC_ERROR_HANDLING",
+      "NCCL_ASYNC_ERROR_HANDLING",
+      "OMP_NUM_THREADS",
+      "PYTHONUNBUFFERED",
+      "CUDA_VISIBLE_DEVICES",
+      "ROCR_VISIBLE_DEVICES",
+      "HIP_VISIBLE_DEVICES",
+      "GPURUN_LAUNCHER",
+      "GPURUN_GPU",
+      "GPURUN_GPU_ID",
+      "GPURUN_NUM_GPUS_VISIBLE",
+  };
+  return kKeys;
+}
+
+std::string format_rank_list(const std::vector<int>& ranks) {
+  std::string out;
+  std::size_t i = 0;
+  while (i < ranks.size()) {
+    std::size_t j = i;
+    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
+    if (!out.empty()) out += ",";
+    if (j - i >= 2) {
+      out += fmt::format("{}-{}", ranks[i], ranks[j]);
+    } else {
+      for (std::size_t k = i; k <= j; ++k) out += fmt::format("{}{}", k == i ? "" : ",", ranks[k]);
+    }
+    i = j + 1;
+  }
+  return out;
+}
+
+int resolve_nproc(const LaunchConfig& cfg, const GpuInventory& gpus, int cpu_count) {
+  const int n_gpus = static_cast<int>(gpus.gpus.size());
+  const int n_cpus = std::max(1, cpu_count);
+  switch (cfg.nproc_kind) {
+    case NprocKind::kNumber:
+      return cfg.nproc_per_node;
+    case NprocKind::kCpu:
+      return n_cpus;
+    case NprocKind::kAuto:
+      return n_gpus > 0 ? n_gpus : n_cpus;
+    case NprocKind::kGpu:
+      if (n_gpus == 0) {
+        std::string why = gpus.notes.empty() ? "no NVIDIA or AMD GPU found" : gpus.notes.front();
+        for (std::size_t i = 1; i < gpus.notes.size(); ++i) why += "; " + gpus.notes[i];
+        throw NoGpuError(fmt::format(
+            "--nproc-per-node gpu found no GPU ({}); check the driver and CUDA_VISIBLE_DEVICES "
+            "with `gpurun info`, or pass a number (--nproc-per-node 2) or cpu",
+            why));
+      }
+      return n_gpus;
+  }
+  return cfg.nproc_per_node;
+}
+
+std::vector<WorkerSpec> plan_workers(const LaunchConfig& cfg, int nproc, const GpuInventory& gpus,
+                                     const AttemptFacts& facts, const EnvMap& base_env,
+                                     std::vector<std::string>* notes) {
+  const int n_gpus = static_cast<int>(gpus.gpus.size());
+  const int world_size = facts.world_size > 0 ? facts.world_size : nproc * facts.group_world_size;
+  const bool narrow = cfg.narrow_visible_devices || cfg.virtual_local_rank;
+  const std::vector<std::string> command = base_command(cfg);
+
+  auto note = [&](std::string text) {
+    if (notes) notes->push_back(std::move(text));
+  };
+
+  const bool set_omp = nproc > 1 && base_env.find("OMP_NUM_THREADS") == base_env.end();
+  if (set_omp) note(kOmpWarning);
+
+  if (n_gpus > 0 && nproc > n_gpus) {
+    std::vector<int> without;
+    for (int lr = n_gpus; lr < nproc; ++lr) without.push_back(facts.base_global_rank + lr);
+    note(fmt::format(
+        "{} {} will have no GPU and may fall back to CPU ({} workers, {} GPU{} visible via {})",
+        without.size() == 1 ? "rank" : "ranks", format_rank_list(without), nproc, n_gpus,
+        n_gpus == 1 ? "" : "s", gpus.source));
+  }
+
+  // Env vars torchrun passes through when set and defaults otherwise.
+  auto inherited_or = [&](const char* key, const char* fallback) {
+    auto it = base_env.find(key);
+    return it != base_env.end() ? it->second : std::string(fallback);
+  };
+
+  std::vector<WorkerSpec> workers;
+  workers.reserve(static_cast<std::size_t>(std::max(nproc, 0)));
+  for (int lr = 0; lr < nproc; ++lr) {
+    WorkerSpec w;
+    w.local_rank = lr;
+    w.rank = facts.base_global_rank + lr;
+    if (lr < n_gpus) w.gpu = lr;
+
+    w.argv.reserve(command.size());
+    for (std::size_t k = 0; k < command.size(); ++k) {
+      // torchrun substitutes in the args, never in the executable itself.
+      w.argv.push_back(k == 0 ? command[k] : substitute_local_rank(command[k], lr));
+    }
+
+    EnvMap& env = w.env;
+    env = base_env;
+    auto set = [&](const char* key, std::string value) { env[key] = std::move(value); };
+    set("RANK", std::to_string(w.rank));
+    set("LOCAL_RANK", std::to_string(cfg.virtual_local_rank ? 0 : lr));
+    set("WORLD_SIZE", std::to_string(world_size));
+    set("LOCAL_WORLD_SIZE", std::to_string(nproc));
+    set("GROUP_RANK", std::to_string(facts.group_rank));
+    set("GROUP_WORLD_SIZE", std::to_string(facts.group_world_size));
+    set("ROLE_RANK", std::to_string(w.rank));  // one role per job: role rank = global rank
+    set("ROLE_NAME", cfg.role);
+    set("ROLE_WORLD_SIZE", std::to_string(world_size));
+    set("MASTER_ADDR", facts.master_addr);
+    set("MASTER_PORT", std::to_string(facts.master_port));
+    set("TORCHELASTIC_RUN_ID", facts.run_id);
+    set("TORCHELASTIC_RESTART_COUNT", std::to_string(facts.restart_count));
+    set("TORCHELASTIC_MAX_RESTARTS", std::to_string(cfg.max_restarts));
+    set("TORCHELASTIC_ERROR_FILE",
+        facts.attempt_log_dir.empty() ? std::string()
+                                      : fmt::format("{}/{}/error.json", facts.attempt_log_dir, lr));
+    set("TORCHELASTIC_USE_AGENT_STORE", "True");
+    // 2.x name and the pre-2.2 name (1.13 reads the latter); each passed through if set.
+    set("TORCH_NCCL_ASYNC_ERROR_HANDLING", inherited_or("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1"));
+    set("NCCL_ASYNC_ERROR_HANDLING", inherited_or("NCCL_ASYNC_ERROR_HANDLING", "1"));
+    if (set_omp) set("OMP_NUM_THREADS", "1");
+    // Not torchrun's, deliberately ours: gpurun reads worker output through pipes (for the
+    // [rank N] prefix and tee), where a Python started indirectly (a shell wrapper, --no-python
+    // python3 x.py, a subprocess) would block-buffer and lose its last lines on a crash. A value
+    // the user set is kept; native programs ignore it.
+    set("PYTHONUNBUFFERED", inherited_or("PYTHONUNBUFFERED", "1"));
+
+    // Devices. Default (torchrun): *_VISIBLE_DEVICES inherited unchanged; the worker uses GPU
+    // LOCAL_RANK. Narrowed: the worker sees only its own GPU (as index 0), or none at all.
+    std::optional<int> gpu_in_worker = w.gpu;
+    if (narrow) {
+      const bool amd = n_gpus > 0 && gpus.gpus.front().vendor == "amd";
+      std::string visible = w.gpu ? gpus.gpus[static_cast<std::size_t>(*w.gpu)].id : "";
+      if (amd) {
+        // The ids are ROCR-level (physical) ids; HIP/CUDA_VISIBLE_DEVICES would re-filter them.
+        set("ROCR_VISIBLE_DEVICES", visible);
+        env.erase("HIP_VISIBLE_DEVICES");
+        env.erase("CUDA_VISIBLE_DEVICES");
+      } else {
+        set("CUDA_VISIBLE_DEVICES", visible);
+      }
+      if (w.gpu) gpu_in_worker = 0;
+    }
+    set("GPURUN_LAUNCHER", "gpurun");
+    set("GPURUN_GPU", gpu_in_worker ? std::to_string(*gpu_in_worker) : std::string());
+    set("GPURUN_GPU_ID", w.gpu ? gpus.gpus[static_cast<std::size_t>(*w.gpu)].id : std::string());
+    set("GPURUN_NUM_GPUS_VISIBLE", std::to_string(n_gpus));
+
+    // Logs (torchrun's layout) and console (torchrun's redirect/tee/filter rules).
+    const int redirect = cfg.redirects.for_rank(lr);
+    const int tee = cfg.tee.for_rank(lr);
+    const int to_file = redirect | tee;  // tee implies a redirect
+    if (!facts.attempt_log_dir.empty()) {
+      if (to_file & kStdOut)
+        w.stdout_path = fmt::format("{}/{}/stdout.log", facts.attempt_log_dir, lr);
+      if (to_file & kStdErr)
+        w.stderr_path = fmt::format("{}/{}/stderr.log", facts.attempt_log_dir, lr);
+    }
+    const bool in_filter = !cfg.local_ranks_filter || cfg.local_ranks_filter->count(lr) > 0;
+    // A redirected stream reaches the console only when tee'd; a rank outside the filter reaches
+    // it never (its un-redirected streams go to /dev/null, as torchrun).
+    w.console_stdout = in_filter && (!(redirect & kStdOut) || (tee & kStdOut));
+    w.console_stderr = in_filter && (!(redirect & kStdErr) || (tee & kStdErr));
+    workers.push_back(std::move(w));
+  }
+  return workers;
+}
+
+}  // namespace gpurun::launcher
