@@ -14,6 +14,7 @@
 #include <system_error>
 
 #include "dataset.h"
+#include "gpurun/common/io.h"
 
 namespace train {
 namespace {
@@ -22,13 +23,8 @@ constexpr const char* kMagic = "GPURUN-TRAIN-CHECKPOINT";
 constexpr int kVersion = 1;
 
 void write_all(int fd, const void* data, std::size_t n, const std::string& path) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) throw std::system_error(errno, std::generic_category(), "write " + path);
-    p += w;
-    n -= static_cast<std::size_t>(w);
+  if (!gpurun::write_all(fd, data, n)) {
+    throw std::system_error(errno, std::generic_category(), "write " + path);
   }
 }
 

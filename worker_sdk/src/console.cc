@@ -12,6 +12,7 @@
 
 #include "console_detail.h"
 #include "gpurun/common/duration.h"
+#include "gpurun/common/io.h"
 #include "gpurun/common/log.h"
 
 namespace gpurun::worker {
@@ -89,20 +90,7 @@ std::string format_progress(std::string_view label, std::uint64_t count, std::ui
 
 }  // namespace detail
 
-namespace {
-
-void write_all(int fd, std::string_view s) {
-  while (!s.empty()) {
-    ssize_t n = ::write(fd, s.data(), s.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return;
-    }
-    s.remove_prefix(static_cast<std::size_t>(n));
-  }
-}
-
-}  // namespace
+namespace {}  // namespace
 
 void print_root(const Context& ctx, std::string_view text) {
   if (ctx.rank() != 0) return;

@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "gpurun/common/error.h"
+#include "gpurun/common/io.h"
 
 namespace gpurun::launcher {
 
@@ -38,25 +39,6 @@ std::string substitute(std::string templ, const std::string& key, const std::str
     }
   }
   return templ;
-}
-
-// write() all of `text`, waiting on a non-blocking fd; false when the reader is gone (EPIPE).
-bool write_all(int fd, std::string_view text) {
-  while (!text.empty()) {
-    const ssize_t n = ::write(fd, text.data(), text.size());
-    if (n > 0) {
-      text.remove_prefix(static_cast<std::size_t>(n));
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      pollfd p{fd, POLLOUT, 0};
-      ::poll(&p, 1, -1);
-      continue;
-    }
-    return false;
-  }
-  return true;
 }
 
 }  // namespace

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "gpurun/common/error.h"
+#include "gpurun/common/io.h"
 #include "gpurun/common/log.h"
 #include "gpurun/common/unique_fd.h"
 #include "process/process_runner.h"

@@ -27,6 +27,7 @@
 
 #include "cli/config.h"
 #include "gpurun/common/error.h"
+#include "gpurun/common/io.h"
 #include "gpurun/common/log.h"
 #include "gpurun/rendezvous/store_server.h"
 #include "output/failure_summary.h"
@@ -43,13 +44,7 @@ namespace fs = std::filesystem;
 void write_stderr(const std::string& text) {
   std::string t = text;
   if (t.empty() || t.back() != '\n') t += '\n';
-  std::size_t off = 0;
-  while (off < t.size()) {
-    const ssize_t n = ::write(2, t.data() + off, t.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    off += static_cast<std::size_t>(n);
-  }
+  write_all(STDERR_FILENO, t);
 }
 
 namespace {

@@ -8,6 +8,7 @@
 
 #include "gpurun/common/env.h"
 #include "gpurun/common/error.h"
+#include "gpurun/common/io.h"
 
 namespace gpurun::log {
 namespace {
@@ -115,17 +116,7 @@ void write(Level level, std::string_view subsys, std::string_view msg) {
     std::lock_guard lock(s.mu);
     line = fmt::format("{} {} {}: {}\n", s.prefix, level_name(level), subsys, msg);
   }
-  const char* p = line.data();
-  std::size_t left = line.size();
-  while (left > 0) {
-    ssize_t n = ::write(STDERR_FILENO, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return;
-    }
-    p += n;
-    left -= static_cast<std::size_t>(n);
-  }
+  write_all(STDERR_FILENO, line);
 }
 
 }  // namespace gpurun::log

@@ -33,14 +33,4 @@ class UniqueFd {
   int fd_ = -1;
 };
 
-// Retries a syscall-like callable while it fails with EINTR. Returns the last result.
-template <typename F>
-auto retry_eintr(F&& f) -> decltype(f()) {
-  decltype(f()) r;
-  do {
-    r = f();
-  } while (r == -1 && errno == EINTR);
-  return r;
-}
-
 }  // namespace gpurun
