@@ -1,3 +1,5 @@
+// Over 500 lines on purpose: one self-contained benchmark program (run, time, compare with torchrun,
+// report as a table and JSON) that users read top to bottom; splitting it would scatter one report.
 // scaling_bench: strong scaling of the bundled examples under gpurun. For each example and each
 // rank count it runs the same total work (same image and windows; same samples, epochs and
 // global batch), times the whole job (launch included) and prints speedup and parallel
@@ -18,6 +20,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <boost/program_options.hpp>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -25,7 +28,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <regex>
 #include <set>
@@ -35,6 +40,7 @@
 #include <vector>
 
 #include "../common/bench_common.h"
+#include "gpurun/common/env.h"
 
 namespace fs = std::filesystem;
 
@@ -200,16 +206,22 @@ TrainJob train_job(const Config& c) {
   return j;
 }
 
-// The number after `"key": ` in the last line of `out` that has it (torch_train.py's JSON).
+// The number at `key` in the last line of `out` holding a JSON object that has it (torch_train.py's
+// result line, after the launcher's prefix).
 std::optional<double> json_number(const std::string& out, const std::string& key) {
-  const std::string needle = "\"" + key + "\": ";
-  const auto at = out.rfind(needle);
-  if (at == std::string::npos) return std::nullopt;
-  const char* begin = out.c_str() + at + needle.size();
-  char* end = nullptr;
-  const double v = std::strtod(begin, &end);
-  if (end == begin) return std::nullopt;
-  return v;
+  std::size_t end = out.size();
+  while (end > 0) {
+    const std::size_t start = out.rfind('\n', end - 1);
+    const std::size_t from = start == std::string::npos ? 0 : start + 1;
+    const std::size_t brace = out.find('{', from);  // after a "[rank 0] " style prefix
+    const auto j = brace < end
+                       ? nlohmann::json::parse(out.substr(brace, end - brace), nullptr, false)
+                       : nlohmann::json();
+    if (j.is_object() && j.contains(key) && j[key].is_number()) return j[key].get<double>();
+    if (start == std::string::npos) break;
+    end = start;
+  }
+  return std::nullopt;
 }
 
 std::vector<Example> examples(const Config& c) {
@@ -243,18 +255,6 @@ std::vector<Example> examples(const Config& c) {
   return out;
 }
 
-std::vector<int> parse_list(const std::string& v) {
-  std::vector<int> out;
-  std::size_t start = 0;
-  while (start <= v.size()) {
-    const auto comma = v.find(',', start);
-    out.push_back(std::stoi(v.substr(start, comma == std::string::npos ? comma : comma - start)));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return out;
-}
-
 int count_gpus() {
   std::FILE* p = popen("nvidia-smi -L 2>/dev/null", "r");
   if (!p) return 0;
@@ -271,25 +271,6 @@ double promised(int ranks) {
   return it == k.end() ? 0.0 : it->second;
 }
 
-std::string usage() {
-  return R"(usage: scaling_bench [options]
-  --ranks LIST      rank counts to run (default: 1,2,4 on CPU; 1,2,4,8 up to the GPU count)
-  --repeat N        runs per point, taken in rounds over the rank counts (1,2,4,1,2,4,...);
-                    the fastest is reported (default: 5)
-  --only NAME       windowed_image | train
-  --gpu             GPU mode: the examples use their CUDA paths; reports samples/s
-  --quick           smaller work (a smoke run, not for figures)
-  --work K          K times the work per run (blur passes, epochs): fixed start-up costs weigh
-                    less, as in real jobs that run for minutes (default 1)
-  --no-torch        skip the PyTorch DDP version of the training job (bench/scaling/torch_train.py,
-                    the same MLP job as users write it, under torchrun and under gpurun)
-  --torch-repeat N  runs per point for it (default: 3)
-  --python PATH     the Python with torch (default: /usr/bin/python3)
-  --json FILE       also write the JSON result to FILE
-  --gpurun PATH, --windowed-image PATH, --train PATH   binaries (default: next to this build)
-)";
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -300,49 +281,52 @@ int main(int argc, char** argv) {
   c.windowed_image = (build / "examples" / "windowed_image" / "windowed_image").string();
   c.train = (build / "examples" / "train" / "train").string();
   std::string ranks_arg;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "scaling_bench: error: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--ranks")
-      ranks_arg = next();
-    else if (a == "--repeat")
-      c.repeat = std::max(1, std::stoi(next()));
-    else if (a == "--only")
-      c.only = next();
-    else if (a == "--gpu")
-      c.gpu = true;
-    else if (a == "--work")
-      c.work = std::max(1, std::stoi(next()));
-    else if (a == "--quick")
-      c.quick = true;
-    else if (a == "--json")
-      c.json_path = next();
-    else if (a == "--no-torch")
-      c.torch = false;
-    else if (a == "--torch-repeat")
-      c.torch_repeat = std::max(1, std::stoi(next()));
-    else if (a == "--python")
-      c.python = next();
-    else if (a == "--gpurun")
-      c.gpurun = next();
-    else if (a == "--windowed-image")
-      c.windowed_image = next();
-    else if (a == "--train")
-      c.train = next();
-    else if (a == "-h" || a == "--help") {
-      std::fputs(usage().c_str(), stdout);
-      return 0;
-    } else {
-      std::fprintf(stderr, "scaling_bench: error: unknown option '%s'; see --help\n", a.c_str());
-      return 2;
+  namespace po = boost::program_options;
+  po::options_description desc(
+      "scaling_bench: strong scaling of the bundled examples under gpurun (and the same training "
+      "job in PyTorch DDP under torchrun and gpurun), in one run.\nusage: scaling_bench "
+      "[options]\noptions");
+  desc.add_options()("help,h", "print this help")(
+      "ranks", po::value<std::string>(&ranks_arg),
+      "rank counts to run, comma-separated (default: 1,2,4 on CPU; 1,2,4,8 up to the GPU count)")(
+      "repeat", po::value<int>(&c.repeat)->default_value(c.repeat),
+      "runs per point, taken in rounds over the rank counts (1,2,4,1,2,4,...); the fastest is "
+      "reported")("only", po::value<std::string>(&c.only), "windowed_image | train")(
+      "gpu", po::bool_switch(&c.gpu), "GPU mode: the examples use their CUDA paths")(
+      "quick", po::bool_switch(&c.quick), "smaller work (a smoke run, not for figures)")(
+      "work", po::value<int>(&c.work)->default_value(c.work),
+      "K times the work per run (blur passes, epochs): fixed start-up costs weigh less")(
+      "no-torch",
+      "skip the PyTorch DDP version of the training job (bench/scaling/torch_train.py)")(
+      "torch-repeat", po::value<int>(&c.torch_repeat)->default_value(c.torch_repeat),
+      "runs per point for the PyTorch job")(
+      "python", po::value<std::string>(&c.python)->default_value(c.python),
+      "the Python with torch")("json", po::value<std::string>(&c.json_path),
+                               "also write the JSON result to this file")(
+      "gpurun", po::value<std::string>(&c.gpurun)->default_value(c.gpurun), "the gpurun binary")(
+      "windowed-image", po::value<std::string>(&c.windowed_image)->default_value(c.windowed_image),
+      "the windowed_image example")(
+      "train", po::value<std::string>(&c.train)->default_value(c.train), "the train example");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+    for (const auto& part : gpurun::split(ranks_arg, ',')) {
+      if (gpurun::trim(part).empty()) continue;
+      c.ranks.push_back(static_cast<int>(gpurun::parse_int(gpurun::trim(part), "--ranks")));
     }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "scaling_bench: error: %s; see --help\n", e.what());
+    return 2;
   }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  c.torch = vm.count("no-torch") == 0;
+  c.repeat = std::max(1, c.repeat);
+  c.work = std::max(1, c.work);
+  c.torch_repeat = std::max(1, c.torch_repeat);
   for (const auto& p : {c.gpurun, c.windowed_image, c.train}) {
     if (!fs::exists(p)) {
       std::fprintf(stderr,
@@ -363,8 +347,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (!ranks_arg.empty()) {
-    c.ranks = parse_list(ranks_arg);
+  if (!c.ranks.empty()) {
   } else if (c.gpu) {
     for (int n : {1, 2, 4, 8}) {
       if (n <= gpus) c.ranks.push_back(n);
@@ -588,27 +571,43 @@ int main(int argc, char** argv) {
         "going parallel\n",
         load_before, load_after, cores);
   }
-  std::string json = fmt::format(
-      R"({{"bench": "scaling", "mode": "{}", "cpu_cores": {}, "gpus": {}, "repeat": {}, "work": {}, "load_before": {:.2f}, "load_after": {:.2f}, "results": [)",
-      c.gpu ? "gpu" : "cpu", cores, gpus, c.repeat, c.work, load_before, load_after);
-  for (std::size_t i = 0; i < rows.size(); ++i) {
-    const Row& r = rows[i];
-    json += fmt::format(
-        R"({}{{"example": "{}", "ranks": {}, "seconds": {:.4f}, "cpu_seconds": {:.4f}, "speedup": {:.4f}, "efficiency": {:.4f}, "cpu_efficiency": {:.4f}, "machine_ceiling": {:.4f}, "promised_speedup": {}, "throughput": {:.2f}, "unit": "{}/s", "note": "{}"}})",
-        i ? ", " : "", r.example, r.ranks, r.seconds, r.cpu_seconds, r.speedup, r.efficiency,
-        r.work_efficiency, r.ceiling,
-        promised(r.ranks) > 0 ? fmt::format("{:.1f}", promised(r.ranks)) : "null", r.throughput,
-        r.unit, r.note);
+  nlohmann::json out = {{"bench", "scaling"},
+                        {"mode", c.gpu ? "gpu" : "cpu"},
+                        {"cpu_cores", cores},
+                        {"gpus", gpus},
+                        {"repeat", c.repeat},
+                        {"work", c.work},
+                        {"load_before", load_before},
+                        {"load_after", load_after},
+                        {"results", nlohmann::json::array()},
+                        {"torch", nlohmann::json::array()},
+                        {"torch_skipped", torch_skipped}};
+  for (const Row& r : rows) {
+    out["results"].push_back(
+        {{"example", r.example},
+         {"ranks", r.ranks},
+         {"seconds", r.seconds},
+         {"cpu_seconds", r.cpu_seconds},
+         {"speedup", r.speedup},
+         {"efficiency", r.efficiency},
+         {"cpu_efficiency", r.work_efficiency},
+         {"machine_ceiling", r.ceiling},
+         {"promised_speedup", promised(r.ranks) > 0 ? nlohmann::json(promised(r.ranks)) : nullptr},
+         {"throughput", r.throughput},
+         {"unit", r.unit + "/s"},
+         {"note", r.note}});
   }
-  json += "], \"torch\": [";
-  for (std::size_t i = 0; i < torch_rows.size(); ++i) {
-    const TorchRow& t = torch_rows[i];
-    json += fmt::format(
-        R"({}{{"launcher": "{}", "ranks": {}, "seconds": {:.4f}, "speedup": {:.4f}, "loop_seconds": {:.4f}, "loop_speedup": {:.4f}, "test_accuracy": {:.4f}, "seconds_vs_example": {:.4f}}})",
-        i ? ", " : "", t.launcher, t.ranks, t.seconds, t.speedup, t.loop_seconds, t.loop_speedup,
-        t.accuracy, t.vs_example);
+  for (const TorchRow& t : torch_rows) {
+    out["torch"].push_back({{"launcher", t.launcher},
+                            {"ranks", t.ranks},
+                            {"seconds", t.seconds},
+                            {"speedup", t.speedup},
+                            {"loop_seconds", t.loop_seconds},
+                            {"loop_speedup", t.loop_speedup},
+                            {"test_accuracy", t.accuracy},
+                            {"seconds_vs_example", t.vs_example}});
   }
-  json += fmt::format(R"(], "torch_skipped": "{}"}})", torch_skipped);
+  const std::string json = out.dump();
   fmt::print("\n{}\n", json);
   if (!c.json_path.empty()) std::ofstream(c.json_path) << json << "\n";
   fs::remove_all(c.work_dir);
