@@ -1,7 +1,9 @@
 // Over 500 lines on purpose: one self-contained benchmark program (run, time, compare with
 // torchrun, report as a table and JSON) that users read top to bottom; splitting it would scatter
-// one report. scaling_bench: strong scaling of the bundled examples under gpurun. For each example
-// and each rank count it runs the same total work (same image and windows; same samples, epochs and
+// one report.
+//
+// scaling_bench: strong scaling of the bundled examples under gpurun. For each example and each
+// rank count it runs the same total work (same image and windows; same samples, epochs and
 // global batch), times the whole job (launch included) and prints speedup and parallel
 // efficiency next to the figures the user guides promise (1.8x at 2, 3.5x at 4, 6.5x at 8).
 //
