@@ -20,8 +20,10 @@
 // server's CPU time and the time it was runnable but waiting for a CPU.
 //
 // Prints a table and a JSON document (last stdout line; also --json PATH). Not a test: no asserts
-// on timings. Usage: store_bench [--duration S] [--clients 1,16,64,256] [--barrier 1024,4096]
-//   [--ops set,get,add] [--only gpurun|torch] [--ours-bin PATH] [--python PATH] [--json PATH]
+// on timings. Options: store_bench --help.
+//
+// Over 500 lines on purpose: the benchmark driver (its own epoll client, server processes, the
+// report) is one program read top to bottom; nothing in it is shared with product code.
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -38,6 +40,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <boost/program_options.hpp>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -45,11 +48,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "gpurun/common/env.h"
 
 #ifndef GPURUN_STORE_BIN
 #define GPURUN_STORE_BIN ""
@@ -631,26 +637,13 @@ BarrierResult run_barrier(const std::string& server, const Addr& addr, pid_t ser
   return r;
 }
 
-std::vector<int> parse_ints(const std::string& s) {
+// "1,16,64" -> {1, 16, 64}; throws for a malformed number.
+std::vector<int> parse_ints(const std::string& s, const char* what) {
   std::vector<int> out;
-  std::size_t pos = 0;
-  while (pos < s.size()) {
-    auto comma = s.find(',', pos);
-    out.push_back(std::stoi(s.substr(pos, comma - pos)));
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  return out;
-}
-
-std::vector<std::string> parse_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::size_t pos = 0;
-  while (pos <= s.size()) {
-    auto comma = s.find(',', pos);
-    out.push_back(s.substr(pos, comma - pos));
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
+  for (const auto& part : gpurun::split(s, ',')) {
+    if (!gpurun::trim(part).empty()) {
+      out.push_back(static_cast<int>(gpurun::parse_int(gpurun::trim(part), what)));
+    }
   }
   return out;
 }
@@ -682,51 +675,47 @@ int main(int argc, char** argv) {
   std::vector<std::string> ops{"set", "get", "add"};
   std::string only, ours_bin = GPURUN_STORE_BIN, python = "/usr/bin/python3", json_path;
   std::string gpurun_addr, torch_addr;  // HOST:PORT of an already running server (profiling)
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) die("missing value for " + a);
-      return argv[++i];
-    };
-    if (a == "--duration")
-      duration = std::stod(next());
-    else if (a == "--warmup")
-      warmup = std::stod(next());
-    else if (a == "--repeat")
-      repeat = std::max(1, std::stoi(next()));
-    else if (a == "--clients")
-      clients = parse_ints(next());
-    else if (a == "--barrier")
-      barriers = parse_ints(next());
-    else if (a == "--no-barrier")
-      barriers.clear();
-    else if (a == "--ops")
-      ops = parse_list(next());
-    else if (a == "--only")
-      only = next();
-    else if (a == "--ours-bin")
-      ours_bin = next();
-    else if (a == "--python")
-      python = next();
-    else if (a == "--json")
-      json_path = next();
-    else if (a == "--gpurun-addr")
-      gpurun_addr = next();
-    else if (a == "--torch-addr")
-      torch_addr = next();
-    else if (a == "--help" || a == "-h") {
-      std::printf(
-          "usage: store_bench [--duration S] [--warmup S] [--repeat N] [--clients 1,16,64,256]\n"
-          "                   [--barrier 1024,4096 | --no-barrier] [--ops set,get,add]\n"
-          "                   [--only gpurun|torch] [--ours-bin PATH] [--python PATH] "
-          "[--json PATH]\n"
-          "                   [--gpurun-addr HOST:PORT] [--torch-addr HOST:PORT]  (use a running "
-          "server)\n");
-      return 0;
-    } else {
-      die("unknown option " + a + " (see --help)");
-    }
+  std::string clients_text = "1,16,64,256", barriers_text = "1024,4096", ops_text = "set,get,add";
+  namespace po = boost::program_options;
+  po::options_description desc(
+      "store_bench: gpurun's store server vs PyTorch's own TCPStore server, side by side in one "
+      "run.\nusage: store_bench [options]\noptions");
+  desc.add_options()("help,h", "print this help")(
+      "duration", po::value<double>(&duration)->default_value(duration), "seconds per cell")(
+      "warmup", po::value<double>(&warmup)->default_value(warmup), "warm-up seconds per cell")(
+      "repeat", po::value<int>(&repeat)->default_value(repeat), "best of N per cell")(
+      "clients", po::value<std::string>(&clients_text)->default_value(clients_text),
+      "concurrent connections per ops cell, comma-separated")(
+      "barrier", po::value<std::string>(&barriers_text)->default_value(barriers_text),
+      "barrier sizes, comma-separated")("no-barrier", "skip the barrier")(
+      "ops", po::value<std::string>(&ops_text)->default_value(ops_text), "set,get,add")(
+      "only", po::value<std::string>(&only), "gpurun | torch")(
+      "ours-bin", po::value<std::string>(&ours_bin)->default_value(ours_bin),
+      "gpurun-store binary")("python", po::value<std::string>(&python)->default_value(python),
+                             "Python with torch")("json", po::value<std::string>(&json_path),
+                                                  "also write the JSON to this file")(
+      "gpurun-addr", po::value<std::string>(&gpurun_addr),
+      "HOST:PORT of a running gpurun store (profiling)")(
+      "torch-addr", po::value<std::string>(&torch_addr),
+      "HOST:PORT of a running torch TCPStore (profiling)");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+    clients = parse_ints(clients_text, "--clients");
+    barriers = parse_ints(barriers_text, "--barrier");
+    ops.clear();
+    for (const auto& op : gpurun::split(ops_text, ',')) ops.push_back(gpurun::trim(op));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "store_bench: error: %s; see --help\n", e.what());
+    return 2;
   }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  if (vm.count("no-barrier")) barriers.clear();
+  repeat = std::max(1, repeat);
   signal(SIGPIPE, SIG_IGN);
   raise_nofile();
   int max_clients = 0;
