@@ -43,6 +43,22 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
   return s;
 }
 
+std::string format_one(std::size_t idx, const FailureEntry& f, const std::string& host) {
+  const int exitcode = f.worker.status ? f.worker.status->torchrun_exitcode() : -1;
+  return fmt::format(
+      "[{}]:\n"
+      "  time      : {}\n"
+      "  host      : {}\n"
+      "  rank      : {} (local_rank: {})\n"
+      "  exitcode  : {} (pid: {})\n"
+      "  error_file: {}\n"
+      "  traceback : {}",
+      idx, torchrun_time(failure_epoch(f)), host, f.worker.rank, f.worker.local_rank, exitcode,
+      f.worker.pid, f.error_file.present ? f.error_file.path : "<N/A>", torchrun_message(f));
+}
+
+}  // namespace
+
 // The `traceback :` value torchrun shows for one failure.
 std::string torchrun_message(const FailureEntry& f) {
   const ErrorFile& ef = f.error_file;
@@ -66,84 +82,6 @@ long long failure_epoch(const FailureEntry& f) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }
 
-std::string format_one(std::size_t idx, const FailureEntry& f, const std::string& host) {
-  const int exitcode = f.worker.status ? f.worker.status->torchrun_exitcode() : -1;
-  return fmt::format(
-      "[{}]:\n"
-      "  time      : {}\n"
-      "  host      : {}\n"
-      "  rank      : {} (local_rank: {})\n"
-      "  exitcode  : {} (pid: {})\n"
-      "  error_file: {}\n"
-      "  traceback : {}",
-      idx, torchrun_time(failure_epoch(f)), host, f.worker.rank, f.worker.local_rank, exitcode,
-      f.worker.pid, f.error_file.present ? f.error_file.path : "<N/A>", torchrun_message(f));
-}
-
-std::string outcome_name(Outcome o) {
-  switch (o) {
-    case Outcome::kSucceeded:
-      return "succeeded";
-    case Outcome::kWorkerFailed:
-      return "worker_failed";
-    case Outcome::kInterrupted:
-      return "interrupted";
-    case Outcome::kTimedOut:
-      return "timed_out";
-    case Outcome::kSpawnFailed:
-      return "spawn_failed";
-  }
-  return "unknown";
-}
-
-std::string iso_time(std::chrono::system_clock::time_point t) {
-  if (t.time_since_epoch().count() == 0) return "";
-  return torchrun_time(t);
-}
-
-nlohmann::json worker_json(const WorkerRecord& w) {
-  nlohmann::json j = {{"rank", w.rank},
-                      {"local_rank", w.local_rank},
-                      {"pid", w.pid},
-                      {"restart_count", w.restart_count},
-                      {"stopped_by_gpurun", w.stopped_by_gpurun},
-                      {"sigkilled", w.sigkilled},
-                      {"started", iso_time(w.started)},
-                      {"ended", iso_time(w.ended)}};
-  if (w.status) {
-    j["exit_code"] = w.status->as_exit_code();
-    j["exitcode"] = w.status->torchrun_exitcode();  // torchrun's: -signal for a signal death
-    j["signal"] = w.status->signaled ? nlohmann::json(signal_name(w.status->signal)) : nullptr;
-    j["status"] = w.status->describe();
-  } else {
-    j["exit_code"] = nullptr;
-    j["status"] = "not reaped";
-  }
-  if (!w.exec_error.empty()) j["exec_error"] = w.exec_error;
-  return j;
-}
-
-nlohmann::json failure_json(const FailureEntry& f, const std::string& host) {
-  nlohmann::json j = worker_json(f.worker);
-  j["host"] = host;
-  j["time"] = torchrun_time(failure_epoch(f));
-  j["timestamp"] = failure_epoch(f);
-  j["message"] = torchrun_message(f);
-  j["error_file"] =
-      f.error_file.path.empty() ? nlohmann::json(nullptr) : nlohmann::json(f.error_file.path);
-  j["error_file_present"] = f.error_file.present;
-  if (!f.error_file.problem.empty()) j["error_file_problem"] = f.error_file.problem;
-  if (f.error_file.present && f.error_file.problem.empty()) {
-    j["error_message"] = f.error_file.message;
-    j["traceback"] = f.error_file.traceback;
-  }
-  j["last_lines"] = f.last_lines;
-  j["last_lines_from"] = f.last_lines_from;
-  return j;
-}
-
-}  // namespace
-
 bool has_traceback(const FailureEntry& f) {
   return f.error_file.present && f.error_file.problem.empty() && !f.error_file.traceback.empty();
 }
@@ -160,63 +98,6 @@ std::string torchrun_time(long long epoch_seconds) {
 std::string torchrun_time(std::chrono::system_clock::time_point t) {
   return torchrun_time(
       std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count());
-}
-
-ErrorFile parse_error_file(const std::string& path, const std::string& content) {
-  ErrorFile ef;
-  ef.path = path;
-  ef.present = true;
-  try {
-    nlohmann::json doc = nlohmann::json::parse(content);
-    if (!doc.is_object() || !doc.contains("message")) {
-      ef.problem = "unreadable: no \"message\" field";
-      return ef;
-    }
-    const auto& m = doc["message"];
-    auto to_epoch = [](const nlohmann::json& v) -> std::optional<long long> {
-      if (v.is_number_integer()) return v.get<long long>();
-      if (v.is_number()) return static_cast<long long>(v.get<double>());
-      if (v.is_string()) {
-        try {
-          return std::stoll(v.get<std::string>());
-        } catch (const std::exception&) {
-          return std::nullopt;
-        }
-      }
-      return std::nullopt;
-    };
-    if (m.is_string()) {
-      ef.message = m.get<std::string>();
-      if (doc.contains("timestamp")) ef.timestamp = to_epoch(doc["timestamp"]);
-    } else if (m.is_object()) {
-      if (m.contains("message") && m["message"].is_string()) ef.message = m["message"];
-      if (m.contains("extraInfo") && m["extraInfo"].is_object()) {
-        const auto& extra = m["extraInfo"];
-        if (extra.contains("py_callstack") && extra["py_callstack"].is_string()) {
-          ef.traceback = extra["py_callstack"];
-        }
-        if (extra.contains("timestamp")) ef.timestamp = to_epoch(extra["timestamp"]);
-      }
-    } else {
-      ef.problem = "unreadable: \"message\" is neither a string nor an object";
-      return ef;
-    }
-    ef.raw = std::move(doc);
-  } catch (const nlohmann::json::exception& e) {
-    ef.problem = fmt::format("unreadable: not valid JSON ({})", e.what());
-  }
-  return ef;
-}
-
-ErrorFile read_error_file(const std::string& path) {
-  ErrorFile ef;
-  ef.path = path;
-  if (path.empty()) return ef;
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return ef;  // the worker did not write one (no @record)
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return parse_error_file(path, ss.str());
 }
 
 std::string format_torchrun_block(const FailureReport& report) {
@@ -436,103 +317,6 @@ std::string format_failure_body(const FailureReport& report) {
                        format_rank_list(r.not_reaped));
   }
   return out;
-}
-
-nlohmann::json summary_json(const FailureReport& report) {
-  const SupervisorResult& r = report.result;
-  nlohmann::json j;
-  j["outcome"] = outcome_name(r.outcome);
-  const ExitOrigin eo = exit_origin(report);
-  j["exit_code"] = eo.exit_code;
-  j["exit_code_origin"] = eo.origin.empty() ? nlohmann::json(nullptr) : nlohmann::json(eo.origin);
-  j["exit_code_reason"] = eo.reason.empty() ? nlohmann::json(nullptr) : nlohmann::json(eo.reason);
-  j["exit_code_mode"] = report.torchrun_exit_codes ? "torchrun" : "gpurun";
-  if (eo.exit_code != eo.gpurun_code) j["gpurun_exit_code"] = eo.gpurun_code;
-  j["restarts"] = r.restarts;
-  j["host"] = report.host;
-  j["entrypoint"] = report.entrypoint;
-  j["interrupt_signal"] =
-      r.interrupt_signal ? nlohmann::json(signal_name(r.interrupt_signal)) : nullptr;
-  j["running_at_timeout"] = r.running_at_timeout;
-  j["spawn_error"] =
-      r.spawn_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.spawn_error);
-  if (report.root) {
-    j["root_cause"] = failure_json(*report.root, report.host);
-    j["explanation"] = explain_failure(*report.root, !report.root->last_lines.empty());
-  } else {
-    j["root_cause"] = nullptr;
-  }
-  j["failures"] = nlohmann::json::array();
-  if (report.root) j["failures"].push_back(failure_json(*report.root, report.host));
-  for (const auto& o : report.others) j["failures"].push_back(failure_json(o, report.host));
-  j["workers"] = nlohmann::json::array();
-  for (const auto& w : r.workers) j["workers"].push_back(worker_json(w));
-  return j;
-}
-
-std::vector<nlohmann::json> worker_events(const FailureReport& report, const EventContext& ctx) {
-  std::vector<nlohmann::json> out;
-  auto failure_of = [&](int rank) -> const FailureEntry* {
-    if (report.root && report.root->worker.rank == rank) return &*report.root;
-    for (const auto& o : report.others) {
-      if (o.worker.rank == rank) return &o;
-    }
-    return nullptr;
-  };
-  for (const WorkerRecord& w : report.result.workers) {
-    const FailureEntry* f = failure_of(w.rank);
-    // torch's _get_worker_state: the run's state for a worker that failed itself (or for all
-    // when the run succeeded); TERMINATED for one the agent stopped.
-    const std::string state = report.result.outcome == Outcome::kSucceeded ? "SUCCEEDED"
-                              : f != nullptr                               ? "FAILED"
-                                                                           : "TERMINATED";
-    nlohmann::json raw = nullptr;
-    if (f && f->error_file.present && !f->error_file.raw.is_null()) raw = f->error_file.raw.dump();
-    nlohmann::json md;
-    md["group_world_size"] = ctx.group_world_size;
-    md["entry_point"] = report.entrypoint;
-    nlohmann::json metadata;
-    metadata["run_id"] = ctx.run_id;
-    metadata["global_rank"] = w.rank;
-    metadata["group_rank"] = ctx.group_rank;
-    metadata["worker_id"] = std::to_string(w.pid);
-    metadata["role"] = ctx.role;
-    metadata["hostname"] = report.host;
-    metadata["state"] = state;
-    metadata["total_run_time"] = static_cast<long long>(ctx.total_run_time_s);  // torch: int s
-    metadata["rdzv_backend"] = ctx.rdzv_backend;
-    metadata["raw_error"] = raw;
-    metadata["metadata"] = md.dump();
-    metadata["agent_restarts"] = report.result.restarts;
-    metadata["duration_ms"] = nullptr;
-    nlohmann::json e;
-    e["name"] = "torchelastic.worker.status." + state;
-    e["source"] = "WORKER";
-    e["timestamp"] = ctx.timestamp_s;
-    e["metadata"] = metadata;
-    out.push_back(std::move(e));
-  }
-  return out;
-}
-
-nlohmann::json error_summary_json(int exit_code, const std::string& message) {
-  nlohmann::json j;
-  j["outcome"] = "error";
-  j["exit_code"] = exit_code;
-  j["exit_code_origin"] = "gpurun";
-  j["exit_code_reason"] = message;
-  j["failures"] = nlohmann::json::array();
-  j["workers"] = nlohmann::json::array();
-  return j;
-}
-
-void write_summary_json(const std::string& path, const nlohmann::json& j) {
-  std::ofstream f(path);
-  if (f) f << j.dump(2) << "\n";
-  if (!f) {
-    std::fprintf(stderr, "gpurun: warning: cannot write --summary-json '%s' (%s)\n", path.c_str(),
-                 std::strerror(errno));
-  }
 }
 
 }  // namespace gpurun::launcher

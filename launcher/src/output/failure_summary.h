@@ -11,23 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "output/error_file.h"
 #include "process/supervisor.h"
 
 namespace gpurun::launcher {
-
-// TORCHELASTIC_ERROR_FILE as written by torch.distributed.elastic's @record.
-struct ErrorFile {
-  std::string path;
-  bool present = false;
-  std::string problem;    // "unreadable: ..." for a corrupt file ("" when fine or absent)
-  std::string message;    // message.message (or the string message)
-  std::string traceback;  // message.extraInfo.py_callstack
-  std::optional<long long> timestamp;  // epoch seconds
-  nlohmann::json raw;                  // the parsed document when valid
-};
-
-ErrorFile read_error_file(const std::string& path);
-ErrorFile parse_error_file(const std::string& path, const std::string& content);
 
 struct FailureEntry {
   WorkerRecord worker;
@@ -104,6 +91,12 @@ std::vector<nlohmann::json> worker_events(const FailureReport& report, const Eve
 // The worker's error file (@record) holds a traceback: torchrun's block shows it, so the summary
 // does not quote the same lines from its output again.
 bool has_traceback(const FailureEntry& f);
+
+// torchrun's `traceback :` value for one failure: the error file's traceback or message, the
+// signal, or torchrun's "To enable traceback" hint.
+std::string torchrun_message(const FailureEntry& f);
+// When the failure happened (the error file's timestamp, else the worker's end), epoch seconds.
+long long failure_epoch(const FailureEntry& f);
 
 // The first line of the explanation for the root cause, without "gpurun: error: ".
 std::string explain_failure(const FailureEntry& f, bool has_last_lines);
