@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "engine.h"
+#include "softmax_xent.h"
 
 namespace train {
 
@@ -117,23 +118,11 @@ class CpuEngine final : public Engine {
     for (int i = 0; i < n; ++i) {
       const float* zi = logits.data() + static_cast<std::size_t>(i) * C;
       float* di = delta_.data() + static_cast<std::size_t>(i) * C;
-      int arg = 0;
-      float mx = zi[0];
-      for (int c = 1; c < C; ++c) {
-        if (zi[c] > mx) {
-          mx = zi[c];
-          arg = c;
-        }
-      }
-      double sum = 0.0;
-      for (int c = 0; c < C; ++c) sum += std::exp(static_cast<double>(zi[c] - mx));
-      const int label = y[i];
-      stats.loss_sum += std::log(sum) - static_cast<double>(zi[label] - mx);
-      stats.correct += arg == label ? 1 : 0;
-      for (int c = 0; c < C; ++c) {
-        di[c] = static_cast<float>(std::exp(static_cast<double>(zi[c] - mx)) / sum) -
-                (c == label ? 1.0f : 0.0f);
-      }
+      double loss = 0.0;
+      int hit = 0;
+      softmax_xent_row(zi, y[i], C, di, &loss, &hit);
+      stats.loss_sum += loss;
+      stats.correct += hit;
     }
     if (!backward) return stats;
     // Backward, last layer first: dW += dZ^T A_{l-1}; db += colsum(dZ); dA = dZ W; dZ *= relu'.

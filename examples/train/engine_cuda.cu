@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine.h"
+#include "softmax_xent.h"
 
 namespace train {
 namespace {
@@ -48,23 +49,7 @@ __global__ void softmax_xent(const float* z, const int* y, float* delta, double*
   if (i >= n) return;
   const float* zi = z + static_cast<std::size_t>(i) * C;
   float* di = delta + static_cast<std::size_t>(i) * C;
-  int arg = 0;
-  float mx = zi[0];
-  for (int c = 1; c < C; ++c) {
-    if (zi[c] > mx) {
-      mx = zi[c];
-      arg = c;
-    }
-  }
-  double sum = 0.0;
-  for (int c = 0; c < C; ++c) sum += exp(static_cast<double>(zi[c] - mx));
-  const int label = y[i];
-  loss[i] = log(sum) - static_cast<double>(zi[label] - mx);
-  hit[i] = arg == label ? 1 : 0;
-  for (int c = 0; c < C; ++c) {
-    di[c] =
-        static_cast<float>(exp(static_cast<double>(zi[c] - mx)) / sum) - (c == label ? 1.0f : 0.0f);
-  }
+  softmax_xent_row(zi, y[i], C, di, &loss[i], &hit[i]);
 }
 // db[c] += sum_i delta[i, c], one thread per column, rows in order (deterministic).
 __global__ void bias_grad(const float* delta, float* db, int n, int out) {

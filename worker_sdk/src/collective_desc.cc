@@ -53,56 +53,44 @@ const char* to_string(CollOp op) {
   return "unknown collective";
 }
 
-CollectiveDesc CollectiveDesc::all_reduce(std::size_t count, DataType t, ReduceOp op) {
+CollectiveDesc CollectiveDesc::make(CollOp op, std::size_t count, std::optional<DataType> t,
+                                    std::optional<ReduceOp> reduce, int root) {
   CollectiveDesc d;
-  d.op = CollOp::kAllReduce;
+  d.op = op;
   d.count = count;
-  d.type = static_cast<std::uint8_t>(t);
-  d.reduce = static_cast<std::uint8_t>(op);
-  return d;
-}
-
-CollectiveDesc CollectiveDesc::broadcast(std::size_t count, DataType t, int root) {
-  CollectiveDesc d;
-  d.op = CollOp::kBroadcast;
-  d.count = count;
-  d.type = static_cast<std::uint8_t>(t);
+  if (t) d.type = static_cast<std::uint8_t>(*t);
+  if (reduce) d.reduce = static_cast<std::uint8_t>(*reduce);
   d.root = root;
   return d;
 }
 
+CollectiveDesc CollectiveDesc::all_reduce(std::size_t count, DataType t, ReduceOp op) {
+  return make(CollOp::kAllReduce, count, t, op, -1);
+}
+
+CollectiveDesc CollectiveDesc::broadcast(std::size_t count, DataType t, int root) {
+  return make(CollOp::kBroadcast, count, t, std::nullopt, root);
+}
+
 CollectiveDesc CollectiveDesc::all_gather(std::size_t count, DataType t) {
-  CollectiveDesc d;
-  d.op = CollOp::kAllGather;
-  d.count = count;
-  d.type = static_cast<std::uint8_t>(t);
-  return d;
+  return make(CollOp::kAllGather, count, t, std::nullopt, -1);
 }
 
 CollectiveDesc CollectiveDesc::gather(const std::vector<std::size_t>& counts, DataType t,
                                       int root) {
-  CollectiveDesc d;
-  d.op = CollOp::kGather;
-  for (std::size_t c : counts) d.count += c;
+  std::size_t total = 0;
+  for (std::size_t c : counts) total += c;
+  CollectiveDesc d = make(CollOp::kGather, total, t, std::nullopt, root);
   d.counts_hash = hash_counts(counts);
-  d.type = static_cast<std::uint8_t>(t);
-  d.root = root;
   return d;
 }
 
 CollectiveDesc CollectiveDesc::reduce_scatter(std::size_t count, DataType t, ReduceOp op) {
-  CollectiveDesc d;
-  d.op = CollOp::kReduceScatter;
-  d.count = count;
-  d.type = static_cast<std::uint8_t>(t);
-  d.reduce = static_cast<std::uint8_t>(op);
-  return d;
+  return make(CollOp::kReduceScatter, count, t, op, -1);
 }
 
 CollectiveDesc CollectiveDesc::barrier() {
-  CollectiveDesc d;
-  d.op = CollOp::kBarrier;
-  return d;
+  return make(CollOp::kBarrier, 0, std::nullopt, std::nullopt, -1);
 }
 
 std::string describe_args(const CollectiveDesc& d) {

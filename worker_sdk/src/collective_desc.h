@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -47,6 +48,10 @@ struct CollectiveDesc {
   static CollectiveDesc barrier();
 
   friend bool operator==(const CollectiveDesc&, const CollectiveDesc&) = default;
+
+ private:
+  static CollectiveDesc make(CollOp op, std::size_t count, std::optional<DataType> t,
+                             std::optional<ReduceOp> reduce, int root);
 };
 static_assert(sizeof(CollectiveDesc) == 24, "CollectiveDesc is part of the shared-memory layout");
 
