@@ -17,28 +17,24 @@ void check(cudaError_t err, const char* what) {
 
 __device__ __forceinline__ int clampi(int v, int hi) { return v < 0 ? 0 : (v > hi ? hi : v); }
 
-// One thread per pixel of a plane; blockIdx.z walks the planes (window * channel).
-__global__ void blur_h(const float* __restrict__ src, float* __restrict__ dst, int n) {
-  const int x = blockIdx.x * blockDim.x + threadIdx.x;
-  const int y = blockIdx.y * blockDim.y + threadIdx.y;
-  if (x >= n || y >= n) return;
-  const float* row = src + (static_cast<size_t>(blockIdx.z) * n + y) * n;
-  const int hi = n - 1;
-  dst[(static_cast<size_t>(blockIdx.z) * n + y) * n + x] =
-      kBlurW0 * row[clampi(x - 2, hi)] + kBlurW1 * row[clampi(x - 1, hi)] + kBlurW2 * row[x] +
-      kBlurW1 * row[clampi(x + 1, hi)] + kBlurW0 * row[clampi(x + 2, hi)];
+// The 5-tap binomial blur at position i of a line whose samples are `stride` apart, edges clamped.
+__device__ __forceinline__ float blur5(const float* line, int i, int hi, int stride) {
+  return kBlurW0 * line[clampi(i - 2, hi) * stride] + kBlurW1 * line[clampi(i - 1, hi) * stride] +
+         kBlurW2 * line[i * stride] + kBlurW1 * line[clampi(i + 1, hi) * stride] +
+         kBlurW0 * line[clampi(i + 2, hi) * stride];
 }
 
-__global__ void blur_v(const float* __restrict__ src, float* __restrict__ dst, int n) {
+// One thread per pixel of a plane; blockIdx.z walks the planes (window * channel). `vertical`
+// blurs along columns, else along rows.
+template <bool vertical>
+__global__ void blur(const float* __restrict__ src, float* __restrict__ dst, int n) {
   const int x = blockIdx.x * blockDim.x + threadIdx.x;
   const int y = blockIdx.y * blockDim.y + threadIdx.y;
   if (x >= n || y >= n) return;
   const float* plane = src + static_cast<size_t>(blockIdx.z) * n * n;
-  const int hi = n - 1;
   dst[(static_cast<size_t>(blockIdx.z) * n + y) * n + x] =
-      kBlurW0 * plane[clampi(y - 2, hi) * n + x] + kBlurW1 * plane[clampi(y - 1, hi) * n + x] +
-      kBlurW2 * plane[y * n + x] + kBlurW1 * plane[clampi(y + 1, hi) * n + x] +
-      kBlurW0 * plane[clampi(y + 2, hi) * n + x];
+      vertical ? blur5(plane + x, y, n - 1, n)
+               : blur5(plane + static_cast<size_t>(y) * n, x, n - 1, 1);
 }
 
 __global__ void sobel(const float* __restrict__ src, float* __restrict__ dst, int n) {
@@ -90,8 +86,8 @@ void blur_sobel_cuda(int device, const float* in, float* out, std::size_t count,
   const dim3 grid((n + block.x - 1) / block.x, (n + block.y - 1) / block.y,
                   static_cast<unsigned>(planes));
   for (int i = 0; i < opt.blur_passes; ++i) {
-    blur_h<<<grid, block>>>(buf.a, buf.b, n);
-    blur_v<<<grid, block>>>(buf.b, buf.a, n);
+    blur<false><<<grid, block>>>(buf.a, buf.b, n);
+    blur<true><<<grid, block>>>(buf.b, buf.a, n);
   }
   sobel<<<grid, block>>>(buf.a, buf.b, n);
   check(cudaGetLastError(), "kernel launch");
