@@ -19,26 +19,33 @@ std::string to_string(Backend b) {
   return "?";
 }
 
-std::string to_string(DataType t) {
-  switch (t) {
-    case DataType::kFloat32:
-      return "float32";
-    case DataType::kFloat64:
-      return "float64";
-    case DataType::kInt32:
-      return "int32";
-    case DataType::kInt64:
-      return "int64";
-    case DataType::kUInt8:
-      return "uint8";
-    case DataType::kFloat16:
-      return "float16";
-    case DataType::kBFloat16:
-      return "bfloat16";
-    case DataType::kUInt64:
-      return "uint64";
+namespace {
+
+// Name and size of each DataType, in the enum's order (one table for to_string and size_of).
+struct TypeInfo {
+  DataType type;
+  const char* name;
+  std::size_t size;
+};
+constexpr TypeInfo kTypes[] = {
+    {DataType::kFloat32, "float32", 4},   {DataType::kFloat64, "float64", 8},
+    {DataType::kInt32, "int32", 4},       {DataType::kInt64, "int64", 8},
+    {DataType::kUInt8, "uint8", 1},       {DataType::kFloat16, "float16", 2},
+    {DataType::kBFloat16, "bfloat16", 2}, {DataType::kUInt64, "uint64", 8},
+};
+
+const TypeInfo* info(DataType t) {
+  for (const auto& i : kTypes) {
+    if (i.type == t) return &i;
   }
-  return "?";
+  return nullptr;
+}
+
+}  // namespace
+
+std::string to_string(DataType t) {
+  const TypeInfo* i = info(t);
+  return i ? i->name : "?";
 }
 
 std::string to_string(ReduceOp op) {
@@ -56,25 +63,8 @@ std::string to_string(ReduceOp op) {
 }
 
 std::size_t size_of(DataType t) {
-  switch (t) {
-    case DataType::kFloat32:
-      return 4;
-    case DataType::kFloat64:
-      return 8;
-    case DataType::kInt32:
-      return 4;
-    case DataType::kInt64:
-      return 8;
-    case DataType::kUInt8:
-      return 1;
-    case DataType::kFloat16:
-      return 2;
-    case DataType::kBFloat16:
-      return 2;
-    case DataType::kUInt64:
-      return 8;
-  }
-  return 0;
+  const TypeInfo* i = info(t);
+  return i ? i->size : 0;
 }
 
 std::string to_string(Launcher l) {
