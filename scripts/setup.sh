@@ -12,6 +12,7 @@ PKGS=(
   libpng-dev libopenblas-dev                        # examples: PNG I/O, BLAS for the training example
   python3-torch                                     # interop tests: real PyTorch 1.13 TCPStore + gloo
   openmpi-bin slurm-wlm munge                       # tests next to real launchers (mpirun, srun)
+  etcd-server                                       # --rdzv-backend etcd tests start a real etcd
   clang-16 libclang-rt-16-dev                       # libFuzzer target for the wire-protocol parser
   procps iproute2 psmisc                            # ps/ss/fuser used by tests and `gpurun --info`
   tmux                                              # terminal tests (stdin, pdb, Ctrl-Z) drive a real tty
