@@ -311,31 +311,6 @@ TEST_CASE("module and no-python conflict, run-path wins", "[cli]") {
   CHECK_FALSE(c.no_python);
 }
 
-TEST_CASE("python rule: .py and -m run under the interpreter, native directly", "[cli]") {
-  CHECK(base_command(parse({"train.py", "--a", "1"})) ==
-        Args{"python3", "-u", "train.py", "--a", "1"});
-  CHECK(base_command(parse({"-m", "pkg.mod", "a"})) == Args{"python3", "-u", "-m", "pkg.mod", "a"});
-  CHECK(base_command(parse({"--no-python", "train.py"})) == Args{"train.py"});
-  CHECK(base_command(parse({"./app", "x"})) == Args{"./app", "x"});
-  CHECK(base_command(parse({"--run-path", "/abs/script"})) == Args{"python3", "-u", "/abs/script"});
-  CHECK(base_command(parse({"t.py"}, {{"PYTHON", "/opt/py"}})).front() == "/opt/py");
-  CHECK(base_command(parse({"t.py"}, {{"PYTHON", "/opt/py"}, {"PYTHON_EXEC", "/x/py"}})).front() ==
-        "/x/py");
-}
-
-TEST_CASE("${local_rank} substitution follows string.Template.safe_substitute", "[cli]") {
-  CHECK(substitute_local_rank("--shard=${local_rank}", 3) == "--shard=3");
-  CHECK(substitute_local_rank("$local_rank", 2) == "2");
-  CHECK(substitute_local_rank("a$local_rank/b", 1) == "a1/b");
-  CHECK(substitute_local_rank("$local_rankx", 1) == "$local_rankx");  // another identifier
-  CHECK(substitute_local_rank("${other}", 1) == "${other}");
-  CHECK(substitute_local_rank("$$local_rank", 1) == "$local_rank");  // $$ is the escape
-  CHECK(substitute_local_rank("cost $5", 1) == "cost $5");
-  CHECK(substitute_local_rank("trailing $", 1) == "trailing $");
-  CHECK(substitute_local_rank("${local_rank", 1) == "${local_rank");
-  CHECK(substitute_local_rank("plain", 1) == "plain");
-}
-
 TEST_CASE("actions: help, version, info, dry-run, dump-config, store", "[cli]") {
   CHECK(parse({"--help"}).action == Action::kHelp);
   CHECK(parse({"-h"}).action == Action::kHelp);

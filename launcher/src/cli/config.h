@@ -126,20 +126,6 @@ std::string version_text();
 // trailing newline.
 std::string config_to_json(const LaunchConfig& cfg);
 
-// The worker command before ${local_rank} substitution: `$PYTHON_EXEC -u [-m] PROGRAM args` for a
-// .py program, -m, --run-path, or any other file torchrun would hand to Python; PROGRAM args for
-// --no-python, an ELF binary, an executable #! script, or a name that is not a file here (a
-// command found in PATH). torchrun runs everything through Python unless --no-python.
-std::vector<std::string> base_command(const LaunchConfig& cfg);
-bool runs_with_python(const LaunchConfig& cfg);
-// The file-content part of that rule: an existing regular file that is neither an ELF binary
-// nor an executable #! script.
-bool file_needs_python(const std::string& program);
-
-// torchrun's macro substitution (Python string.Template.safe_substitute): "${local_rank}" and
-// "$local_rank" become the local rank, "$$" becomes "$", everything else is left alone.
-std::string substitute_local_rank(const std::string& arg, int local_rank);
-
 // ---- GPUs ----
 struct GpuInfo {
   int index = 0;       // index in the numbering the worker will see (after *_VISIBLE_DEVICES)

@@ -36,6 +36,7 @@
 #include "process/process_runner.h"
 #include "process/supervisor.h"
 #include "run/run_internal.h"
+#include "run/worker_env.h"
 
 namespace gpurun::launcher {
 

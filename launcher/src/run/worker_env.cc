@@ -1,11 +1,20 @@
 // resolve_nproc() and plan_workers(): config + GPUs + attempt facts -> one WorkerSpec per local
-// rank (argv, the complete environment, GPU, log paths, console flags). Pure functions: no
-// filesystem, no environment reads, so every rule here is unit-tested with plain values.
+// rank (argv, the complete environment, GPU, log paths, console flags), and the worker command
+// they start (base_command: python -u / -m / --no-python / --run-path, ${local_rank}). Pure
+// functions: no environment reads, and no filesystem but the first bytes of PROGRAM that
+// file_needs_python() reads, so every rule here is unit-tested with plain values.
 #include "run/worker_env.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
 
 #include "cli/config.h"
+#include "gpurun/common/unique_fd.h"
 
 namespace gpurun::launcher {
 
@@ -62,6 +71,86 @@ std::string format_rank_list(const std::vector<int>& ranks) {
       for (std::size_t k = i; k <= j; ++k) out += fmt::format("{}{}", k == i ? "" : ",", ranks[k]);
     }
     i = j + 1;
+  }
+  return out;
+}
+
+bool file_needs_python(const std::string& program) {
+  // The file Python would open: the path as given, relative to the working directory.
+  UniqueFd fd(::open(program.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (!fd) return false;  // not here: a command in PATH, or missing (exec will say which)
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  char head[4] = {};
+  const ssize_t n = ::read(fd.get(), head, sizeof head);
+  if (n == 4 && std::memcmp(head,
+                            "\x7f"
+                            "ELF",
+                            4) == 0)
+    return false;  // a native binary
+  const bool shebang = n >= 2 && head[0] == '#' && head[1] == '!';
+  return !(shebang && ::access(program.c_str(), X_OK) == 0);  // an executable script runs as is
+}
+
+bool runs_with_python(const LaunchConfig& cfg) {
+  if (cfg.run_path) return true;
+  if (cfg.no_python) return false;
+  if (cfg.module) return true;
+  const std::string& p = cfg.program;
+  if (p.size() >= 3 && p.compare(p.size() - 3, 3, ".py") == 0) return true;
+  return file_needs_python(p);
+}
+
+std::vector<std::string> base_command(const LaunchConfig& cfg) {
+  std::vector<std::string> cmd;
+  if (runs_with_python(cfg)) {
+    cmd.push_back(cfg.python);
+    cmd.push_back("-u");
+    if (cfg.module) cmd.push_back("-m");
+  }
+  cmd.push_back(cfg.program);
+  cmd.insert(cmd.end(), cfg.program_args.begin(), cfg.program_args.end());
+  return cmd;
+}
+
+std::string substitute_local_rank(const std::string& arg, int local_rank) {
+  // string.Template's pattern (case-insensitive identifiers): $$ | $identifier | ${identifier};
+  // safe_substitute leaves unknown names and a lone '$' as they are.
+  auto is_start = [](char c) { return c == '_' || std::isalpha(static_cast<unsigned char>(c)); };
+  auto is_cont = [](char c) { return c == '_' || std::isalnum(static_cast<unsigned char>(c)); };
+  const std::string value = std::to_string(local_rank);
+  std::string out;
+  out.reserve(arg.size());
+  std::size_t i = 0;
+  while (i < arg.size()) {
+    if (arg[i] != '$' || i + 1 >= arg.size()) {
+      out += arg[i++];
+      continue;
+    }
+    char next = arg[i + 1];
+    if (next == '$') {
+      out += '$';
+      i += 2;
+    } else if (is_start(next)) {
+      std::size_t j = i + 1;
+      while (j < arg.size() && is_cont(arg[j])) ++j;
+      std::string name = arg.substr(i + 1, j - i - 1);
+      out += name == "local_rank" ? value : arg.substr(i, j - i);
+      i = j;
+    } else if (next == '{') {
+      auto close = arg.find('}', i + 2);
+      std::string name = close == std::string::npos ? "" : arg.substr(i + 2, close - i - 2);
+      bool ident =
+          !name.empty() && is_start(name[0]) && std::all_of(name.begin(), name.end(), is_cont);
+      if (ident) {
+        out += name == "local_rank" ? value : arg.substr(i, close - i + 1);
+        i = close + 1;
+      } else {
+        out += arg[i++];
+      }
+    } else {
+      out += arg[i++];
+    }
   }
   return out;
 }

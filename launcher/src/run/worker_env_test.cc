@@ -32,7 +32,7 @@ AttemptFacts facts(int world_size = 0) {
   return f;
 }
 
-LaunchConfig cfg_for(const Args& args) { return resolve_config(args, {}); }
+LaunchConfig cfg_for(const Args& args, const EnvMap& env = {}) { return resolve_config(args, env); }
 
 std::string env_of(const WorkerSpec& w, const std::string& key) {
   auto it = w.env.find(key);
@@ -218,6 +218,34 @@ TEST_CASE("format_rank_list", "[worker_env]") {
   CHECK(format_rank_list({1, 2, 3, 4}) == "1-4");
   CHECK(format_rank_list({0, 2, 3, 4, 7}) == "0,2-4,7");
   CHECK(format_rank_list({}) == "");
+}
+
+TEST_CASE("python rule: .py and -m run under the interpreter, native directly", "[worker_env]") {
+  CHECK(base_command(cfg_for({"train.py", "--a", "1"})) ==
+        Args{"python3", "-u", "train.py", "--a", "1"});
+  CHECK(base_command(cfg_for({"-m", "pkg.mod", "a"})) ==
+        Args{"python3", "-u", "-m", "pkg.mod", "a"});
+  CHECK(base_command(cfg_for({"--no-python", "train.py"})) == Args{"train.py"});
+  CHECK(base_command(cfg_for({"./app", "x"})) == Args{"./app", "x"});
+  CHECK(base_command(cfg_for({"--run-path", "/abs/script"})) ==
+        Args{"python3", "-u", "/abs/script"});
+  CHECK(base_command(cfg_for({"t.py"}, {{"PYTHON", "/opt/py"}})).front() == "/opt/py");
+  CHECK(
+      base_command(cfg_for({"t.py"}, {{"PYTHON", "/opt/py"}, {"PYTHON_EXEC", "/x/py"}})).front() ==
+      "/x/py");
+}
+
+TEST_CASE("${local_rank} substitution follows string.Template.safe_substitute", "[worker_env]") {
+  CHECK(substitute_local_rank("--shard=${local_rank}", 3) == "--shard=3");
+  CHECK(substitute_local_rank("$local_rank", 2) == "2");
+  CHECK(substitute_local_rank("a$local_rank/b", 1) == "a1/b");
+  CHECK(substitute_local_rank("$local_rankx", 1) == "$local_rankx");  // another identifier
+  CHECK(substitute_local_rank("${other}", 1) == "${other}");
+  CHECK(substitute_local_rank("$$local_rank", 1) == "$local_rank");  // $$ is the escape
+  CHECK(substitute_local_rank("cost $5", 1) == "cost $5");
+  CHECK(substitute_local_rank("trailing $", 1) == "trailing $");
+  CHECK(substitute_local_rank("${local_rank", 1) == "${local_rank");
+  CHECK(substitute_local_rank("plain", 1) == "plain");
 }
 
 TEST_CASE("argv: python rule and ${local_rank}", "[worker_env]") {
