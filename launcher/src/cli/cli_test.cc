@@ -2,26 +2,14 @@
 #include <csignal>
 #include <nlohmann/json.hpp>
 
+#include "cli/cli_test_util.h"
 #include "cli/config.h"
 
 using namespace gpurun;
 using namespace gpurun::launcher;
-using Args = std::vector<std::string>;
-
-namespace {
-
-LaunchConfig parse(const Args& args, const EnvMap& env = {}) { return resolve_config(args, env); }
-
-std::string error_of(const Args& args, const EnvMap& env = {}) {
-  try {
-    resolve_config(args, env);
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-}  // namespace
+using gpurun::launcher::testing::Args;
+using gpurun::launcher::testing::error_of;
+using gpurun::launcher::testing::parse;
 
 TEST_CASE("defaults match torchrun for a plain program", "[cli]") {
   auto c = parse({"./app"});
@@ -267,50 +255,6 @@ TEST_CASE("PET_* booleans use torchrun's check_env rule", "[cli]") {
   CHECK(parse({"x"}, {{"GPURUN_TIMEOUT", "5m"}}).run_timeout == std::chrono::minutes(5));
 }
 
-TEST_CASE("standalone forces c10d on localhost with a fresh uuid", "[cli]") {
-  auto c = parse({"--standalone", "--rdzv-id", "mine", "--master-port", "1234", "x"});
-  CHECK(c.standalone);
-  CHECK(c.rdzv_backend == "c10d");
-  CHECK(c.rdzv_endpoint == "localhost:0");
-  CHECK(c.rdzv_id.size() == 36);
-  CHECK(c.rdzv_id[14] == '4');
-  CHECK(c.rdzv_id != parse({"--standalone", "x"}).rdzv_id);
-  CHECK_FALSE(c.master_port.has_value());
-  CHECK_FALSE(c.notes.empty());
-  CHECK_THAT(error_of({"--standalone", "--nnodes", "2", "x"}), Catch::Contains("single-node"));
-}
-
-TEST_CASE("c10d on one node: the endpoint's port and --local-addr", "[cli]") {
-  auto c = parse({"--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:29433", "x"});
-  CHECK(c.master_port == 29433);
-  CHECK(c.master_addr == "127.0.0.1");
-  c = parse({"--rdzv-backend=c10d", "--rdzv-endpoint=localhost:29433", "--master-port=5", "x"});
-  CHECK(c.master_port == 5);  // an explicit --master-port wins
-  c = parse({"--standalone", "--local_addr=127.0.0.2", "x"});
-  CHECK(c.master_addr == "127.0.0.2");
-  CHECK_FALSE(c.master_port);                     // still a free port
-  c = parse({"--local-addr", "127.0.0.2", "x"});  // static: torchrun ignores it too
-  CHECK(c.master_addr == "127.0.0.1");
-  CHECK(c.notes.back().find("--local-addr is used with --rdzv-backend c10d") != std::string::npos);
-}
-
-TEST_CASE("static rdzv-endpoint replaces master addr and port", "[cli]") {
-  auto c = parse({"--rdzv-endpoint", "node0:29411", "x"});
-  CHECK(c.master_addr == "node0");
-  CHECK(c.master_port == 29411);
-  c = parse({"--rdzv-endpoint", "[::1]:29412", "x"});
-  CHECK(c.master_addr == "::1");
-  CHECK(c.master_port == 29412);
-  CHECK_THAT(error_of({"--rdzv-endpoint", "node0", "x"}), Catch::Contains("port is absent"));
-}
-
-TEST_CASE("module and no-python conflict, run-path wins", "[cli]") {
-  CHECK_THAT(error_of({"-m", "--no-python", "x"}), Catch::Contains("cannot be used together"));
-  auto c = parse({"--run-path", "--no-python", "/abs/x.py"});
-  CHECK(c.run_path);
-  CHECK_FALSE(c.no_python);
-}
-
 TEST_CASE("actions: help, version, info, dry-run, dump-config, store", "[cli]") {
   CHECK(parse({"--help"}).action == Action::kHelp);
   CHECK(parse({"-h"}).action == Action::kHelp);
@@ -363,29 +307,4 @@ TEST_CASE("gpurun extras", "[cli]") {
   CHECK(parse({"--rdzv-conf", "timeout=120,read_timeout=60", "x"}).rdzv_timeout ==
         std::chrono::seconds(120));
   CHECK(parse({"--monitor-interval", "5", "x"}).monitor_interval == std::chrono::seconds(5));
-}
-
-TEST_CASE("dump-config is JSON of the resolved config", "[cli]") {
-  auto c = parse({"--dump-config", "--nproc-per-node", "gpu", "-t", "0:3", "train.py", "--x"});
-  auto j = nlohmann::json::parse(config_to_json(c));
-  CHECK(j["action"] == "dump-config");
-  CHECK(j["nproc_per_node"] == "gpu");
-  CHECK(j["tee"]["per_rank"]["0"] == 3);
-  CHECK(j["program"] == "train.py");
-  CHECK(j["command"] == nlohmann::json::array({"python3", "-u", "train.py", "--x"}));
-  CHECK(j["signals_to_handle"][0] == "SIGTERM");
-  CHECK(j["master_port"].is_null());
-  CHECK(j["rdzv_timeout_ms"] == 15 * 60 * 1000);
-}
-
-TEST_CASE("help lists every group, exit codes and env, version names gpurun", "[cli]") {
-  auto h = help_text();
-  for (const char* s :
-       {"usage: gpurun", "torchrun-compatible options", "gpurun extras",
-        "exit codes:", "environment:", "--nproc-per-node", "--per-worker-visible-devices",
-        "-r, --redirects", "--local-ranks-filter", "PET_", "GPURUN_FAKE_GPUS"}) {
-    CHECK_THAT(h, Catch::Contains(s));
-  }
-  for (const auto& line : split(h, '\n')) CHECK(line.size() <= 100);
-  CHECK_THAT(version_text(), Catch::StartsWith("gpurun "));
 }
