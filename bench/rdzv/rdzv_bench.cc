@@ -4,6 +4,9 @@
 //   join:   ms from the last agent's start until every worker runs (--nnodes N);
 //   kill:   kill -9 of one agent of N (--nnodes 2:N, workers held running): ms until every old
 //           worker is stopped, and until the re-formed round's workers all run.
+//   etcd:   the same join with --rdzv-backend etcd (one etcd member started by the bench), and
+//           kill -9 of the node hosting the workers' store (group rank 0): etcd re-forms, c10d
+//           cannot (that node hosts its rendezvous store too).
 // Prints a table and one JSON line (also written to --json PATH).
 //
 //   rdzv_bench [--sizes 2,8,16,64,256] [--torchrun-sizes 2,8] [--runs 3] [--kill-agents 4]
@@ -27,11 +30,13 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "../common/bench_common.h"
+#include "etcd_proc.h"
 #include "gpurun/common/env.h"
 
 extern char** environ;
@@ -170,7 +175,34 @@ struct KillResult {
   std::optional<double> reformed_ms;  // kill -> the new round's n-1 workers all run
 };
 
-KillResult kill_once(const Launcher& l, int n, std::chrono::milliseconds timeout) {
+pid_t parent_of(pid_t p) {
+  std::ifstream f(fmt::format("/proc/{}/stat", p));
+  std::string s;
+  std::getline(f, s);
+  const auto r = s.rfind(')');
+  if (r == std::string::npos) return 0;
+  std::istringstream rest(s.substr(r + 2));
+  char state = 0;
+  pid_t ppid = 0;
+  rest >> state >> ppid;
+  return ppid;
+}
+
+// The agent whose worker is global rank 0 of round 0: group rank 0, the workers' store host.
+pid_t store_host(const std::string& dir, const std::vector<pid_t>& agents) {
+  std::ifstream f(dir + "/r0.0");
+  pid_t p = 0;
+  if (!(f >> p)) return 0;
+  for (int hops = 0; p > 1 && hops < 8; ++hops, p = parent_of(p)) {
+    if (std::find(agents.begin(), agents.end(), p) != agents.end()) return p;
+  }
+  return 0;
+}
+
+// kill -9 of one agent of n: the last one (the agent only), or with `host` the workers' store
+// host (group rank 0) with its whole process group, as when its node goes.
+KillResult kill_once(const Launcher& l, int n, std::chrono::milliseconds timeout,
+                     bool host = false) {
   KillResult r;
   const std::string dir = make_dir();
   ::setenv("BENCH_DIR", dir.c_str(), 1);
@@ -181,8 +213,13 @@ KillResult kill_once(const Launcher& l, int n, std::chrono::milliseconds timeout
   for (int k = 0; k < n; ++k) agents.push_back(spawn(l.argv(k, nnodes, port, dir, 3)));
   if (wait_for([&] { return count_markers(dir, "r0.") >= n; }, std::chrono::seconds(120))) {
     const auto old = marker_pids(dir, "r0.");
+    const pid_t victim = host ? store_host(dir, agents) : agents.back();
     const auto t0 = Clock::now();
-    ::kill(agents.back(), SIGKILL);  // the agent only: its workers are its business
+    if (host && victim > 0) {
+      ::kill(-victim, SIGKILL);
+    } else {
+      ::kill(agents.back(), SIGKILL);  // the agent only: its workers are its business
+    }
     bool stopped = false, reformed = false;
     wait_for(
         [&] {
@@ -233,6 +270,7 @@ int main(int argc, char** argv) {
   std::string gpurun = GPURUN_BENCH_GPURUN;
   std::string python = "/usr/bin/python3";
   std::string json_path, sizes_text = "2,8,16,64,256", tsizes_text = "2,8";
+  std::string esizes_text = "2,16,64", etcd_exe = "/usr/bin/etcd";
   int runs = 3, kill_agents = 4, torchrun_kill_timeout_s = 20;
   namespace po = boost::program_options;
   po::options_description desc(
@@ -248,18 +286,23 @@ int main(int argc, char** argv) {
       "agents in the kill -9 test (one is killed)")(
       "torchrun-kill-timeout",
       po::value<int>(&torchrun_kill_timeout_s)->default_value(torchrun_kill_timeout_s),
-      "seconds to wait for torchrun to stop/re-form after the kill")(
-      "no-torchrun", "skip torchrun")("json", po::value<std::string>(&json_path),
-                                      "also write the JSON to this file")(
+      "seconds to wait for torchrun to stop/re-form after the kill")("no-torchrun",
+                                                                     "skip torchrun")(
+      "etcd-sizes", po::value<std::string>(&esizes_text)->default_value(esizes_text),
+      "agent counts for gpurun --rdzv-backend etcd")(
+      "etcd", po::value<std::string>(&etcd_exe)->default_value(etcd_exe), "the etcd binary")(
+      "no-etcd", "skip the etcd backend")("json", po::value<std::string>(&json_path),
+                                          "also write the JSON to this file")(
       "gpurun", po::value<std::string>(&gpurun)->default_value(gpurun), "the gpurun binary")(
       "python", po::value<std::string>(&python)->default_value(python), "python with torch");
   po::variables_map vm;
-  std::vector<int> sizes, tsizes;
+  std::vector<int> sizes, tsizes, esizes;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
     po::notify(vm);
     sizes = parse_sizes(sizes_text);
     tsizes = parse_sizes(tsizes_text);
+    esizes = parse_sizes(esizes_text);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "rdzv_bench: error: %s; see --help\n", e.what());
     return 2;
@@ -292,6 +335,44 @@ int main(int argc, char** argv) {
                        "--max-restarts", std::to_string(restarts), "--local-addr", agent_addr(k),
                        "--log-dir", "/dev/null", "/bin/sh", "-c", kWorker};
              }};
+  // --rdzv-backend etcd: one etcd member started here; a fresh --rdzv-id per job (the directory's
+  // name), as etcd keeps a job's state. The kill test's TTL: keep_alive 1 s x 2.
+  std::unique_ptr<rdzv_bench::EtcdProc> etcd;
+  if (vm.count("no-etcd") == 0 && ::access(etcd_exe.c_str(), X_OK) == 0) {
+    etcd = std::make_unique<rdzv_bench::EtcdProc>(etcd_exe);
+  } else if (vm.count("no-etcd") == 0) {
+    std::fprintf(stderr, "rdzv_bench: %s not found (apt-get install etcd-server); skipping etcd\n",
+                 etcd_exe.c_str());
+  }
+  Launcher e{"gpurun etcd",
+             [&](int k, const std::string& nnodes, int, const std::string& dir,
+                 int restarts) -> std::vector<std::string> {
+               return {gpurun,
+                       "--nnodes",
+                       nnodes,
+                       "--nproc-per-node",
+                       "1",
+                       "--rdzv-backend",
+                       "etcd",
+                       "--rdzv-endpoint",
+                       etcd ? etcd->endpoint() : "",
+                       "--rdzv-id",
+                       fs::path(dir).filename().string(),
+                       "--rdzv-conf",
+                       restarts > 0 ? "last_call_timeout=5,keep_alive_interval=1,"
+                                      "keep_alive_max_attempt=2"
+                                    : "last_call_timeout=0",
+                       "--max-restarts",
+                       std::to_string(restarts),
+                       "--local-addr",
+                       agent_addr(k),
+                       "--log-dir",
+                       "/dev/null",
+                       "/bin/sh",
+                       "-c",
+                       kWorker};
+             }};
+  if (!etcd) esizes.clear();
   Launcher t{"torchrun",
              [&](int k, const std::string& nnodes, int port, const std::string& dir,
                  int restarts) -> std::vector<std::string> {
@@ -330,9 +411,13 @@ int main(int argc, char** argv) {
   std::printf(
       "join: N agents on loopback, 1 no-op worker each; ms from the last agent's start until "
       "every worker runs (median / p90)\n");
-  std::printf("%-6s %-24s %-24s\n", "N", "gpurun", "torchrun 1.13 (c10d)");
+  std::printf("%-6s %-24s %-24s %-24s\n", "N", "gpurun (c10d)", "gpurun (etcd)",
+              "torchrun 1.13 (c10d)");
   std::vector<int> all = sizes;
   for (int n : tsizes) {
+    if (std::find(all.begin(), all.end(), n) == all.end()) all.push_back(n);
+  }
+  for (int n : esizes) {
     if (std::find(all.begin(), all.end(), n) == all.end()) all.push_back(n);
   }
   std::sort(all.begin(), all.end());
@@ -340,21 +425,26 @@ int main(int argc, char** argv) {
     const bool do_g = std::find(sizes.begin(), sizes.end(), n) != sizes.end();
     const bool do_t = torchrun && std::find(tsizes.begin(), tsizes.end(), n) != tsizes.end();
     const std::size_t r = n >= 64 ? 1 : static_cast<std::size_t>(runs);
-    std::vector<double> gv, tv;
+    const bool do_e = std::find(esizes.begin(), esizes.end(), n) != esizes.end();
+    std::vector<double> gv, tv, ev;
     for (std::size_t i = 0; i < r; ++i) {
       if (do_g) {
         if (auto ms = join_once(g, n, std::chrono::seconds(120))) gv.push_back(*ms);
+      }
+      if (do_e) {
+        if (auto ms = join_once(e, n, std::chrono::seconds(120))) ev.push_back(*ms);
       }
       if (do_t) {
         if (auto ms = join_once(t, n, std::chrono::seconds(180))) tv.push_back(*ms);
       }
     }
-    const Stats gs = stats(gv), ts = stats(tv);
-    std::printf("%-6d %-24s %-24s\n", n, do_g ? cell(gs, r).c_str() : "-",
-                do_t ? cell(ts, r).c_str() : "-");
+    const Stats gs = stats(gv), ts = stats(tv), es = stats(ev);
+    std::printf("%-6d %-24s %-24s %-24s\n", n, do_g ? cell(gs, r).c_str() : "-",
+                do_e ? cell(es, r).c_str() : "-", do_t ? cell(ts, r).c_str() : "-");
     std::fflush(stdout);
     out["join"].push_back({{"agents", n},
                            {"gpurun", do_g ? js(gs, r) : nullptr},
+                           {"gpurun_etcd", do_e ? js(es, r) : nullptr},
                            {"torchrun", do_t ? js(ts, r) : nullptr}});
   }
 
@@ -374,6 +464,30 @@ int main(int argc, char** argv) {
   out["kill"] = {{"agents", kill_agents},
                  {"gpurun_stopped", js(stats(gst), r_runs)},
                  {"gpurun_reformed", js(stats(gre), r_runs)}};
+  if (etcd) {
+    // The node hosting the round's workers' store (group rank 0) dies, agent and workers: with
+    // etcd the survivors re-form (noticed when its lease expires: keep_alive 1 s x 2); with c10d
+    // that node also hosts the rendezvous store, so the job cannot re-form (one run).
+    std::vector<double> est, ere;
+    for (int i = 0; i < runs; ++i) {
+      auto k = kill_once(e, kill_agents, std::chrono::seconds(60), /*host=*/true);
+      if (k.stopped_ms) est.push_back(*k.stopped_ms);
+      if (k.reformed_ms) ere.push_back(*k.reformed_ms);
+    }
+    std::printf("%-10s stopped %-20s re-formed %-20s (kill -9 of the store-hosting node)\n",
+                "gpurun etcd", cell(stats(est), r_runs).c_str(), cell(stats(ere), r_runs).c_str());
+    auto c = kill_once(g, kill_agents, std::chrono::seconds(10), /*host=*/true);
+    std::printf(
+        "%-10s stopped %-20s re-formed %-20s (kill -9 of the store-hosting node; one run, "
+        "waited up to 10 s)\n",
+        "gpurun c10d", c.stopped_ms ? fmt::format("{:.0f}", *c.stopped_ms).c_str() : "no",
+        c.reformed_ms ? fmt::format("{:.0f}", *c.reformed_ms).c_str() : "never (job ends)");
+    out["kill_store_host"] = {
+        {"agents", kill_agents},
+        {"etcd_stopped", js(stats(est), r_runs)},
+        {"etcd_reformed", js(stats(ere), r_runs)},
+        {"c10d_reformed_ms", c.reformed_ms ? nlohmann::json(*c.reformed_ms) : nullptr}};
+  }
   if (torchrun) {
     auto k = kill_once(t, kill_agents, std::chrono::seconds(torchrun_kill_timeout_s));
     std::printf("%-10s stopped %-20s re-formed %-20s (one run, waited up to %d s)\n", "torchrun",

@@ -107,7 +107,11 @@ TEST_CASE("malformed values name the flag and the expectation", "[cli]") {
              Catch::Contains("(expected auto, always or never)"));
   CHECK_THAT(error_of({"--start-method", "thread", "x"}),
              Catch::Contains("spawn, fork or forkserver"));
-  CHECK_THAT(error_of({"--rdzv-backend", "etcd", "x"}), Catch::Contains("not supported"));
+  CHECK_THAT(error_of({"--rdzv-backend", "zookeeper", "x"}),
+             Catch::Contains("(expected static, c10d or etcd)"));
+  CHECK(parse({"--rdzv-backend", "etcd-v2", "x"}).rdzv_backend == "etcd");
+  CHECK_THAT(error_of({"--rdzv-backend", "etcd", "--nnodes", "2", "x"}),
+             Catch::Contains("needs --rdzv-endpoint HOST:2379"));
   CHECK_THAT(error_of({"--rdzv-conf", "a=1,=2", "x"}), Catch::Contains("--rdzv-conf"));
   CHECK_THAT(error_of({"--signals-to-handle", "SIGNOPE", "x"}),
              Catch::Contains("--signals-to-handle"));

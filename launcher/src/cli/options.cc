@@ -165,15 +165,13 @@ std::vector<argparse::Option> gpurun_options(ParseState& st) {
        "rank of this node (static rendezvous) [0]",
        VALUE(st.cfg.node_rank = parse_int_in(value, origin, 0, 1 << 20, "a non-negative integer")),
        nullptr},
-      {"--rdzv-backend", 0, true, kPet, section(Group::kMultiNode), "static|c10d",
+      {"--rdzv-backend", 0, true, kPet, section(Group::kMultiNode), "static|c10d|etcd",
        "rendezvous backend [static]", VALUE({
          std::string v = trim(value);
-         if (v == "etcd" || v == "etcd-v2") {
-           throw ConfigError(
-               fmt::format("{}={} is not supported (gpurun has no etcd client); use static or c10d",
-                           origin, v));
+         if (v == "etcd-v2") v = "etcd";  // torchrun's two etcd backends: one here (etcd v3 API)
+         if (v != "static" && v != "c10d" && v != "etcd") {
+           invalid_value(origin, value, "static, c10d or etcd");
          }
-         if (v != "static" && v != "c10d") invalid_value(origin, value, "static or c10d");
          st.cfg.rdzv_backend = v;
        }),
        nullptr},

@@ -96,6 +96,12 @@ void finish(ParseState& st, const EnvMap& env) {
     if (c.rdzv_backend == "static" && !c.master_port) {
       c.master_port = 29500;  // every node must agree on the port: torchrun's default
     }
+    if (c.rdzv_backend == "etcd" && c.rdzv_endpoint.empty()) {
+      throw ConfigError(fmt::format(
+          "--nnodes {} with --rdzv-backend etcd needs --rdzv-endpoint HOST:2379[,HOST:2379...] "
+          "(the etcd cluster's client addresses)",
+          c.nnodes_max));
+    }
     if (c.rdzv_backend == "c10d" && c.rdzv_endpoint.empty()) {
       throw ConfigError(fmt::format(
           "--nnodes {} with --rdzv-backend c10d needs --rdzv-endpoint HOST[:PORT] (the nodes "

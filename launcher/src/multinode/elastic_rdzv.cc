@@ -118,17 +118,18 @@ RdzvSettings rdzv_settings(const LaunchConfig& cfg) {
   RdzvSettings s;
   s.run_id = cfg.rdzv_id;
   s.endpoint = cfg.rdzv_endpoint;
+  s.backend = cfg.rdzv_backend;
   s.min_nodes = cfg.nnodes_min;
   s.max_nodes = cfg.nnodes_max;
   s.max_restarts = cfg.max_restarts;
   const auto& c = cfg.rdzv_conf;
   for (const auto& [k, v] : c) {
     if (!kKnown.count(k)) {
-      throw ConfigError(fmt::format(
-          "unknown --rdzv-conf key '{}' for the c10d backend; known keys: join_timeout, "
-          "last_call_timeout, close_timeout, read_timeout, keep_alive_interval, "
-          "keep_alive_max_attempt, is_host, timeout",
-          k));
+      throw ConfigError(
+          fmt::format("unknown --rdzv-conf key '{}' for the {} backend; known keys: join_timeout, "
+                      "last_call_timeout, close_timeout, read_timeout, keep_alive_interval, "
+                      "keep_alive_max_attempt, is_host, timeout",
+                      k, cfg.rdzv_backend == "static" ? "c10d" : cfg.rdzv_backend));
     }
   }
   s.join_timeout = conf_duration(c, "join_timeout", conf_duration(c, "timeout", s.join_timeout));

@@ -40,7 +40,8 @@ struct LaunchConfig;
 
 struct RdzvSettings {
   std::string run_id = "none";
-  std::string endpoint;  // "host:port", for messages
+  std::string endpoint;          // "host:port", for messages
+  std::string backend = "c10d";  // or "etcd"
   int min_nodes = 1;
   int max_nodes = 1;
   int max_restarts = 0;

@@ -28,6 +28,7 @@
 #include "gpurun/rendezvous/store_server.h"
 #include "gpurun/rendezvous/tcp_store.h"
 #include "multinode/elastic_rdzv.h"
+#include "multinode/rdzv_backend.h"
 #include "run/run_internal.h"
 
 namespace gpurun::launcher {
@@ -131,14 +132,21 @@ std::unique_ptr<rendezvous::TcpStore> connect_store(const Endpoint& ep, const Rd
   }
 }
 
-// What this node's last will says when its store connection drops.
+// What this node's last will says when its store connection drops (c10d) or its lease ends (etcd).
 RoundEnd will_end(const ElasticRendezvous& r, int group_rank) {
+  const bool etcd = r.settings().backend == "etcd";
   RoundEnd e;
   e.kind = EndKind::kNodeLost;
   e.group_rank = group_rank;
   e.node = r.me().describe();
-  e.reason = "its agent's connection to the rendezvous store dropped (agent killed or exited)";
-  e.detected_by = "the rendezvous store";
+  e.reason =
+      etcd ? fmt::format(
+                 "its agent's etcd lease ended (agent killed or exited, or etcd not "
+                 "reached for keep_alive_interval x keep_alive_max_attempt = {})",
+                 format_duration(r.settings().keep_alive_interval *
+                                 r.settings().keep_alive_max_attempt))
+           : "its agent's connection to the rendezvous store dropped (agent killed or exited)";
+  e.detected_by = etcd ? "etcd" : "the rendezvous store";
   return e;
 }
 
@@ -217,25 +225,41 @@ std::string describe_failure(const SupervisorResult& r) {
                                            : "failed");
 }
 
-}  // namespace
-
-int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env) {
-  LaunchConfig cfg = cfg_in;
-  RdzvSettings s = rdzv_settings(cfg);
-  Endpoint ep;
-  try {
-    ep = parse_endpoint(cfg.rdzv_endpoint);
-  } catch (const std::exception&) {
-    throw ConfigError(fmt::format("--rdzv-endpoint '{}' is not HOST[:PORT]", cfg.rdzv_endpoint));
+// --rdzv-backend c10d: the store hosted by the agent on the endpoint; wills on a second connection.
+class C10dBackend final : public RdzvBackend {
+ public:
+  C10dBackend(std::unique_ptr<rendezvous::StoreServerThread> server,
+              std::unique_ptr<rendezvous::TcpStore> store,
+              std::unique_ptr<rendezvous::TcpStore> will, milliseconds close_timeout)
+      : server_(std::move(server)),
+        store_(std::move(store)),
+        will_(std::move(will)),
+        close_timeout_(close_timeout) {}
+  rendezvous::Store& store() override { return *store_; }
+  void set_will(const std::string& target, const std::string& value) override {
+    will_->set(std::string(rendezvous::kWillKeyPrefix) + target, value);
   }
-  s.endpoint = ep.str();
+  void cancel_will(const std::string& target) override {
+    will_->delete_key(std::string(rendezvous::kWillKeyPrefix) + target);
+  }
+  void leave(ElasticRendezvous& rdzv) override {
+    // The store host stays until every node has read how the job ended (bounded).
+    try {
+      rdzv.say_bye();
+      if (server_) rdzv.wait_byes(std::min(close_timeout_, milliseconds(10'000)));
+    } catch (const Error&) {
+    }
+  }
 
-  auto probe = make_default_gpu_probe();
-  const GpuInventory gpus = probe->probe(env);
-  const int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int nproc = resolve_nproc(cfg, gpus, cpus);
+ private:
+  std::unique_ptr<rendezvous::StoreServerThread> server_;
+  std::unique_ptr<rendezvous::TcpStore> store_, will_;
+  milliseconds close_timeout_;
+};
 
-  // 1. The rendezvous store: hosted by the agent on the endpoint's address.
+std::unique_ptr<RdzvBackend> make_c10d_backend(const LaunchConfig& cfg, const EnvMap& env,
+                                               const Endpoint& ep, const RdzvSettings& s) {
+  // The rendezvous store: hosted by the agent on the endpoint's address.
   std::unique_ptr<rendezvous::StoreServerThread> server;
   const bool inferred = !s.is_host.has_value();
   const bool try_host = s.is_host.value_or(!cfg.local_addr || *cfg.local_addr == ep.host);
@@ -249,24 +273,60 @@ int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env) {
       say(fmt::format("gpurun: hosting the rendezvous store of '{}' on {}", s.run_id, ep.str()));
     } catch (const BindError& e) {
       if (!inferred) {
-        say(fmt::format(
-            "gpurun: error: cannot host the rendezvous store on {} ({}); is_host=true needs the "
-            "endpoint to be a free address:port of this host",
+        throw NetworkError(fmt::format(
+            "cannot host the rendezvous store on {} ({}); is_host=true needs the endpoint to be a "
+            "free address:port of this host",
             ep.str(), e.code().message()));
-        return static_cast<int>(ExitCode::kRendezvousFailed);
       }
       // Not this host's address, or another agent here hosts it: be a client.
     }
   }
+  auto store = connect_store(ep, s, server != nullptr);
+  auto will = connect_store(ep, s, true);
+  return std::make_unique<C10dBackend>(std::move(server), std::move(store), std::move(will),
+                                       s.close_timeout);
+}
 
-  std::unique_ptr<rendezvous::TcpStore> store, will;
-  try {
-    store = connect_store(ep, s, server != nullptr);
-    will = connect_store(ep, s, true);
-  } catch (const NetworkError& e) {
-    say(fmt::format("gpurun: error: {}", e.what()));
-    return static_cast<int>(ExitCode::kRendezvousFailed);
+}  // namespace
+
+int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env) {
+  LaunchConfig cfg = cfg_in;
+  RdzvSettings s = rdzv_settings(cfg);
+  const bool etcd = cfg.rdzv_backend == "etcd";
+  Endpoint ep;
+  if (etcd) {
+    s.endpoint = cfg.rdzv_endpoint;  // HOST:2379[,HOST:2379...], checked by the etcd client
+    std::string first = cfg.rdzv_endpoint.substr(0, cfg.rdzv_endpoint.find(','));
+    if (first.rfind("http://", 0) == 0) first.erase(0, 7);
+    try {
+      ep = parse_endpoint(first);  // only to pick this node's address towards etcd
+    } catch (const std::exception&) {
+      ep.host = first;
+    }
+  } else {
+    try {
+      ep = parse_endpoint(cfg.rdzv_endpoint);
+    } catch (const std::exception&) {
+      throw ConfigError(fmt::format("--rdzv-endpoint '{}' is not HOST[:PORT]", cfg.rdzv_endpoint));
+    }
+    s.endpoint = ep.str();
   }
+
+  auto lost = [&](const std::string& why) {
+    return etcd ? fmt::format(
+                      "lost etcd at {} ({}); a majority of the etcd members must be up and "
+                      "reachable from this node",
+                      s.endpoint, why)
+                : fmt::format(
+                      "lost the rendezvous store at {} ({}); the agent hosting it stopped or its "
+                      "host is unreachable",
+                      ep.str(), why);
+  };
+
+  auto probe = make_default_gpu_probe();
+  const GpuInventory gpus = probe->probe(env);
+  const int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int nproc = resolve_nproc(cfg, gpus, cpus);
 
   RdzvNode me;
   me.addr = cfg.local_addr.value_or(source_address_to(ep));
@@ -275,11 +335,21 @@ int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env) {
   me.id = fmt::format("{}_{}_0", me.addr, ::getpid());
   me.nproc = nproc;
 
+  // 1. The rendezvous state: the c10d store (hosted by the endpoint's agent) or etcd.
+  std::unique_ptr<RdzvBackend> backend;
+  try {
+    backend =
+        etcd ? make_etcd_backend(s, me, cfg.rdzv_endpoint) : make_c10d_backend(cfg, env, ep, s);
+  } catch (const NetworkError& e) {
+    say(fmt::format("gpurun: error: {}", e.what()));
+    return static_cast<int>(ExitCode::kRendezvousFailed);
+  }
+
   ElasticRendezvous* rdzv_ptr = nullptr;
   std::string will_key;  // the round end this node's will is registered on
-  ElasticRendezvous rdzv(*store, s, me, say, [&](const std::string& end_key) {
-    will_key = std::string(rendezvous::kWillKeyPrefix) + end_key;
-    will->set(will_key, end_to_json(will_end(*rdzv_ptr, -1)));
+  ElasticRendezvous rdzv(backend->store(), s, me, say, [&](const std::string& end_key) {
+    will_key = end_key;
+    backend->set_will(will_key, end_to_json(will_end(*rdzv_ptr, -1)));
   });
   rdzv_ptr = &rdzv;
 
@@ -295,19 +365,15 @@ int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env) {
       code = f.exit_code();
       break;
     } catch (const StoreTimeout& e) {
-      if (!will_key.empty()) will->delete_key(will_key);
+      if (!will_key.empty()) backend->cancel_will(will_key);
       say(fmt::format("gpurun: error: {}", e.what()));
       code = static_cast<int>(ExitCode::kRendezvousFailed);
       break;
     } catch (const NetworkError& e) {
-      say(fmt::format(
-          "gpurun: error: lost the rendezvous store at {} ({}); the agent hosting it stopped or "
-          "its host is unreachable, so the job cannot re-form",
-          ep.str(), e.what()));
+      say(fmt::format("gpurun: error: {}, so the job cannot re-form", lost(e.what())));
       return static_cast<int>(ExitCode::kRendezvousFailed);
     }
-    will->set(std::string(rendezvous::kWillKeyPrefix) + rdzv.end_key(),
-              end_to_json(will_end(rdzv, rd.group_rank)));
+    backend->set_will(rdzv.end_key(), end_to_json(will_end(rdzv, rd.group_rank)));
     say(fmt::format(
         "gpurun: rendezvous '{}' round {}: this node ({}) is group rank {} of {}, global ranks "
         "{}..{} of {} (restart count {})",
@@ -388,10 +454,7 @@ int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env) {
         break;
       }
       if (const std::string err = monitor.store_error(); !err.empty()) {
-        say(fmt::format(
-            "gpurun: error: lost the rendezvous store at {} ({}); the agent hosting it stopped or "
-            "its host is unreachable; stopping this node's workers",
-            ep.str(), err));
+        say(fmt::format("gpurun: error: {}; stopping this node's workers", lost(err)));
         // The workers' own failure keeps its code; workers we stopped are not the cause.
         return result.first_failure && rc != 0 ? rc : static_cast<int>(ExitCode::kRendezvousFailed);
       }
@@ -405,12 +468,7 @@ int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env) {
                                                 : "next round"));
     }
   }
-  // The store host stays until every node has read how the job ended (bounded).
-  try {
-    rdzv.say_bye();
-    if (server) rdzv.wait_byes(std::min(s.close_timeout, milliseconds(10'000)));
-  } catch (const Error&) {
-  }
+  backend->leave(rdzv);
   return code;
 }
 

@@ -299,7 +299,7 @@ int run(const LaunchConfig& cfg, const EnvMap& env) {
     // from what it knows, ranks as if every node ran as many workers as this one.
     NodeFacts node;
     node.group_world_size = cfg.nnodes_max;
-    if (cfg.rdzv_backend == "c10d") {
+    if (cfg.rdzv_backend != "static") {
       print_note(
           fmt::format("info: dry run: the group rank and the global ranks are assigned at "
                       "rendezvous on {} (shown for group rank 0 of {} nodes)",
@@ -315,7 +315,7 @@ int run(const LaunchConfig& cfg, const EnvMap& env) {
     return run_node(cfg, env, node);
   }
   if (cfg.nnodes_max > 1) {
-    return cfg.rdzv_backend == "c10d" ? run_elastic(cfg, env) : run_multinode(cfg, env);
+    return cfg.rdzv_backend == "static" ? run_multinode(cfg, env) : run_elastic(cfg, env);
   }
   return run_node(cfg, env, NodeFacts{});
 }
