@@ -1,9 +1,11 @@
-// PosixProcessRunner: the real ProcessRunner.
+// PosixProcessRunner: the real ProcessRunner. The child side (between clone and exec) is
+// child_spawn.cc; what is left (~550 lines) is one class, the parent's event loop over its
+// children (spawn, poll, read, reap, terminal hand-over), kept whole on purpose.
 //
 // Why not Boost.Process (v1 or v2, Boost 1.81): everything we need happens between the child's
 // creation and exec (setpgid, prctl(PR_SET_PDEATHSIG) + the getppid() race check, the
 // close-on-exec error pipe, close_range, stdio wiring, resetting signal handlers and mask), and
-// that is ~40 lines of async-signal-safe code here versus custom initializers in either
+// that is ~40 lines of async-signal-safe code (child_spawn.cc) versus custom initializers in either
 // Boost.Process API, which also bring their own SIGCHLD/wait machinery that would fight the one
 // reaping point we want. posix_spawn cannot set PR_SET_PDEATHSIG. Spawning is the hot path of
 // launch latency, so the child is created like glibc's posix_spawn does it: clone(CLONE_VM |
@@ -37,6 +39,7 @@
 #include "gpurun/common/io.h"
 #include "gpurun/common/log.h"
 #include "gpurun/common/unique_fd.h"
+#include "process/child_spawn.h"
 #include "process/process_runner.h"
 #include "process/reaper.h"
 
@@ -81,107 +84,6 @@ std::string resolve_executable(const std::string& name, const EnvMap& env) {
     }
   }
   return name;  // execve fails with ENOENT and the error pipe reports it
-}
-
-// Child-side failure record sent through the error pipe.
-struct ChildError {
-  int err;
-  int stage;  // 0 exec, 1 dup2, 2 parent died, 3 chdir, 4 sched_setaffinity
-};
-
-[[noreturn]] void child_fail(int fd, int stage) {
-  ChildError e{errno, stage};
-  [[maybe_unused]] ssize_t n = ::write(fd, &e, sizeof e);
-  ::_exit(static_cast<int>(ExitCode::kCannotExec));
-}
-
-// Everything the child needs, prepared by the parent (the child must not allocate).
-struct ChildArgs {
-  const char* exe = nullptr;
-  char* const* argv = nullptr;
-  char* const* envp = nullptr;
-  int in_fd = -1, out_fd = -1, err_fd = -1, exec_fd = -1;
-  pid_t parent = 0;
-  const int* handled = nullptr;  // signals gpurun catches: back to SIG_DFL in the child
-  std::size_t n_handled = 0;
-  const cpu_set_t* cpus = nullptr;  // --numa-binding: affinity to set (null: inherited)
-  std::size_t cpus_size = 0;
-  int tty_fd = -1;  // make the child's group the terminal's foreground group (signals blocked)
-  const char* cgroup_procs = nullptr;  // the run's cgroup.procs: joined before exec (reaper.h)
-};
-
-// The child between clone/fork and exec: raw syscalls only (it may share the parent's memory).
-[[noreturn]] void child_main(const ChildArgs& a) {
-  // Handlers first (signals are blocked): a signal must not run gpurun's handler in here.
-  for (std::size_t i = 0; i < a.n_handled; ++i) ::signal(a.handled[i], SIG_DFL);
-  // gpurun ignores SIGPIPE; workers get the default back, and SIGXFSZ too: torchrun's workers
-  // get both from Python's subprocess (restore_signals), whatever torchrun inherited.
-  ::signal(SIGPIPE, SIG_DFL);
-  ::signal(SIGXFSZ, SIG_DFL);
-  ::setpgid(0, 0);
-  if (a.cgroup_procs != nullptr) {  // before exec: nothing the worker starts escapes the cgroup
-    const int fd = ::open(a.cgroup_procs, O_WRONLY | O_CLOEXEC);
-    if (fd >= 0) {
-      [[maybe_unused]] ssize_t n = ::write(fd, "0", 1);
-      ::close(fd);
-    }
-  }
-  // As a shell does, from both sides (the parent does it too): SIGTTOU is blocked here.
-  if (a.tty_fd >= 0) ::tcsetpgrp(a.tty_fd, ::getpid());
-  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail(a.exec_fd, 0);
-  if (::getppid() != a.parent) {  // gpurun died between fork and prctl
-    errno = ESRCH;
-    child_fail(a.exec_fd, 2);
-  }
-  if (a.in_fd >= 0 && ::dup2(a.in_fd, 0) < 0) child_fail(a.exec_fd, 1);
-  if (a.out_fd >= 0 && ::dup2(a.out_fd, 1) < 0) child_fail(a.exec_fd, 1);
-  if (a.err_fd >= 0 && ::dup2(a.err_fd, 2) < 0) child_fail(a.exec_fd, 1);
-  if (a.cpus != nullptr && ::sched_setaffinity(0, a.cpus_size, a.cpus) != 0) {
-    child_fail(a.exec_fd, 4);
-  }
-  // Like Python's close_fds=True (torchrun): nothing but 0/1/2 survives exec (e.g. the store's
-  // sockets, other workers' pipes). The error pipe already has FD_CLOEXEC.
-  ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
-  sigset_t none;
-  ::sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  ::execve(a.exe, a.argv, a.envp);
-  child_fail(a.exec_fd, 0);
-}
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define GPURUN_SPAWN_WITH_FORK 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define GPURUN_SPAWN_WITH_FORK 1
-#endif
-#endif
-
-#ifndef GPURUN_SPAWN_WITH_FORK
-extern "C" int child_trampoline(void* arg) { child_main(*static_cast<const ChildArgs*>(arg)); }
-#endif
-
-// clone(CLONE_VM | CLONE_VFORK), as glibc's posix_spawn: no page-table copy, so a spawn costs
-// the same however big gpurun is, and the parent resumes once the child has exec'd (or failed).
-// Sanitizer builds use fork (the sanitizers do not follow a CLONE_VM child). All signals are
-// blocked around it so that no handler of ours runs in the child before it resets them.
-pid_t start_child(const ChildArgs& a) {
-  sigset_t all, old;
-  ::sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &old);
-#ifdef GPURUN_SPAWN_WITH_FORK
-  const pid_t pid = ::fork();
-  if (pid == 0) child_main(a);
-#else
-  static constexpr std::size_t kStack = 64 * 1024;
-  static thread_local auto stack = std::make_unique<char[]>(kStack);
-  const pid_t pid = ::clone(child_trampoline, stack.get() + kStack,
-                            CLONE_VM | CLONE_VFORK | SIGCHLD, const_cast<ChildArgs*>(&a));
-#endif
-  const int saved = errno;
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  errno = saved;
-  return pid;
 }
 
 class PosixProcessRunner final : public ProcessRunner {
@@ -383,19 +285,19 @@ class PosixProcessRunner final : public ProcessRunner {
         if (c.err) fds.push_back({c.err.get(), POLLIN, 0}), owners.emplace_back(pid, 2);
         if (c.exec_err) fds.push_back({c.exec_err.get(), POLLIN, 0}), owners.emplace_back(pid, 3);
       }
-      int timeout_ms = -1;
-      if (deadline != Clock::time_point::max()) {
-        const auto left = deadline - Clock::now();
-        timeout_ms = left <= Clock::duration::zero()
-                         ? 0
-                         : static_cast<int>(std::min<long long>(
-                               std::chrono::ceil<milliseconds>(left).count(), 1 << 30));
-      }
-      const int n = ::poll(fds.data(), fds.size(), events.empty() ? timeout_ms : 0);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        throw_errno("poll");
-      }
+      // The time left is measured again after a signal interrupted poll.
+      const int n = retry_eintr([&] {
+        int timeout_ms = -1;
+        if (deadline != Clock::time_point::max()) {
+          const auto left = deadline - Clock::now();
+          timeout_ms = left <= Clock::duration::zero()
+                           ? 0
+                           : static_cast<int>(std::min<long long>(
+                                 std::chrono::ceil<milliseconds>(left).count(), 1 << 30));
+        }
+        return ::poll(fds.data(), fds.size(), events.empty() ? timeout_ms : 0);
+      });
+      if (n < 0) throw_errno("poll");
       if (n == 0) return events;
       if (fds[0].revents != 0) drain_signal_pipe(events);
       for (std::size_t i = 1; i < fds.size(); ++i) {
@@ -514,7 +416,7 @@ class PosixProcessRunner final : public ProcessRunner {
     UniqueFd& fd = stream == Stream::kStdout ? c.out : c.err;
     char buf[65536];
     for (int rounds = 0; fd && rounds < 16; ++rounds) {
-      const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+      const ssize_t n = retry_eintr([&] { return ::read(fd.get(), buf, sizeof buf); });
       if (n > 0) {
         RunnerEvent ev;
         ev.kind = RunnerEvent::Kind::kOutput;
@@ -526,7 +428,6 @@ class PosixProcessRunner final : public ProcessRunner {
         if (static_cast<std::size_t>(n) < sizeof buf) return;
         continue;
       }
-      if (n < 0 && (errno == EINTR)) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
       fd.reset();  // EOF or a real error
       RunnerEvent ev;
@@ -558,11 +459,8 @@ class PosixProcessRunner final : public ProcessRunner {
   void reap_children(std::vector<RunnerEvent>& events) {
     for (;;) {
       int st = 0;
-      const pid_t pid = ::waitpid(-1, &st, WNOHANG | WUNTRACED);
-      if (pid <= 0) {
-        if (pid < 0 && errno == EINTR) continue;
-        return;
-      }
+      const pid_t pid = retry_eintr([&] { return ::waitpid(-1, &st, WNOHANG | WUNTRACED); });
+      if (pid <= 0) return;
       if (WIFSTOPPED(st)) {
         if (pid == tty_owner_) suspend_with(pid, WSTOPSIG(st));
         continue;  // other stops (a debugger's SIGSTOP) are the user's business

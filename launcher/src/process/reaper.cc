@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "gpurun/common/error.h"
+#include "gpurun/common/io.h"
 #include "gpurun/common/log.h"
 
 namespace gpurun::launcher {
@@ -141,8 +142,7 @@ void remove_cgroup(const std::string& dir) {
   std::string line;
   char buf[4096];
   for (;;) {
-    const ssize_t n = ::read(read_fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
+    const ssize_t n = retry_eintr([&] { return ::read(read_fd, buf, sizeof buf); });
     if (n <= 0) break;  // EOF: gpurun is gone without standing us down
     for (ssize_t i = 0; i < n; ++i) {
       if (buf[i] != '\n') {
