@@ -26,6 +26,8 @@
 #include <ctime>
 #include <string>
 
+#include "gpurun/common/worker_env_contract.h"
+
 namespace {
 
 // Parsed by hand, not with Boost.Program_options: this is launch_bench's no-op worker, whose
@@ -44,26 +46,6 @@ constexpr const char* kUsage =
     "  --wait-peers       the failing rank waits until every rank wrote its pid file\n"
     "  --quiet            do not print the environment\n"
     "  --stamp FILE       the failing rank writes CLOCK_MONOTONIC ns to FILE before failing\n";
-
-const char* const kVars[] = {"RANK",
-                             "LOCAL_RANK",
-                             "WORLD_SIZE",
-                             "LOCAL_WORLD_SIZE",
-                             "GROUP_RANK",
-                             "GROUP_WORLD_SIZE",
-                             "ROLE_RANK",
-                             "ROLE_NAME",
-                             "ROLE_WORLD_SIZE",
-                             "MASTER_ADDR",
-                             "MASTER_PORT",
-                             "TORCHELASTIC_RUN_ID",
-                             "TORCHELASTIC_RESTART_COUNT",
-                             "TORCHELASTIC_MAX_RESTARTS",
-                             "TORCHELASTIC_ERROR_FILE",
-                             "TORCHELASTIC_USE_AGENT_STORE",
-                             "OMP_NUM_THREADS",
-                             "CUDA_VISIBLE_DEVICES",
-                             "GPURUN_GPU"};
 
 void sleep_seconds(double s) {
   if (s <= 0) return;
@@ -149,9 +131,9 @@ int main(int argc, char** argv) {
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
   }
-  const char* rank_env = std::getenv("RANK");
+  const char* rank_env = std::getenv(gpurun::worker_env::kRank);
   const int rank = rank_env ? std::atoi(rank_env) : 0;
-  const char* attempt_env = std::getenv("TORCHELASTIC_RESTART_COUNT");
+  const char* attempt_env = std::getenv(gpurun::worker_env::kRestartCount);
   const int attempt = attempt_env ? std::atoi(attempt_env) : 0;
 
   if (pid_dir != nullptr) {
@@ -164,7 +146,7 @@ int main(int argc, char** argv) {
     }
   }
   if (!quiet) {
-    for (const char* var : kVars) {
+    for (const char* var : gpurun::worker_env::kWorkerEnvVars) {
       const char* v = std::getenv(var);
       if (v != nullptr) std::printf("hello_env[%d] %s=%s\n", rank, var, v);
     }
@@ -178,7 +160,7 @@ int main(int argc, char** argv) {
   const bool fails = sig != 0 || exit_code != 0;
   if (selected && fails) {
     if (wait_peers && pid_dir != nullptr) {
-      const char* ws_env = std::getenv("WORLD_SIZE");
+      const char* ws_env = std::getenv(gpurun::worker_env::kWorldSize);
       const int world = ws_env ? std::atoi(ws_env) : 1;
       for (int tries = 0; tries < 3000; ++tries) {
         int present = 0;

@@ -13,6 +13,7 @@
 #include "gpurun/common/error.h"
 #include "gpurun/rendezvous/store_server.h"
 #include "output/failure_summary.h"
+#include "run/run.h"
 
 namespace {
 
@@ -71,7 +72,10 @@ int main(int argc, char** argv) {
       }
       case Action::kDryRun:
       case Action::kRun: {
-        const int rc = run(cfg, env);  // also the multi-node paths' own codes
+        auto probe = make_default_gpu_probe();
+        const int rc = run(cfg, env, *probe, [](const ReaperOptions& reaper) {
+          return make_posix_process_runner(reaper);
+        });  // also the multi-node paths' own codes
         return cfg.torchrun_exit_codes ? torchrun_exit_code(rc) : rc;
       }
     }

@@ -11,6 +11,7 @@
 #include "gpurun/common/env.h"
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
+#include "gpurun/rendezvous/bind_error.h"
 #include "gpurun/rendezvous/store_server.h"
 
 namespace gpurun::rendezvous {
@@ -113,11 +114,9 @@ int store_main(int argc, char** argv) {
     std::fprintf(stderr, "gpurun: error: %s\n", e.what());
     return static_cast<int>(ExitCode::kUsage);
   } catch (const BindError& e) {
-    std::string hint = e.code() == std::errc::address_in_use
-                           ? "pass --port 0 or pick a free port"
-                           : "check --host (it must be a local address) and --port";
-    std::fprintf(stderr, "gpurun: error: %s; %s\n", e.what(), hint.c_str());
-    return static_cast<int>(ExitCode::kRendezvousFailed);
+    return report_bind_failure(e,
+                               {.in_use = "pass --port 0 or pick a free port",
+                                .other = "check --host (it must be a local address) and --port"});
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gpurun: error: store failed (%s)\n", e.what());
     return static_cast<int>(ExitCode::kRendezvousFailed);

@@ -7,7 +7,9 @@
 
 #include "gpurun/common/env.h"
 #include "gpurun/common/error.h"
+#include "gpurun/common/net.h"
 #include "gpurun/common/slurm.h"
+#include "gpurun/common/worker_env_contract.h"
 #include "gpurun/worker/worker.h"
 
 namespace gpurun::worker {
@@ -76,7 +78,7 @@ std::optional<int> slurm_tasks_on_node(const std::string& spec, int node) {
 using SelfHost = bool (*)(const EnvMap& env, LaunchInfo& info, std::string_view how);
 
 void read_port(const EnvMap& env, LaunchInfo& info, std::string_view how) {
-  int p = read_int(env, "MASTER_PORT", how);
+  int p = read_int(env, worker_env::kMasterPort, how);
   if (p < 1 || p > 65535) {
     throw ConfigError(fmt::format("MASTER_PORT={} is not a TCP port (1..65535); {}", p, how));
   }
@@ -85,8 +87,8 @@ void read_port(const EnvMap& env, LaunchInfo& info, std::string_view how) {
 
 void read_master(const EnvMap& env, LaunchInfo& info, std::string_view how,
                  SelfHost self_host = nullptr) {
-  auto addr = env_get(env, "MASTER_ADDR");
-  auto port = env_get(env, "MASTER_PORT");
+  auto addr = env_get(env, worker_env::kMasterAddr);
+  auto port = env_get(env, worker_env::kMasterPort);
   if (info.world_size > 1 && (!addr || addr->empty()) && self_host != nullptr &&
       self_host(env, info, how)) {
     info.self_hosted_store = true;
@@ -97,7 +99,8 @@ void read_master(const EnvMap& env, LaunchInfo& info, std::string_view how,
     return;
   }
   if (info.world_size > 1 && (!addr || addr->empty() || !port)) {
-    std::string_view missing = (!addr || addr->empty()) ? "MASTER_ADDR" : "MASTER_PORT";
+    std::string_view missing =
+        (!addr || addr->empty()) ? worker_env::kMasterAddr : worker_env::kMasterPort;
     throw ConfigError(
         fmt::format("{} is not set but WORLD_SIZE={} (the ranks need a store to meet at); {}",
                     missing, info.world_size, how));
@@ -130,7 +133,7 @@ bool mpirun_self_host(const EnvMap& env, LaunchInfo& info, std::string_view /*ho
   std::uint64_t h = 1469598103934665603ULL;
   for (unsigned char c : job) h = (h ^ c) * 1099511628211ULL;
   info.master_addr = "127.0.0.1";
-  info.master_port = static_cast<std::uint16_t>(kSlurmPortBase + h % 40000);
+  info.master_port = static_cast<std::uint16_t>(kDerivedPortBase + h % kDerivedPortSpan);
   info.master_origin = fmt::format(
       "127.0.0.1 (every rank of this mpirun job is on this host) and a port derived from "
       "OMPI_MCA_ess_base_jobid={}",
@@ -162,7 +165,7 @@ void validate(const LaunchInfo& info, std::string_view rank_var, std::string_vie
 }
 
 void read_common(const EnvMap& env, LaunchInfo& info, std::string_view how) {
-  info.restart_count = read_opt_int(env, "TORCHELASTIC_RESTART_COUNT", how).value_or(0);
+  info.restart_count = read_opt_int(env, worker_env::kRestartCount, how).value_or(0);
 }
 
 }  // namespace
@@ -171,31 +174,32 @@ LaunchInfo read_launch_info(const EnvMap& env) {
   LaunchInfo info;
   info.hostname = host_name();
 
-  const bool torch_vars = env_get(env, "RANK") || env_get(env, "WORLD_SIZE");
+  const bool torch_vars = env_get(env, worker_env::kRank) || env_get(env, worker_env::kWorldSize);
   if (torch_vars) {
     // gpurun / torchrun (or a hand-made environment).
-    const bool by_gpurun = env_get(env, "GPURUN_LAUNCHER") || env_get(env, "GPURUN_GPU");
+    const bool by_gpurun = env_get(env, worker_env::kLauncher) || env_get(env, worker_env::kGpu);
     info.launcher = by_gpurun ? Launcher::kGpurun : Launcher::kTorchrun;
     std::string how = kHowGpurun;
-    if (!env_get(env, "RANK")) {
+    if (!env_get(env, worker_env::kRank)) {
       throw ConfigError(fmt::format("WORLD_SIZE={} is set but RANK is not; {}, or set RANK too",
-                                    *env_get(env, "WORLD_SIZE"), how));
+                                    *env_get(env, worker_env::kWorldSize), how));
     }
-    if (!env_get(env, "WORLD_SIZE")) {
+    if (!env_get(env, worker_env::kWorldSize)) {
       throw ConfigError(
           fmt::format("RANK={} is set but WORLD_SIZE is not; {}, or set WORLD_SIZE too",
-                      *env_get(env, "RANK"), how));
+                      *env_get(env, worker_env::kRank), how));
     }
-    info.rank = read_int(env, "RANK", how);
-    info.world_size = read_int(env, "WORLD_SIZE", how);
-    auto lws = read_opt_int(env, "LOCAL_WORLD_SIZE", how);
-    auto lr = read_opt_int(env, "LOCAL_RANK", how);
+    info.rank = read_int(env, worker_env::kRank, how);
+    info.world_size = read_int(env, worker_env::kWorldSize, how);
+    auto lws = read_opt_int(env, worker_env::kLocalWorldSize, how);
+    auto lr = read_opt_int(env, worker_env::kLocalRank, how);
     info.local_world_size = lws.value_or(info.world_size);
     info.local_rank = lr.value_or(info.rank % std::max(1, info.local_world_size));
-    validate(info, "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", how);
+    validate(info, worker_env::kRank, worker_env::kWorldSize, worker_env::kLocalRank,
+             worker_env::kLocalWorldSize, how);
     read_master(env, info, how);
     read_common(env, info, how);
-    info.run_id = env_get(env, "TORCHELASTIC_RUN_ID").value_or("none");
+    info.run_id = env_get(env, worker_env::kRunId).value_or("none");
     return info;
   }
 
@@ -214,7 +218,7 @@ LaunchInfo read_launch_info(const EnvMap& env) {
     read_master(env, info, how, mpirun_self_host);
     read_common(env, info, how);
     info.run_id =
-        env_get(env, "TORCHELASTIC_RUN_ID")
+        env_get(env, worker_env::kRunId)
             .value_or(env_get(env, "PMIX_NAMESPACE")
                           .value_or(env_get(env, "OMPI_MCA_ess_base_jobid").value_or("mpirun")));
     return info;
@@ -251,7 +255,7 @@ LaunchInfo read_launch_info(const EnvMap& env) {
     read_common(env, info, how);
     auto job = env_get(env, "SLURM_JOB_ID").value_or(env_get(env, "SLURM_JOBID").value_or("slurm"));
     auto step = env_get(env, "SLURM_STEP_ID").value_or(env_get(env, "SLURM_STEPID").value_or("0"));
-    info.run_id = env_get(env, "TORCHELASTIC_RUN_ID").value_or(job + "." + step);
+    info.run_id = env_get(env, worker_env::kRunId).value_or(job + "." + step);
     return info;
   }
 
@@ -259,7 +263,7 @@ LaunchInfo read_launch_info(const EnvMap& env) {
   info.launcher = Launcher::kNone;
   read_master(env, info, kHowGpurun);
   read_common(env, info, kHowGpurun);
-  info.run_id = env_get(env, "TORCHELASTIC_RUN_ID").value_or("local");
+  info.run_id = env_get(env, worker_env::kRunId).value_or("local");
   return info;
 }
 

@@ -92,8 +92,8 @@ TEST_CASE("launch info: mpirun fallback", "[launch_info]") {
   auto self = read_launch_info(env);
   CHECK(self.self_hosted_store);
   CHECK(self.master_addr == "127.0.0.1");
-  CHECK(self.master_port >= gpurun::kSlurmPortBase);
-  CHECK(self.master_port < gpurun::kSlurmPortBase + 40000);
+  CHECK(self.master_port >= gpurun::kDerivedPortBase);
+  CHECK(self.master_port < gpurun::kDerivedPortBase + gpurun::kDerivedPortSpan);
   CHECK_THAT(self.master_origin, Catch::Contains("OMPI_MCA_ess_base_jobid=2060648449"));
   env["OMPI_COMM_WORLD_RANK"] = "0";
   env["OMPI_COMM_WORLD_LOCAL_RANK"] = "0";

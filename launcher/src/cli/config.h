@@ -77,7 +77,10 @@ struct LaunchConfig {
   std::vector<std::string> duplicate_stdout_filters;
   std::vector<std::string> duplicate_stderr_filters;
   std::string master_addr = "127.0.0.1";
-  std::optional<int> master_port;  // unset or 0 = pick a free port atomically (bound, never probed)
+  // Resolved once, here: unset or 0 = pick a free port atomically (bound, never probed); the
+  // static multi-node default (29500) is filled in by resolve_config. One type from the command
+  // line to the store and MASTER_PORT.
+  std::optional<std::uint16_t> master_port;
   std::optional<std::string> local_addr;
   std::vector<int>
       signals_to_handle;  // default SIGTERM,SIGINT,SIGHUP,SIGQUIT (+SIGUSR1/2 forwarded)
@@ -157,14 +160,14 @@ std::unique_ptr<GpuProbe> make_default_gpu_probe();
 // ---- workers ----
 struct AttemptFacts {
   int restart_count = 0;
-  std::string run_id;           // TORCHELASTIC_RUN_ID
-  std::string master_addr;      // what workers connect to
-  int master_port = 0;          // the store gpurun bound
-  std::string attempt_log_dir;  // "" when logs are off (/dev/null or no files needed)
-  int group_rank = 0;           // node rank
-  int group_world_size = 1;     // nodes
-  int base_global_rank = 0;     // first global rank on this node
-  int world_size = 0;           // total workers in the job
+  std::string run_id;             // TORCHELASTIC_RUN_ID
+  std::string master_addr;        // what workers connect to
+  std::uint16_t master_port = 0;  // the store gpurun bound (0 in a dry run: bound at start)
+  std::string attempt_log_dir;    // "" when logs are off (/dev/null or no files needed)
+  int group_rank = 0;             // node rank
+  int group_world_size = 1;       // nodes
+  int base_global_rank = 0;       // first global rank on this node
+  int world_size = 0;             // total workers in the job
 };
 
 struct WorkerSpec {
@@ -197,9 +200,10 @@ std::vector<WorkerSpec> plan_workers(const LaunchConfig& cfg, int nproc, const G
                                      std::vector<std::string>* notes = nullptr);
 
 // --dry-run: per rank the local rank, GPU, command line, the env vars gpurun sets (not the whole
-// inherited environment) and log paths. Pure.
-std::string format_plan(const LaunchConfig& cfg, const std::vector<WorkerSpec>& workers,
-                        const GpuInventory& gpus);
+// inherited environment) and log paths; the store and world size from `facts` (the plan's own
+// facts, not read back from the workers' env). Pure.
+std::string format_plan(const LaunchConfig& cfg, const AttemptFacts& facts,
+                        const std::vector<WorkerSpec>& workers, const GpuInventory& gpus);
 
 // ---- diagnostics ----
 // "pid 4711 (python3 train.py --foo)" for the process listening on TCP `port`, from /proc; empty
@@ -209,10 +213,5 @@ std::string describe_port_holder(int port);
 // `gpurun --info`: prints GPUs seen and how, driver/CUDA/NCCL versions when present, network
 // interfaces, whether the chosen port is free, relevant env. Returns an exit code.
 int print_info(const LaunchConfig& cfg, const EnvMap& env, GpuProbe& probe);
-
-// ---- orchestration (run.cc) ----
-// Runs the job described by cfg; returns the process exit code (worker's code, 128+signal, ...,
-// or torchrun's 1 under --exit-code-mode torchrun).
-int run(const LaunchConfig& cfg, const EnvMap& env);
 
 }  // namespace gpurun::launcher

@@ -568,11 +568,11 @@ void ElasticRendezvous::wait_byes(milliseconds timeout) {
   }
 }
 
-void ElasticRendezvous::publish_master(const std::string& addr, int port) {
+void ElasticRendezvous::publish_master(const std::string& addr, std::uint16_t port) {
   store_.set(key(round_, "master"), json{{"addr", addr}, {"port", port}}.dump());
 }
 
-std::pair<std::string, int> ElasticRendezvous::wait_master() {
+std::pair<std::string, std::uint16_t> ElasticRendezvous::wait_master() {
   const std::string k = key(round_, "master");
   try {
     store_.wait({k}, s_.read_timeout);
@@ -583,7 +583,7 @@ std::pair<std::string, int> ElasticRendezvous::wait_master() {
         format_duration(s_.read_timeout), node_of(0).describe(), round_, s_.endpoint));
   }
   auto j = json::parse(to_string(store_.get(k)));
-  return {j.at("addr").get<std::string>(), j.at("port").get<int>()};
+  return {j.at("addr").get<std::string>(), j.at("port").get<std::uint16_t>()};
 }
 
 void ElasticRendezvous::beat() {

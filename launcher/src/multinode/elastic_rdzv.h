@@ -24,6 +24,7 @@
 // address. Global ranks are node-major prefix sums of nproc, so nproc may differ per node.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <optional>
@@ -146,8 +147,8 @@ class ElasticRendezvous {
   // The store host: waits (bounded) until every live node of the last round said bye.
   void wait_byes(milliseconds timeout);
 
-  void publish_master(const std::string& addr, int port);
-  std::pair<std::string, int> wait_master();
+  void publish_master(const std::string& addr, std::uint16_t port);
+  std::pair<std::string, std::uint16_t> wait_master();
 
   void beat();
   // Node g checks node g+1's heartbeat; returns the end to write when it stopped beating.

@@ -25,6 +25,7 @@
 #include "cli/config.h"
 #include "gpurun/common/error.h"
 #include "gpurun/common/unique_fd.h"
+#include "gpurun/rendezvous/bind_error.h"
 #include "gpurun/rendezvous/store_server.h"
 #include "gpurun/rendezvous/tcp_store.h"
 #include "multinode/elastic_rdzv.h"
@@ -273,10 +274,9 @@ std::unique_ptr<RdzvBackend> make_c10d_backend(const LaunchConfig& cfg, const En
       say(fmt::format("gpurun: hosting the rendezvous store of '{}' on {}", s.run_id, ep.str()));
     } catch (const BindError& e) {
       if (!inferred) {
-        throw NetworkError(fmt::format(
-            "cannot host the rendezvous store on {} ({}); is_host=true needs the endpoint to be a "
-            "free address:port of this host",
-            ep.str(), e.code().message()));
+        throw NetworkError(rendezvous::bind_failure_message(
+            e, {.other = "is_host=true needs the endpoint to be a free address:port of this "
+                         "host"}));
       }
       // Not this host's address, or another agent here hosts it: be a client.
     }
@@ -289,7 +289,7 @@ std::unique_ptr<RdzvBackend> make_c10d_backend(const LaunchConfig& cfg, const En
 
 }  // namespace
 
-int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env) {
+int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env, const NodeTools& tools) {
   LaunchConfig cfg = cfg_in;
   RdzvSettings s = rdzv_settings(cfg);
   const bool etcd = cfg.rdzv_backend == "etcd";
@@ -323,10 +323,7 @@ int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env) {
                       ep.str(), why);
   };
 
-  auto probe = make_default_gpu_probe();
-  const GpuInventory gpus = probe->probe(env);
-  const int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int nproc = resolve_nproc(cfg, gpus, cpus);
+  const int nproc = resolve_nproc(cfg, tools.gpus, cpu_count());  // GPUs probed once, by run()
 
   RdzvNode me;
   me.addr = cfg.local_addr.value_or(source_address_to(ep));
@@ -383,7 +380,7 @@ int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env) {
     // 2. The workers' store of this round (fresh, so /worker/attempt_<k> keys never collide).
     std::unique_ptr<rendezvous::StoreServerThread> worker_store;
     std::string master_addr;
-    int master_port = 0;
+    std::uint16_t master_port = 0;
     try {
       if (rd.group_rank == 0) {
         rendezvous::StoreServerOptions so;
@@ -423,7 +420,7 @@ int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env) {
       nf.summary_out = &summary;
       LaunchConfig round_cfg = cfg;
       if (round_index > 0) round_cfg.notes.clear();
-      rc = run_node(round_cfg, env, nf);
+      rc = run_node(round_cfg, env, nf, tools);
 
       if (result.outcome == Outcome::kSucceeded) {
         rdzv.report_done();

@@ -16,6 +16,7 @@
 #include "cli/config.h"
 #include "gpurun/common/duration.h"
 #include "gpurun/common/error.h"
+#include "gpurun/rendezvous/bind_error.h"
 #include "gpurun/rendezvous/prefix_store.h"
 #include "gpurun/rendezvous/store_server.h"
 #include "gpurun/rendezvous/tcp_store.h"
@@ -26,14 +27,14 @@ namespace gpurun::launcher {
 
 namespace {
 
+using rendezvous::to_bytes;
+using rendezvous::to_string;
+
 constexpr std::string_view kLost = "lost";  // an exit-barrier key written by a node's will
 
 bool is_loopback(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
 }
-
-std::string to_string(const rendezvous::Bytes& b) { return std::string(b.begin(), b.end()); }
-rendezvous::Bytes to_bytes(const std::string& s) { return rendezvous::Bytes(s.begin(), s.end()); }
 
 // Waits for `keys`; on timeout names the nodes whose key never came.
 void wait_for_nodes(rendezvous::Store& store, const std::vector<std::string>& keys,
@@ -59,10 +60,10 @@ void wait_for_nodes(rendezvous::Store& store, const std::vector<std::string>& ke
 
 }  // namespace
 
-int run_multinode(const LaunchConfig& cfg, const EnvMap& env) {
+int run_multinode(const LaunchConfig& cfg, const EnvMap& env, const NodeTools& tools) {
   const int nnodes = cfg.nnodes_max;
   const int node_rank = cfg.node_rank;
-  const int port = cfg.master_port.value_or(29500);
+  const std::uint16_t port = cfg.master_port.value_or(0);  // resolve_config: 29500 when unset
   if (port == 0) {
     throw ConfigError(
         "--master-port 0 cannot work with --nnodes > 1 (the other nodes must know "
@@ -85,23 +86,19 @@ int run_multinode(const LaunchConfig& cfg, const EnvMap& env) {
                    "reach\n",
                    cfg.master_addr.c_str());
     }
-    so.port = static_cast<std::uint16_t>(port);
+    so.port = port;
     try {
       server = std::make_unique<rendezvous::StoreServerThread>(so);
     } catch (const BindError& e) {
-      std::string holder = e.code() == std::errc::address_in_use ? describe_port_holder(port) : "";
-      std::fprintf(stderr,
-                   "gpurun: error: cannot bind store on %s:%d (%s%s); node 0 hosts the store: "
-                   "pick a free --master-port for every node\n",
-                   so.host.c_str(), port, e.code().message().c_str(),
-                   holder.empty() ? "" : (" by " + holder).c_str());
-      return static_cast<int>(ExitCode::kRendezvousFailed);
+      return rendezvous::report_bind_failure(
+          e, {.other = "node 0 hosts the store: pick a free --master-port for every node"},
+          e.code() == std::errc::address_in_use ? describe_port_holder(port) : "");
     }
   }
 
   rendezvous::TcpStoreOptions to;
   to.host = cfg.master_addr;
-  to.port = static_cast<std::uint16_t>(port);
+  to.port = port;
   to.timeout = cfg.rdzv_timeout;
   to.connect_timeout = cfg.rdzv_timeout;
   to.timeout_setting = "--rdzv-timeout";
@@ -118,10 +115,7 @@ int run_multinode(const LaunchConfig& cfg, const EnvMap& env) {
            to_bytes(std::string(kLost)));
 
   // nproc of this node (GPUs resolved locally, as torchrun).
-  auto probe = make_default_gpu_probe();
-  const GpuInventory gpus = probe->probe(env);
-  const int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int nproc = resolve_nproc(cfg, gpus, cpus);
+  const int nproc = resolve_nproc(cfg, tools.gpus, cpu_count());  // GPUs probed once, by run()
 
   nlohmann::json info = {{"role", cfg.role}, {"rank", node_rank}, {"local_world_size", nproc}};
   store.set(fmt::format("torchelastic/role_info/{}", node_rank), to_bytes(info.dump()));
@@ -156,7 +150,7 @@ int run_multinode(const LaunchConfig& cfg, const EnvMap& env) {
   node.external_store = true;
   node.master_addr = cfg.master_addr;
   node.master_port = port;
-  const int code = run_node(cfg, env, node);
+  const int code = run_node(cfg, env, node, tools);
 
   // Exit barrier: node 0 keeps the store up until every node has finished (or the timeout).
   try {

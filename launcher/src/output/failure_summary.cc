@@ -13,7 +13,7 @@
 
 #include "gpurun/common/duration.h"
 #include "gpurun/common/error.h"
-#include "run/worker_env.h"
+#include "gpurun/common/int_ranges.h"
 
 namespace gpurun::launcher {
 

@@ -13,7 +13,7 @@
 
 #include "gpurun/common/env.h"
 #include "gpurun/common/error.h"
-#include "run/worker_env.h"
+#include "gpurun/common/int_ranges.h"
 
 namespace gpurun::launcher {
 
@@ -83,20 +83,7 @@ std::vector<int> parse_cpu_list(const std::string& text) {
   return {out.begin(), out.end()};
 }
 
-std::string format_cpu_list(const std::vector<int>& cpus) {
-  std::vector<int> v = cpus;
-  std::sort(v.begin(), v.end());
-  v.erase(std::unique(v.begin(), v.end()), v.end());
-  std::string out;
-  for (std::size_t i = 0; i < v.size();) {
-    std::size_t j = i;
-    while (j + 1 < v.size() && v[j + 1] == v[j] + 1) ++j;
-    if (!out.empty()) out += ',';
-    out += j == i ? std::to_string(v[i]) : fmt::format("{}-{}", v[i], v[j]);
-    i = j + 1;
-  }
-  return out;
-}
+std::string format_cpu_list(const std::vector<int>& cpus) { return format_int_ranges(cpus, 2); }
 
 CpuTopology read_cpu_topology(const std::string& sysfs_root) {
   const fs::path cpu_dir = fs::path(sysfs_root) / "devices/system/cpu";

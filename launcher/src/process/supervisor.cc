@@ -6,18 +6,13 @@
 #include <map>
 
 #include "gpurun/common/error.h"
-#include "run/worker_env.h"
+#include "gpurun/common/int_ranges.h"
 
 namespace gpurun::launcher {
 
 namespace {
 bool contains(const std::vector<int>& v, int x) {
   return std::find(v.begin(), v.end(), x) != v.end();
-}
-std::string sorted_rank_list(std::vector<int> ranks) {
-  std::sort(ranks.begin(), ranks.end());
-  ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
-  return format_rank_list(ranks);
 }
 }  // namespace
 
@@ -260,7 +255,7 @@ void Supervisor::run_attempt(int restart_count, const std::vector<PlannedWorker>
       std::vector<int> ranks;
       for (auto& [pid, idx] : a.running) ranks.push_back(a.workers[idx].rank);
       say(fmt::format("gpurun: rank{} {} still running {} after {}; sending SIGKILL",
-                      ranks.size() == 1 ? "" : "s", sorted_rank_list(ranks),
+                      ranks.size() == 1 ? "" : "s", format_rank_list(ranks),
                       format_duration(a.grace), signal_name(a.stop_signal)));
       kill_all(a);
     }
@@ -269,7 +264,7 @@ void Supervisor::run_attempt(int restart_count, const std::vector<PlannedWorker>
       say(
           fmt::format("gpurun: ranks {} did not exit {} after SIGKILL (uninterruptible sleep?); "
                       "giving up on them",
-                      sorted_rank_list(result.not_reaped), format_duration(options_.kill_wait)));
+                      format_rank_list(result.not_reaped), format_duration(options_.kill_wait)));
       a.running.clear();
     }
   }

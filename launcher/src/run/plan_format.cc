@@ -48,18 +48,18 @@ std::string stream_text(const std::string& path, bool console) {
 
 }  // namespace
 
-std::string format_plan(const LaunchConfig& cfg, const std::vector<WorkerSpec>& workers,
-                        const GpuInventory& gpus) {
+std::string format_plan(const LaunchConfig& cfg, const AttemptFacts& facts,
+                        const std::vector<WorkerSpec>& workers, const GpuInventory& gpus) {
   std::ostringstream out;
   const WorkerSpec* first = workers.empty() ? nullptr : &workers.front();
-  auto env_value = [](const WorkerSpec& w, const char* key) {
-    auto it = w.env.find(key);
-    return it == w.env.end() ? std::string() : it->second;
-  };
 
   out << fmt::format("gpurun plan (dry run, nothing started): {} worker{} on node {} of {}",
                      workers.size(), workers.size() == 1 ? "" : "s", cfg.node_rank, cfg.nnodes_max);
-  if (first) out << fmt::format(", world size {}", env_value(*first, "WORLD_SIZE"));
+  // As plan_workers: world size 0 = every node runs as many workers as this one.
+  const std::size_t world_size =
+      facts.world_size > 0 ? static_cast<std::size_t>(facts.world_size)
+                           : workers.size() * static_cast<std::size_t>(facts.group_world_size);
+  if (first) out << fmt::format(", world size {}", world_size);
   out << "\n";
 
   out << fmt::format("  GPUs:    {} visible via {}", gpus.gpus.size(), gpus.source);
@@ -71,9 +71,8 @@ std::string format_plan(const LaunchConfig& cfg, const std::vector<WorkerSpec>& 
   }
   for (const auto& n : gpus.notes) out << "           note: " << n << "\n";
   if (first) {
-    std::string port = env_value(*first, "MASTER_PORT");
-    out << fmt::format("  store:   {}:{}{}\n", env_value(*first, "MASTER_ADDR"), port,
-                       port == "0" ? " (a free port is bound when the run starts)" : "");
+    out << fmt::format("  store:   {}:{}{}\n", facts.master_addr, facts.master_port,
+                       facts.master_port == 0 ? " (a free port is bound when the run starts)" : "");
   }
   std::string device_policy =
       cfg.virtual_local_rank       ? "one GPU per worker, LOCAL_RANK=0 (--virtual-local-rank)"

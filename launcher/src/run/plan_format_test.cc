@@ -18,7 +18,7 @@ TEST_CASE("format_plan shows ranks, GPUs, commands, gpurun's env and log paths",
   f.master_port = 0;
   f.attempt_log_dir = "/logs/none_ab12/attempt_0";
   auto workers = plan_workers(cfg, 3, gpus, f, base);
-  std::string plan = format_plan(cfg, workers, gpus);
+  std::string plan = format_plan(cfg, f, workers, gpus);
   INFO(plan);
   CHECK_THAT(plan, Catch::StartsWith("gpurun plan (dry run, nothing started): 3 workers on node 0 "
                                      "of 1, world size 3\n"));
@@ -49,7 +49,7 @@ TEST_CASE("format_plan marks dropped streams", "[plan]") {
   f.master_addr = "h";
   f.master_port = 1234;
   auto workers = plan_workers(cfg, 2, GpuInventory{}, f, {});
-  std::string plan = format_plan(cfg, workers, GpuInventory{});
+  std::string plan = format_plan(cfg, f, workers, GpuInventory{});
   CHECK_THAT(plan, Catch::Contains("store:   h:1234\n"));
   CHECK_THAT(plan, Catch::Contains("  stdout:  dropped"));
   CHECK_THAT(plan, Catch::Contains("  command: ./app\n"));

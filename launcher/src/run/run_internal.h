@@ -1,7 +1,8 @@
-// Internals of run.cc shared with its tests and the multi-node path: the log tree, how a
-// worker's streams are wired, and one node's part of a job.
+// Internals of run.cc and node_job.cc shared with their tests and the multi-node agents: the log
+// tree, how a worker's streams are wired, and one node's part of a job.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <utility>
@@ -11,12 +12,20 @@
 #include "output/output_mux.h"
 #include "process/process_runner.h"
 #include "process/supervisor.h"
+#include "run/run.h"
 
 namespace gpurun::launcher {
 
 // One line on stderr in one write (a newline added when missing); EINTR retried, other errors
 // dropped (there is nowhere left to report them).
 void write_stderr(const std::string& text);
+
+// A note found while resolving or planning: torchrun's OMP banner verbatim, "info: ..." as
+// "gpurun: ...", anything else as "gpurun: warning: ...".
+void print_note(const std::string& note);
+
+// CPUs this host runs threads on (at least 1), for --nproc-per-node cpu/auto.
+int cpu_count();
 
 // torchrun's log tree: <log_dir or $TMPDIR/gpurun_XXXXXX>/<run_id>_<random8>/attempt_<k>/<lr>/.
 // --log-dir /dev/null: no tree (no error files either). A temporary base that ends up holding
@@ -51,7 +60,7 @@ struct NodeFacts {
   int world_size = 0;           // 0 = this node's nproc
   bool external_store = false;  // the store runs elsewhere (node 0); connect to master_*
   std::string master_addr;
-  int master_port = 0;
+  std::uint16_t master_port = 0;
   std::string bind_host;  // where node 0 binds its store ("" = master_addr)
 
   // ---- the elastic agent (run_elastic.cc) ----
@@ -63,8 +72,23 @@ struct NodeFacts {
   std::string* summary_out = nullptr;      // the failure summary goes here instead of stderr
 };
 
-int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node);
-int run_multinode(const LaunchConfig& cfg, const EnvMap& env);
-int run_elastic(const LaunchConfig& cfg, const EnvMap& env);
+// What a node's job takes from its caller: the GPUs, probed once by run() (the multi-node agents
+// need nproc before the rendezvous), and how to start processes.
+struct NodeTools {
+  const GpuInventory& gpus;
+  ProcessRunnerFactory make_runner;
+};
+
+// One node's job, in phases (node_job.cc): bind the store (unless node.external_store) -> plan
+// each attempt (log tree, worker env, streams) -> spawn -> supervise (restarts, signals,
+// timeouts) -> summarize (failure report, --summary-json, the exit code). A store that cannot be
+// bound is exit 3 with bind_error.h's message (and --summary-json).
+int run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node,
+             const NodeTools& tools);
+// --dry-run: this node's plan, printed (nothing bound, nothing started). Returns 0.
+int dry_run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& node,
+                 const GpuInventory& gpus);
+int run_multinode(const LaunchConfig& cfg, const EnvMap& env, const NodeTools& tools);
+int run_elastic(const LaunchConfig& cfg, const EnvMap& env, const NodeTools& tools);
 
 }  // namespace gpurun::launcher

@@ -15,6 +15,7 @@
 
 #include "cli/config.h"
 #include "gpurun/common/unique_fd.h"
+#include "gpurun/common/worker_env_contract.h"
 
 namespace gpurun::launcher {
 
@@ -26,53 +27,9 @@ const char* const kOmpWarning =
     "*****************************************";
 
 const std::vector<std::string>& worker_env_keys() {
-  static const std::vector<std::string> kKeys = {
-      "RANK",
-      "LOCAL_RANK",
-      "WORLD_SIZE",
-      "LOCAL_WORLD_SIZE",
-      "GROUP_RANK",
-      "GROUP_WORLD_SIZE",
-      "ROLE_RANK",
-      "ROLE_NAME",
-      "ROLE_WORLD_SIZE",
-      "MASTER_ADDR",
-      "MASTER_PORT",
-      "TORCHELASTIC_RUN_ID",
-      "TORCHELASTIC_RESTART_COUNT",
-      "TORCHELASTIC_MAX_RESTARTS",
-      "TORCHELASTIC_ERROR_FILE",
-      "TORCHELASTIC_USE_AGENT_STORE",
-      "TORCH_NCCL_ASYNC_ERROR_HANDLING",
-      "NCCL_ASYNC_ERROR_HANDLING",
-      "OMP_NUM_THREADS",
-      "PYTHONUNBUFFERED",
-      "CUDA_VISIBLE_DEVICES",
-      "ROCR_VISIBLE_DEVICES",
-      "HIP_VISIBLE_DEVICES",
-      "GPURUN_LAUNCHER",
-      "GPURUN_GPU",
-      "GPURUN_GPU_ID",
-      "GPURUN_NUM_GPUS_VISIBLE",
-  };
+  static const std::vector<std::string> kKeys(worker_env::kWorkerEnvVars.begin(),
+                                              worker_env::kWorkerEnvVars.end());
   return kKeys;
-}
-
-std::string format_rank_list(const std::vector<int>& ranks) {
-  std::string out;
-  std::size_t i = 0;
-  while (i < ranks.size()) {
-    std::size_t j = i;
-    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
-    if (!out.empty()) out += ",";
-    if (j - i >= 2) {
-      out += fmt::format("{}-{}", ranks[i], ranks[j]);
-    } else {
-      for (std::size_t k = i; k <= j; ++k) out += fmt::format("{}{}", k == i ? "" : ",", ranks[k]);
-    }
-    i = j + 1;
-  }
-  return out;
 }
 
 bool file_needs_python(const std::string& program) {
@@ -191,7 +148,7 @@ std::vector<WorkerSpec> plan_workers(const LaunchConfig& cfg, int nproc, const G
     if (notes) notes->push_back(std::move(text));
   };
 
-  const bool set_omp = nproc > 1 && base_env.find("OMP_NUM_THREADS") == base_env.end();
+  const bool set_omp = nproc > 1 && base_env.find(worker_env::kOmpNumThreads) == base_env.end();
   if (set_omp) note(kOmpWarning);
 
   if (n_gpus > 0 && nproc > n_gpus) {
@@ -226,33 +183,36 @@ std::vector<WorkerSpec> plan_workers(const LaunchConfig& cfg, int nproc, const G
     EnvMap& env = w.env;
     env = base_env;
     auto set = [&](const char* key, std::string value) { env[key] = std::move(value); };
-    set("RANK", std::to_string(w.rank));
-    set("LOCAL_RANK", std::to_string(cfg.virtual_local_rank ? 0 : lr));
-    set("WORLD_SIZE", std::to_string(world_size));
-    set("LOCAL_WORLD_SIZE", std::to_string(nproc));
-    set("GROUP_RANK", std::to_string(facts.group_rank));
-    set("GROUP_WORLD_SIZE", std::to_string(facts.group_world_size));
-    set("ROLE_RANK", std::to_string(w.rank));  // one role per job: role rank = global rank
-    set("ROLE_NAME", cfg.role);
-    set("ROLE_WORLD_SIZE", std::to_string(world_size));
-    set("MASTER_ADDR", facts.master_addr);
-    set("MASTER_PORT", std::to_string(facts.master_port));
-    set("TORCHELASTIC_RUN_ID", facts.run_id);
-    set("TORCHELASTIC_RESTART_COUNT", std::to_string(facts.restart_count));
-    set("TORCHELASTIC_MAX_RESTARTS", std::to_string(cfg.max_restarts));
-    set("TORCHELASTIC_ERROR_FILE",
-        facts.attempt_log_dir.empty() ? std::string()
-                                      : fmt::format("{}/{}/error.json", facts.attempt_log_dir, lr));
-    set("TORCHELASTIC_USE_AGENT_STORE", "True");
+    set(worker_env::kRank, std::to_string(w.rank));
+    set(worker_env::kLocalRank, std::to_string(cfg.virtual_local_rank ? 0 : lr));
+    set(worker_env::kWorldSize, std::to_string(world_size));
+    set(worker_env::kLocalWorldSize, std::to_string(nproc));
+    set(worker_env::kGroupRank, std::to_string(facts.group_rank));
+    set(worker_env::kGroupWorldSize, std::to_string(facts.group_world_size));
+    set(worker_env::kRoleRank,
+        std::to_string(w.rank));  // one role per job: role rank = global rank
+    set(worker_env::kRoleName, cfg.role);
+    set(worker_env::kRoleWorldSize, std::to_string(world_size));
+    set(worker_env::kMasterAddr, facts.master_addr);
+    set(worker_env::kMasterPort, std::to_string(facts.master_port));
+    set(worker_env::kRunId, facts.run_id);
+    set(worker_env::kRestartCount, std::to_string(facts.restart_count));
+    set(worker_env::kMaxRestarts, std::to_string(cfg.max_restarts));
+    set(worker_env::kErrorFile, facts.attempt_log_dir.empty()
+                                    ? std::string()
+                                    : fmt::format("{}/{}/error.json", facts.attempt_log_dir, lr));
+    set(worker_env::kUseAgentStore, "True");
     // 2.x name and the pre-2.2 name (1.13 reads the latter); each passed through if set.
-    set("TORCH_NCCL_ASYNC_ERROR_HANDLING", inherited_or("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1"));
-    set("NCCL_ASYNC_ERROR_HANDLING", inherited_or("NCCL_ASYNC_ERROR_HANDLING", "1"));
-    if (set_omp) set("OMP_NUM_THREADS", "1");
+    set(worker_env::kTorchNcclAsyncErrorHandling,
+        inherited_or(worker_env::kTorchNcclAsyncErrorHandling, "1"));
+    set(worker_env::kNcclAsyncErrorHandling,
+        inherited_or(worker_env::kNcclAsyncErrorHandling, "1"));
+    if (set_omp) set(worker_env::kOmpNumThreads, "1");
     // Not torchrun's, deliberately ours: gpurun reads worker output through pipes (for the
     // [rank N] prefix and tee), where a Python started indirectly (a shell wrapper, --no-python
     // python3 x.py, a subprocess) would block-buffer and lose its last lines on a crash. A value
     // the user set is kept; native programs ignore it.
-    set("PYTHONUNBUFFERED", inherited_or("PYTHONUNBUFFERED", "1"));
+    set(worker_env::kPythonUnbuffered, inherited_or(worker_env::kPythonUnbuffered, "1"));
 
     // Devices. Default (torchrun): *_VISIBLE_DEVICES inherited unchanged; the worker uses GPU
     // LOCAL_RANK. Narrowed: the worker sees only its own GPU (as index 0), or none at all.
@@ -262,18 +222,18 @@ std::vector<WorkerSpec> plan_workers(const LaunchConfig& cfg, int nproc, const G
       std::string visible = w.gpu ? gpus.gpus[static_cast<std::size_t>(*w.gpu)].id : "";
       if (amd) {
         // The ids are ROCR-level (physical) ids; HIP/CUDA_VISIBLE_DEVICES would re-filter them.
-        set("ROCR_VISIBLE_DEVICES", visible);
-        env.erase("HIP_VISIBLE_DEVICES");
-        env.erase("CUDA_VISIBLE_DEVICES");
+        set(worker_env::kRocrVisibleDevices, visible);
+        env.erase(worker_env::kHipVisibleDevices);
+        env.erase(worker_env::kCudaVisibleDevices);
       } else {
-        set("CUDA_VISIBLE_DEVICES", visible);
+        set(worker_env::kCudaVisibleDevices, visible);
       }
       if (w.gpu) gpu_in_worker = 0;
     }
-    set("GPURUN_LAUNCHER", "gpurun");
-    set("GPURUN_GPU", gpu_in_worker ? std::to_string(*gpu_in_worker) : std::string());
-    set("GPURUN_GPU_ID", w.gpu ? gpus.gpus[static_cast<std::size_t>(*w.gpu)].id : std::string());
-    set("GPURUN_NUM_GPUS_VISIBLE", std::to_string(n_gpus));
+    set(worker_env::kLauncher, "gpurun");
+    set(worker_env::kGpu, gpu_in_worker ? std::to_string(*gpu_in_worker) : std::string());
+    set(worker_env::kGpuId, w.gpu ? gpus.gpus[static_cast<std::size_t>(*w.gpu)].id : std::string());
+    set(worker_env::kNumGpusVisible, std::to_string(n_gpus));
 
     // Logs (torchrun's layout) and console (torchrun's redirect/tee/filter rules).
     const int redirect = cfg.redirects.for_rank(lr);

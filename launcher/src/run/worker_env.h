@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cli/config.h"
+#include "gpurun/common/int_ranges.h"
 
 namespace gpurun::launcher {
 
@@ -30,7 +31,7 @@ const std::vector<std::string>& worker_env_keys();
 // torchrun's OMP_NUM_THREADS warning, printed once when gpurun sets OMP_NUM_THREADS=1.
 extern const char* const kOmpWarning;
 
-// "2,3" / "4-7" / "0,2-5": compact list of ranks for messages.
-std::string format_rank_list(const std::vector<int>& ranks);
+// format_rank_list ("2,3" / "4-7" / "0,2-5") is gpurun_common's (gpurun/common/int_ranges.h).
+using gpurun::format_rank_list;
 
 }  // namespace gpurun::launcher

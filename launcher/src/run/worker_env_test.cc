@@ -1,8 +1,10 @@
 #include "run/worker_env.h"
 
 #include <catch2/catch.hpp>
+#include <set>
 
 #include "cli/config.h"
+#include "gpurun/common/worker_env_contract.h"
 
 using namespace gpurun;
 using namespace gpurun::launcher;
@@ -307,4 +309,32 @@ TEST_CASE("log paths follow -r/-t, console follows tee and the filter", "[worker
     CHECK(ws[0].console_stdout);
     CHECK(env_of(ws[0], "TORCHELASTIC_ERROR_FILE") == "");
   }
+}
+
+TEST_CASE("plan_workers sets the contract's variables (worker_env_contract.h) and no others",
+          "[worker_env]") {
+  const EnvMap base{{"HOME", "/home/u"}, {"CUDA_VISIBLE_DEVICES", "0,1"}};
+  const auto workers =
+      plan_workers(cfg_for({"--nproc-per-node", "2", "app"}), 2, nvidia({"0", "1"}), facts(), base);
+  REQUIRE(workers.size() == 2);
+  const std::set<std::string> contract(worker_env::kWorkerEnvVars.begin(),
+                                       worker_env::kWorkerEnvVars.end());
+  for (const auto& w : workers) {
+    for (const auto& [key, value] : w.env) {
+      INFO(key);
+      CHECK((base.count(key) == 1 || contract.count(key) == 1));
+    }
+    for (const char* key : worker_env::kWorkerEnvVars) {
+      // AMD's visibility variables are set for AMD GPUs only.
+      if (std::string(key) == worker_env::kRocrVisibleDevices ||
+          std::string(key) == worker_env::kHipVisibleDevices) {
+        continue;
+      }
+      INFO(key);
+      CHECK(w.env.count(key) == 1);
+    }
+  }
+  CHECK(contract.size() == worker_env::kWorkerEnvVars.size());  // no name twice
+  CHECK(worker_env_keys() == std::vector<std::string>(worker_env::kWorkerEnvVars.begin(),
+                                                      worker_env::kWorkerEnvVars.end()));
 }

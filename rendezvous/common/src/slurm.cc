@@ -25,7 +25,7 @@ long long id_of(const EnvMap& env, const char* name, const char* alias) {
 }  // namespace
 
 std::uint16_t slurm_store_port(long long job_id, long long step_id) {
-  return static_cast<std::uint16_t>(kSlurmPortBase + 4 * (job_id % 10000) + step_id % 4);
+  return static_cast<std::uint16_t>(kDerivedPortBase + 4 * (job_id % 10000) + step_id % 4);
 }
 
 bool in_srun_step(const EnvMap& env) {

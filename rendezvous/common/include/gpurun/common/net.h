@@ -24,6 +24,12 @@ std::vector<NetInterface> list_interfaces();
 std::optional<std::string> source_address_for(const std::string& host, std::string* why,
                                               std::uint16_t port = 9);
 
+// Where a store port derived from a job's id falls when nobody chose one (srun: Slurm's job and
+// step ids, slurm.h; mpirun on one host: its job id, the worker SDK): kDerivedPortBase up to
+// kDerivedPortBase + kDerivedPortSpan - 1 (20000..59999), the same on every rank of the job.
+inline constexpr int kDerivedPortBase = 20000;
+inline constexpr int kDerivedPortSpan = 40000;
+
 // "", "localhost", 127.x.y.z and ::1.
 bool is_loopback_name(const std::string& host);
 

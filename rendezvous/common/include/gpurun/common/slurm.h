@@ -8,13 +8,14 @@
 #include <string>
 
 #include "gpurun/common/env.h"
+#include "gpurun/common/net.h"
 
 namespace gpurun {
 
-// Ports a Slurm step uses when nobody chose one: 20000 + 4 x (job mod 10000) + step mod 4, in
-// 20000..59999: the same on every task of the step, distinct for concurrent jobs (ids less than
-// 10000 apart) and for up to 4 concurrent steps of one job on a node.
-inline constexpr int kSlurmPortBase = 20000;
+// Ports a Slurm step uses when nobody chose one: kDerivedPortBase (net.h, 20000) + 4 x (job mod
+// 10000) + step mod 4, in 20000..59999: the same on every task of the step, distinct for
+// concurrent jobs (ids less than 10000 apart) and for up to 4 concurrent steps of one job on a
+// node.
 std::uint16_t slurm_store_port(long long job_id, long long step_id);
 
 // Inside an srun step (SLURM_STEP_ID and SLURM_PROCID set; an sbatch script's batch step is not).
