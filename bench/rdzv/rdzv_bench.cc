@@ -413,6 +413,7 @@ int main(int argc, char** argv) {
       "every worker runs (median / p90)\n");
   std::printf("%-6s %-24s %-24s %-24s\n", "N", "gpurun (c10d)", "gpurun (etcd)",
               "torchrun 1.13 (c10d)");
+  if (!torchrun) tsizes.clear();
   std::vector<int> all = sizes;
   for (int n : tsizes) {
     if (std::find(all.begin(), all.end(), n) == all.end()) all.push_back(n);

@@ -28,6 +28,7 @@ namespace {
 
 constexpr milliseconds kAttemptTimeout{5'000};  // one member's chance to answer a unary call
 constexpr milliseconds kMaxBackoff{500};        // between sweeps of the member list
+constexpr milliseconds kCancelCheck{100};       // how soon a cancelled watch stops
 
 std::int64_t i64(const json& j, const char* field) {
   auto it = j.find(field);
@@ -39,7 +40,8 @@ std::int64_t i64(const json& j, const char* field) {
 // One connection to one member with a deadline over every operation on it.
 class Attempt {
  public:
-  Attempt(const HostPort& ep, Clock::time_point deadline) : ep_(ep), deadline_(deadline) {}
+  Attempt(const HostPort& ep, Clock::time_point deadline, const std::atomic<bool>* cancel = nullptr)
+      : ep_(ep), deadline_(deadline), cancel_(cancel) {}
 
   // Connects and sends POST `path` with `body`; then read_response() or read_some().
   error_code start(const std::string& path, const std::string& body) {
@@ -99,7 +101,10 @@ class Attempt {
     start([&res](error_code e) { res = e; });
     ioc_.restart();
     while (!res) {
-      if (ioc_.run_one_until(deadline_) == 0 && !res) {
+      // With a cancel flag, wake every kCancelCheck to look at it (a long watch stays stoppable).
+      const auto until = cancel_ ? std::min(deadline_, Clock::now() + kCancelCheck) : deadline_;
+      if (ioc_.run_one_until(until) == 0 && !res) {
+        if (Clock::now() < deadline_ && !(cancel_ && cancel_->load())) continue;
         error_code ignored;
         sock_.close(ignored);  // aborts what is pending
         ioc_.restart();
@@ -113,6 +118,7 @@ class Attempt {
 
   const HostPort& ep_;
   Clock::time_point deadline_;
+  const std::atomic<bool>* cancel_;
   net::io_context ioc_;
   tcp::socket sock_{ioc_};
   beast::flat_buffer buf_;
@@ -367,7 +373,8 @@ void EtcdClient::lease_revoke(std::int64_t id) {
 
 bool EtcdClient::watch(const std::string& key, const std::string& range_end,
                        std::int64_t start_revision, bool prev_kv, Clock::time_point deadline,
-                       const std::function<bool(const WatchEvent&)>& on_event) {
+                       const std::function<bool(const WatchEvent&)>& on_event,
+                       const std::atomic<bool>* cancel) {
   std::int64_t next = start_revision;
   std::vector<std::string> why(eps_.size());
   auto failing_since = Clock::now();  // when no member last streamed anything
@@ -378,7 +385,8 @@ bool EtcdClient::watch(const std::string& key, const std::string& range_end,
       json create{{"key", b64encode(key)}, {"start_revision", std::to_string(next)}};
       if (!range_end.empty()) create["range_end"] = b64encode(range_end);
       if (prev_kv) create["prev_kv"] = true;
-      Attempt a(eps_[idx], deadline);
+      if (cancel && cancel->load()) return false;
+      Attempt a(eps_[idx], deadline, cancel);
       error_code ec = a.start("/v3/watch", json{{"create_request", create}}.dump());
       if (!ec && a.status() != 200) {
         why[idx] = a.status() == 404 ? gateway_missing(eps_[idx], "/v3/watch", 404)
@@ -422,7 +430,10 @@ bool EtcdClient::watch(const std::string& key, const std::string& range_end,
         }
         ec = a.read_some();
       }
-      if (ec == net::error::timed_out && remaining(deadline) == milliseconds::zero()) return false;
+      if (ec == net::error::timed_out &&
+          (remaining(deadline) == milliseconds::zero() || (cancel && cancel->load()))) {
+        return false;
+      }
       if (why[idx].empty()) why[idx] = ec_text(ec);
     }
     if (remaining(deadline) == milliseconds::zero()) return false;

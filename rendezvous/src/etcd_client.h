@@ -76,11 +76,13 @@ class EtcdClient {
 
   // Watches [key, range_end) (range_end "" = the key alone) from start_revision. Calls on_event
   // for every event in order until it returns false (then returns true) or the deadline passes
-  // (returns false). A member that fails mid-watch is replaced by the next one, resuming after
-  // the last revision seen, so no event is lost or repeated.
+  // (returns false) or *cancel becomes true (returns false within 0.1 s). A member that fails
+  // mid-watch is replaced by the next one, resuming after the last revision seen, so no event is
+  // lost or repeated.
   bool watch(const std::string& key, const std::string& range_end, std::int64_t start_revision,
              bool prev_kv, Clock::time_point deadline,
-             const std::function<bool(const WatchEvent&)>& on_event);
+             const std::function<bool(const WatchEvent&)>& on_event,
+             const std::atomic<bool>* cancel = nullptr);
 
   const std::vector<HostPort>& endpoints() const { return eps_; }
   std::string describe() const;  // "etcd 127.0.0.1:2379,127.0.0.1:2479"

@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <random>
+#include <thread>
 
 #include "etcd_client.h"
 #include "gpurun/common/error.h"
@@ -131,10 +133,19 @@ void EtcdStore::wait(const std::vector<std::string>& keys, std::chrono::millisec
   }
 }
 
+// After a lost compare-and-swap race: a short random pause that grows with the losses, so N
+// writers racing for one counter take ~N transactions through raft, not ~N^2 (contention backoff,
+// not a wait for anything).
+static void backoff_after_loss(int losses) {
+  thread_local std::minstd_rand rng(std::random_device{}());
+  const int cap_us = std::min(50'000, 500 << std::min(losses, 7));
+  std::this_thread::sleep_for(std::chrono::microseconds(rng() % static_cast<unsigned>(cap_us)));
+}
+
 std::int64_t EtcdStore::add(const std::string& key, std::int64_t delta) {
   const std::string k = full(key);
   std::optional<KeyValue> cur = c_->get(k);
-  for (;;) {
+  for (int losses = 0;; backoff_after_loss(++losses)) {
     const std::int64_t now = cur ? parse_counter(key, cur->value) : 0;
     const std::int64_t next = now + delta;
     if (delta == 0 && cur) return now;
@@ -150,7 +161,7 @@ std::int64_t EtcdStore::add(const std::string& key, std::int64_t delta) {
 void EtcdStore::append(const std::string& key, const Bytes& value) {
   const std::string k = full(key);
   std::optional<KeyValue> cur = c_->get(k);
-  for (;;) {
+  for (int losses = 0;; backoff_after_loss(++losses)) {
     Bytes next = cur ? cur->value : Bytes{};
     next.insert(next.end(), value.begin(), value.end());
     json t{{"compare", json::array({cmp_mod(k, cur ? cur->mod_revision : 0)})},
@@ -262,14 +273,18 @@ std::int64_t EtcdStore::revision() {
 
 std::int64_t EtcdStore::watch_deletes(
     const std::string& key_prefix, std::int64_t from_revision, Clock::time_point deadline,
-    const std::function<bool(const std::string& key, const Bytes& value)>& on_delete) {
+    const std::function<bool(const std::string& key, const Bytes& value)>& on_delete,
+    const std::atomic<bool>* cancel) {
   const std::string p = full(key_prefix);
   std::int64_t next = from_revision;
-  c_->watch(p, etcd::prefix_end(p), from_revision, true, deadline, [&](const etcd::WatchEvent& e) {
-    next = std::max(next, e.kv.mod_revision + 1);
-    if (!e.deleted) return true;
-    return on_delete(e.kv.key.substr(prefix_.size()), e.prev ? e.prev->value : Bytes{});
-  });
+  c_->watch(
+      p, etcd::prefix_end(p), from_revision, true, deadline,
+      [&](const etcd::WatchEvent& e) {
+        next = std::max(next, e.kv.mod_revision + 1);
+        if (!e.deleted) return true;
+        return on_delete(e.kv.key.substr(prefix_.size()), e.prev ? e.prev->value : Bytes{});
+      },
+      cancel);
   return next;
 }
 

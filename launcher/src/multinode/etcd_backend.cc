@@ -34,7 +34,8 @@ using rendezvous::Bytes;
 using rendezvous::to_bytes;
 using rendezvous::to_string;
 
-constexpr milliseconds kWatchSlice{300};  // how often the will watcher can be told to quit
+constexpr milliseconds kWatchSlice{30'000};  // one watch request of the will watcher (cancellable)
+constexpr milliseconds kRetryPause{300};     // after etcd could not be reached
 
 class EtcdBackend final : public RdzvBackend {
  public:
@@ -92,6 +93,7 @@ class EtcdBackend final : public RdzvBackend {
       std::lock_guard lk(mu_);
       if (quit_) return;
       quit_ = true;
+      cancel_ = true;
     }
     cv_.notify_all();
     if (keeper_.joinable()) keeper_.join();
@@ -153,20 +155,21 @@ class EtcdBackend final : public RdzvBackend {
         if (quit_) return;
       }
       try {
-        from_ =
-            store_->watch_deletes(wills_prefix_, from_, deadline_after(kWatchSlice),
-                                  [this](const std::string&, const Bytes& value) {
-                                    if (value.empty()) return true;  // a cancelled will
-                                    auto j = json::parse(to_string(value), nullptr, false);
-                                    if (j.is_discarded()) return true;
-                                    store_->compare_set(j.value("target", ""), Bytes{},
-                                                        to_bytes(j.value("value", std::string())));
-                                    return true;
-                                  });
+        from_ = store_->watch_deletes(
+            wills_prefix_, from_, deadline_after(kWatchSlice),
+            [this](const std::string&, const Bytes& value) {
+              if (value.empty()) return true;  // a cancelled will
+              auto j = json::parse(to_string(value), nullptr, false);
+              if (j.is_discarded()) return true;
+              store_->compare_set(j.value("target", ""), Bytes{},
+                                  to_bytes(j.value("value", std::string())));
+              return true;
+            },
+            &cancel_);
       } catch (const Error&) {
         // etcd unreachable for a while: the main loop reports it; try again shortly.
         std::unique_lock lk(mu_);
-        cv_.wait_for(lk, kWatchSlice, [this] { return quit_; });
+        cv_.wait_for(lk, kRetryPause, [this] { return quit_; });
       }
     }
   }
@@ -180,6 +183,7 @@ class EtcdBackend final : public RdzvBackend {
   std::mutex mu_;
   std::condition_variable cv_;
   bool quit_ = false;
+  std::atomic<bool> cancel_{false};  // quit_, readable by the watch without the lock
   std::map<std::string, std::pair<std::string, std::string>> wills_;  // target -> key, value
   int next_will_ = 0;
   std::thread keeper_;

@@ -36,8 +36,9 @@ namespace gpurun::launcher {
 
 namespace {
 
-constexpr milliseconds kExitBarrier{300'000};  // torchrun's exit barrier
-constexpr milliseconds kMonitorTick{200};      // how often the monitor can be told to quit
+constexpr milliseconds kExitBarrier{300'000};   // torchrun's exit barrier
+constexpr milliseconds kMonitorTick{200};       // how often the monitor can be told to quit
+constexpr milliseconds kEtcdMonitorTick{1000};  // the same with --rdzv-backend etcd
 
 void say(const std::string& text) { write_stderr(text); }
 
@@ -179,7 +180,10 @@ class Monitor {
     auto next_beat = Clock::now() + rdzv_.settings().keep_alive_interval;
     try {
       while (!quit_) {
-        if (auto e = rdzv_.wait_end(std::min(kMonitorTick, rdzv_.settings().keep_alive_interval))) {
+        // etcd: every wait is a watch request, so wait longer per turn (quitting is rarer).
+        const milliseconds tick =
+            rdzv_.settings().backend == "etcd" ? kEtcdMonitorTick : kMonitorTick;
+        if (auto e = rdzv_.wait_end(std::min(tick, rdzv_.settings().keep_alive_interval))) {
           finish(e, "");
           return;
         }

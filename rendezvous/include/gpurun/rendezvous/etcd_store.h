@@ -11,6 +11,7 @@
 // Every key lives under `prefix`. Endpoint failover across the cluster's members (etcd_client.h).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -67,10 +68,12 @@ class EtcdStore final : public Store {
   std::int64_t revision();
   // Watches the keys under `key_prefix` (relative to the store's prefix) from `from_revision`
   // until `deadline`, calling on_delete(key, value it had) for each deletion, until it returns
-  // false. Returns the revision to resume from.
+  // false, or until *cancel becomes true (checked every 0.1 s). Returns the revision to resume
+  // from.
   std::int64_t watch_deletes(
       const std::string& key_prefix, std::int64_t from_revision, Clock::time_point deadline,
-      const std::function<bool(const std::string& key, const Bytes& value)>& on_delete);
+      const std::function<bool(const std::string& key, const Bytes& value)>& on_delete,
+      const std::atomic<bool>* cancel = nullptr);
 
  private:
   std::string full(const std::string& key) const { return prefix_ + key; }
