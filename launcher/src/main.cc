@@ -11,7 +11,7 @@
 #include "cli/config.h"
 #include "gpurun/common/env.h"
 #include "gpurun/common/error.h"
-#include "gpurun/rendezvous/store_server.h"
+#include "gpurun/tools/store_main.h"
 #include "output/failure_summary.h"
 #include "run/run.h"
 

@@ -3,31 +3,36 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include <charconv>
-
 #include "gpurun/common/error.h"
+#include "kv_state.h"
 
 namespace gpurun::rendezvous {
 namespace {
 
-std::int64_t parse_counter(const Bytes& v, const std::string& key) {
-  std::string_view s(reinterpret_cast<const char*>(v.data()), v.size());
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  if (!s.empty() && s.front() == '+') s.remove_prefix(1);
-  std::int64_t out = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-  if (ec != std::errc() || p == s.data()) {
+std::string_view view(const Bytes& b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
+Bytes bytes(std::string_view s) { return Bytes(s.begin(), s.end()); }
+
+// The in-memory store has no limits, so a refusal can only be a value that is not a counter.
+void require_ok(const KvStatus& st, std::string_view op, const std::string& key) {
+  if (st.ok()) return;
+  if (st.code == KvStatus::kNotInteger) {
     throw Error(fmt::format("add on key '{}' whose value is not an integer; use a fresh key", key));
   }
-  return out;
+  throw Error(fmt::format("{} on key '{}' refused by the in-memory store", op, key));
 }
 
 }  // namespace
 
+MemoryStore::MemoryStore(std::chrono::milliseconds timeout)
+    : Store(timeout), state_(std::make_unique<KvState>()) {}
+MemoryStore::~MemoryStore() = default;
+
 void MemoryStore::set(const std::string& key, const Bytes& value) {
   {
     std::lock_guard lock(mu_);
-    data_[key] = value;
+    require_ok(state_->set(key, view(value)), "set", key);
   }
   cv_.notify_all();
 }
@@ -35,17 +40,15 @@ void MemoryStore::set(const std::string& key, const Bytes& value) {
 Bytes MemoryStore::get(const std::string& key) {
   std::unique_lock lock(mu_);
   wait_locked(lock, {key}, timeout(), "get");
-  return data_.find(key)->second;
+  const std::string* v = state_->find(key);
+  return v == nullptr ? Bytes() : bytes(*v);
 }
 
 std::int64_t MemoryStore::add(const std::string& key, std::int64_t delta) {
-  std::int64_t result;
+  std::int64_t result = 0;
   {
     std::lock_guard lock(mu_);
-    auto it = data_.find(key);
-    std::int64_t current = it == data_.end() ? 0 : parse_counter(it->second, key);
-    result = current + delta;
-    data_[key] = to_bytes(std::to_string(result));
+    require_ok(state_->add(key, delta, result), "add", key);
   }
   cv_.notify_all();
   return result;
@@ -54,34 +57,20 @@ std::int64_t MemoryStore::add(const std::string& key, std::int64_t delta) {
 Bytes MemoryStore::compare_set(const std::string& key, const Bytes& expected,
                                const Bytes& desired) {
   Bytes reply;
-  bool changed = false;
   {
     std::lock_guard lock(mu_);
-    auto it = data_.find(key);
-    if (it == data_.end()) {
-      if (expected.empty()) {
-        data_[key] = desired;
-        reply = desired;
-        changed = true;
-      } else {
-        reply = expected;
-      }
-    } else if (it->second == expected) {
-      it->second = desired;
-      reply = desired;
-      changed = true;
-    } else {
-      reply = it->second;
-    }
+    std::string_view r;
+    require_ok(state_->compare_set(key, view(expected), view(desired), r), "compare_set", key);
+    reply = bytes(r);
   }
-  if (changed) cv_.notify_all();
+  cv_.notify_all();
   return reply;
 }
 
 bool MemoryStore::check(const std::vector<std::string>& keys) {
   std::lock_guard lock(mu_);
   for (const auto& k : keys) {
-    if (data_.find(k) == data_.end()) return false;
+    if (!state_->exists(k)) return false;
   }
   return true;
 }
@@ -96,7 +85,7 @@ void MemoryStore::wait_locked(std::unique_lock<std::mutex>& lock,
                               std::chrono::milliseconds timeout, std::string_view op) {
   auto all_present = [&] {
     for (const auto& k : keys) {
-      if (data_.find(k) == data_.end()) return false;
+      if (!state_->exists(k)) return false;
     }
     return true;
   };
@@ -108,7 +97,7 @@ void MemoryStore::wait_locked(std::unique_lock<std::mutex>& lock,
   if (!cv_.wait_until(lock, deadline, all_present)) {
     std::vector<std::string> missing;
     for (const auto& k : keys) {
-      if (data_.find(k) == data_.end()) missing.push_back("'" + k + "'");
+      if (!state_->exists(k)) missing.push_back("'" + k + "'");
     }
     throw StoreTimeout(fmt::format("{}: timed out after {} in {} waiting for key(s) {}", describe(),
                                    format_duration(timeout), op, fmt::join(missing, ", ")));
@@ -117,12 +106,12 @@ void MemoryStore::wait_locked(std::unique_lock<std::mutex>& lock,
 
 bool MemoryStore::delete_key(const std::string& key) {
   std::lock_guard lock(mu_);
-  return data_.erase(key) > 0;
+  return state_->erase(key);
 }
 
 std::int64_t MemoryStore::num_keys() {
   std::lock_guard lock(mu_);
-  return static_cast<std::int64_t>(data_.size());
+  return static_cast<std::int64_t>(state_->num_keys());
 }
 
 std::vector<Bytes> MemoryStore::multi_get(const std::vector<std::string>& keys) {
@@ -130,7 +119,10 @@ std::vector<Bytes> MemoryStore::multi_get(const std::vector<std::string>& keys) 
   wait_locked(lock, keys, timeout(), "multi_get");
   std::vector<Bytes> out;
   out.reserve(keys.size());
-  for (const auto& k : keys) out.push_back(data_.find(k)->second);
+  for (const auto& k : keys) {
+    const std::string* v = state_->find(k);
+    out.push_back(v == nullptr ? Bytes() : bytes(*v));
+  }
   return out;
 }
 
@@ -140,9 +132,13 @@ void MemoryStore::multi_set(const std::vector<std::string>& keys,
     throw Error(fmt::format("multi_set: {} keys but {} values; pass one value per key", keys.size(),
                             values.size()));
   }
+  std::vector<std::string_view> ks(keys.begin(), keys.end());
+  std::vector<std::string_view> vs;
+  vs.reserve(values.size());
+  for (const auto& v : values) vs.push_back(view(v));
   {
     std::lock_guard lock(mu_);
-    for (std::size_t i = 0; i < keys.size(); ++i) data_[keys[i]] = values[i];
+    require_ok(state_->multi_set(ks, vs), "multi_set", keys.empty() ? std::string() : keys[0]);
   }
   cv_.notify_all();
 }
@@ -150,8 +146,7 @@ void MemoryStore::multi_set(const std::vector<std::string>& keys,
 void MemoryStore::append(const std::string& key, const Bytes& value) {
   {
     std::lock_guard lock(mu_);
-    auto& v = data_[key];
-    v.insert(v.end(), value.begin(), value.end());
+    require_ok(state_->append(key, view(value)), "append", key);
   }
   cv_.notify_all();
 }

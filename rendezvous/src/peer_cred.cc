@@ -21,14 +21,6 @@ namespace {
 using boost::asio::ip::address;
 using boost::asio::ip::tcp;
 
-// A v4-mapped IPv6 address (a dual-stack listener sees IPv4 clients this way) as plain IPv4.
-address unmapped(const address& a) {
-  if (a.is_v6() && a.to_v6().is_v4_mapped()) {
-    return boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, a.to_v6());
-  }
-  return a;
-}
-
 void fill_addr(const address& a, __be32 out[4]) {
   std::memset(out, 0, 16);
   if (a.is_v4()) {
@@ -60,6 +52,13 @@ std::string proc_addr(const address& a, unsigned short port) {
 }
 
 }  // namespace
+
+address unmapped(const address& a) {
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) {
+    return boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, a.to_v6());
+  }
+  return a;
+}
 
 bool is_loopback_address(const address& a) {
   address u = unmapped(a);

@@ -48,6 +48,9 @@ class PeerCredentials {
 // inspect), or nullopt.
 std::optional<pid_t> pid_of_socket(ino_t inode);
 
+// A v4-mapped IPv6 address (a dual-stack listener sees IPv4 clients this way) as plain IPv4.
+boost::asio::ip::address unmapped(const boost::asio::ip::address& a);
+
 // True for 127.0.0.0/8, ::1 and ::ffff:127.x.y.z.
 bool is_loopback_address(const boost::asio::ip::address& a);
 

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <thread>
 
@@ -34,6 +35,23 @@ inline void check_store_contract(const std::function<std::shared_ptr<Store>()>& 
     CHECK(s->add("ctr", -2) == 3);
     CHECK(s->add("ctr", 0) == 3);
     CHECK(to_string(s->get("ctr")) == "3");
+  }
+  SECTION("add wraps at the int64 bounds (two's complement, no overflow)") {
+    constexpr auto kMax = std::numeric_limits<std::int64_t>::max();
+    constexpr auto kMin = std::numeric_limits<std::int64_t>::min();
+    CHECK(s->add("big", kMax) == kMax);
+    CHECK(s->add("big", 1) == kMin);
+    CHECK(to_string(s->get("big")) == std::to_string(kMin));
+    CHECK(s->add("big", -1) == kMax);
+  }
+  SECTION("add parses like std::stoll and refuses '+-5'") {
+    s->set("plus", "+5");
+    CHECK(s->add("plus", 1) == 6);
+    s->set("spaced", " \t-7xyz");
+    CHECK(s->add("spaced", 0) == -7);
+    s->set("bad", "+-5");
+    CHECK_THROWS_AS(s->add("bad", 1), Error);
+    CHECK(to_string(s->get("bad")) == "+-5");  // unchanged, and the store is still usable
   }
   SECTION("compare_set follows c10d's four cases") {
     CHECK(to_string(s->compare_set("cs", to_bytes(""), to_bytes("a"))) == "a");

@@ -1,4 +1,6 @@
 // `gpurun store` / `gpurun-store`: runs a StoreServer in the foreground until SIGINT/SIGTERM.
+#include "gpurun/tools/store_main.h"
+
 #include <signal.h>
 
 #include <boost/asio/io_context.hpp>

@@ -1,18 +1,22 @@
-// An in-process Store: a map guarded by a mutex, with a condition variable for waiters. Used by
-// tests as the fake store and by single-process jobs. Thread-safe.
+// An in-process Store: the store's key-value state (the same rules as the StoreServer's) guarded
+// by a mutex, with a condition variable for waiters. Used by tests as the fake store and by
+// single-process jobs. Thread-safe.
 #pragma once
 
 #include <condition_variable>
-#include <map>
+#include <memory>
 #include <mutex>
 
 #include "gpurun/rendezvous/store.h"
 
 namespace gpurun::rendezvous {
 
+class KvState;
+
 class MemoryStore final : public Store {
  public:
-  explicit MemoryStore(std::chrono::milliseconds timeout = kDefaultTimeout) : Store(timeout) {}
+  explicit MemoryStore(std::chrono::milliseconds timeout = kDefaultTimeout);
+  ~MemoryStore() override;
 
   void set(const std::string& key, const Bytes& value) override;
   using Store::set;
@@ -35,7 +39,7 @@ class MemoryStore final : public Store {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::map<std::string, Bytes, std::less<>> data_;
+  std::unique_ptr<KvState> state_;
 };
 
 }  // namespace gpurun::rendezvous

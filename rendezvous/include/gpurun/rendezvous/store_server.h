@@ -124,8 +124,4 @@ class StoreServerThread {
   std::unique_ptr<Impl> impl_;
 };
 
-// `gpurun store [--host H] [--port P]` / the gpurun-store binary: runs a server in the foreground,
-// prints "gpurun store listening on <addr>" on stdout, stops on SIGINT/SIGTERM. Returns exit code.
-int store_main(int argc, char** argv);
-
 }  // namespace gpurun::rendezvous
