@@ -10,74 +10,30 @@
 // later, so the timed-out connection is discarded and a new one is opened for the next request.
 #include "gpurun/rendezvous/tcp_store.h"
 
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <sys/socket.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <climits>
-#include <cstring>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <type_traits>
 
 #include "gpurun/common/error.h"
-#include "gpurun/common/log.h"
-#include "gpurun/common/unique_fd.h"
-#include "protocol.h"
+#include "tcp_connection.h"
 
 namespace gpurun::rendezvous {
 namespace {
 
+using detail::Connection;
+using detail::Deadline;
+using detail::What;
 using protocol::Op;
-using protocol::ParseStatus;
 using protocol::Reply;
 using protocol::ReplyKind;
 
 constexpr std::size_t kMaxIdleConnections = 4;
-constexpr std::size_t kMaxKeysInMessage = 8;
-
-std::string quote_keys(std::span<const std::string> keys) {
-  std::string out;
-  for (std::size_t i = 0; i < keys.size() && i < kMaxKeysInMessage; ++i) {
-    if (i > 0) out += ", ";
-    out += "'" + keys[i] + "'";
-  }
-  if (keys.size() > kMaxKeysInMessage) {
-    out += fmt::format(" and {} more", keys.size() - kMaxKeysInMessage);
-  }
-  return out;
-}
-
-int poll_ms(Clock::time_point deadline) {
-  if (deadline == Clock::time_point::max()) return -1;
-  auto left = remaining(deadline).count();
-  return static_cast<int>(std::min<long long>(left, INT_MAX));
-}
-
-// What an I/O step belongs to, for error messages.
-struct What {
-  std::string_view op;
-  std::span<const std::string> keys;  // user keys (without the wire prefix)
-};
-
-std::string describe_what(const What& w) {
-  if (w.keys.empty()) return std::string(w.op);
-  return fmt::format("{} of key(s) {}", w.op, quote_keys(w.keys));
-}
 
 std::span<const std::string> one(const std::string& key) { return {&key, 1}; }
-
-struct Deadline {
-  std::chrono::milliseconds timeout;
-  Clock::time_point at;
-  explicit Deadline(std::chrono::milliseconds t) : timeout(t), at(deadline_after(t)) {}
-};
 
 // One operation's request, as TcpStore::Impl::round_trip runs it.
 struct Call {
@@ -92,14 +48,6 @@ struct Call {
 // round_trip's decoder for requests without a reply.
 constexpr auto kNoReply = [](const Reply&) {};
 
-struct Conn {
-  UniqueFd fd;
-  std::vector<std::uint8_t> wbuf;
-  std::vector<std::uint8_t> rbuf;
-  std::size_t rlen = 0;  // valid bytes in rbuf
-  std::size_t rpos = 0;  // start of the next unread reply
-};
-
 }  // namespace
 
 struct TcpStore::Impl {
@@ -108,246 +56,16 @@ struct TcpStore::Impl {
   TcpStore& self;  // for timeout() (which set_timeout may change) and check()
   TcpStoreOptions opts;
   std::string address;
-  protocol::Limits limits;
   std::mutex pool_mu;
-  std::vector<std::unique_ptr<Conn>> idle;
-  std::uint32_t nonce_seq = 0;
+  std::vector<std::unique_ptr<Connection>> idle;
 
-  // ---- low-level I/O ----
-
-  [[noreturn]] void io_error(const What& w, const std::string& why) const {
-    throw NetworkError(
-        fmt::format("store {}: connection lost during {} ({}); is the store server "
-                    "still running?",
-                    address, describe_what(w), why));
-  }
-  [[noreturn]] void io_timeout(const What& w, std::chrono::milliseconds t) const {
-    throw StoreTimeout(
-        fmt::format("store {}: timed out after {} in {}; is the store server "
-                    "overloaded or stopped? ({} raises the limit)",
-                    address, format_duration(t), describe_what(w), opts.timeout_setting));
-  }
-
-  // Returns false on timeout; throws NetworkError on failure.
-  bool wait_fd(Conn& c, short events, Clock::time_point deadline, const What& w) {
-    pollfd p{c.fd.get(), events, 0};
-    for (;;) {
-      int r = ::poll(&p, 1, poll_ms(deadline));
-      if (r > 0) return true;
-      if (r == 0) {
-        if (Clock::now() >= deadline) return false;
-        continue;
-      }
-      if (errno == EINTR) continue;
-      io_error(w, std::strerror(errno));
-    }
-  }
-
-  // Sends c.wbuf; returns false on timeout.
-  bool send_all(Conn& c, Clock::time_point deadline, const What& w) {
-    const std::uint8_t* p = c.wbuf.data();
-    std::size_t left = c.wbuf.size();
-    while (left > 0) {
-      ssize_t n = ::send(c.fd.get(), p, left, MSG_NOSIGNAL);
-      if (n > 0) {
-        p += n;
-        left -= static_cast<std::size_t>(n);
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        if (!wait_fd(c, POLLOUT, deadline, w)) return false;
-        continue;
-      }
-      io_error(w, n == 0 ? "connection closed" : std::strerror(errno));
-    }
-    c.wbuf.clear();
-    return true;
-  }
-
-  // Reads until a complete reply of `kind` is buffered; returns false on timeout. The views in
-  // `out` stay valid until the next receive on `c`. (A MULTI_GET reply of 0 values is 0 bytes.)
-  bool recv_reply(Conn& c, ReplyKind kind, std::uint64_t count, Reply& out,
-                  Clock::time_point deadline, const What& w) {
-    std::size_t need = 0;
-    for (;;) {
-      std::span<const std::uint8_t> buf(c.rbuf.data() + c.rpos, c.rlen - c.rpos);
-      if (buf.size() >= need) {
-        auto r = protocol::parse_reply(kind, buf, out, count);
-        if (r.status == ParseStatus::kRequest) {
-          c.rpos += r.consumed;
-          return true;
-        }
-        if (r.status == ParseStatus::kError) {
-          throw ProtocolError(
-              fmt::format("store {}: bad reply to {} ({})", address, describe_what(w), r.error));
-        }
-        need = r.need;
-      }
-      // Make room: drop consumed bytes, then grow by doubling (never by a claimed length).
-      if (c.rpos > 0) {
-        std::memmove(c.rbuf.data(), c.rbuf.data() + c.rpos, c.rlen - c.rpos);
-        c.rlen -= c.rpos;
-        c.rpos = 0;
-      }
-      if (c.rbuf.size() - c.rlen < 4096)
-        c.rbuf.resize(std::max<std::size_t>(c.rbuf.size() * 2, 65536));
-      if (!wait_fd(c, POLLIN, deadline, w)) return false;
-      ssize_t n = ::recv(c.fd.get(), c.rbuf.data() + c.rlen, c.rbuf.size() - c.rlen, 0);
-      if (n > 0) {
-        c.rlen += static_cast<std::size_t>(n);
-        continue;
-      }
-      if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
-      io_error(w, n == 0 ? "the server closed the connection" : std::strerror(errno));
-    }
-  }
-
-  // Called after the caller has copied what it needs out of the last reply.
-  static void reset_rbuf_if_drained(Conn& c) {
-    if (c.rpos == c.rlen) c.rpos = c.rlen = 0;
-  }
-
-  // Sends c.wbuf, then (unless `kind` is nullopt) reads one reply into `r`. Running out of `d`
-  // throws StoreTimeout naming `w`; other failures throw as send_all/recv_reply do.
-  void exchange(Conn& c, const Deadline& d, const What& w, std::optional<ReplyKind> kind,
-                std::uint64_t count, Reply& r) {
-    if (!send_all(c, d.at, w)) io_timeout(w, d.timeout);
-    if (kind && !recv_reply(c, *kind, count, r, d.at, w)) io_timeout(w, d.timeout);
-  }
-
-  // ---- connecting ----
-
-  // One attempt over every resolved address. Returns an invalid fd and sets `err` on failure.
-  UniqueFd connect_once(Clock::time_point deadline, std::string& err) {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    addrinfo* res = nullptr;
-    std::string port = std::to_string(opts.port);
-    int rc = ::getaddrinfo(opts.host.c_str(), port.c_str(), &hints, &res);
-    if (rc != 0) {
-      err = fmt::format("cannot resolve '{}': {}", opts.host, ::gai_strerror(rc));
-      return UniqueFd();
-    }
-    std::unique_ptr<addrinfo, void (*)(addrinfo*)> guard(res, ::freeaddrinfo);
-    for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
-      UniqueFd fd(::socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-      if (!fd) {
-        err = std::strerror(errno);
-        continue;
-      }
-      int r = ::connect(fd.get(), ai->ai_addr, ai->ai_addrlen);
-      if (r != 0 && errno == EINPROGRESS) {
-        pollfd p{fd.get(), POLLOUT, 0};
-        int pr;
-        do {
-          pr = ::poll(&p, 1, std::min(poll_ms(deadline) < 0 ? 1000 : poll_ms(deadline), 1000));
-        } while (pr < 0 && errno == EINTR);
-        if (pr <= 0) {
-          err = "connect timed out";
-          continue;
-        }
-        int so_err = 0;
-        socklen_t len = sizeof so_err;
-        ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &so_err, &len);
-        r = so_err == 0 ? 0 : -1;
-        errno = so_err;
-      }
-      if (r != 0) {
-        err = std::strerror(errno);
-        continue;
-      }
-      int one = 1;
-      ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      return fd;
-    }
-    return UniqueFd();
-  }
-
-  // Connects with exponential backoff until `budget` runs out, then does the 2.x handshake.
-  std::unique_ptr<Conn> connect(std::chrono::milliseconds budget) {
-    auto start = Clock::now();
-    auto deadline = deadline_after(budget);
-    auto backoff = std::chrono::milliseconds(10);
-    std::string err;
-    int attempts = 0;
-    ProgressSchedule progress(opts.progress_after);
-    const std::string hint = opts.connect_hint.empty()
-                                 ? std::string("is the store server running at that address?")
-                                 : opts.connect_hint;
-    for (;;) {
-      ++attempts;
-      auto c = std::make_unique<Conn>();
-      c->fd = connect_once(deadline, err);
-      if (c->fd) {
-        try {
-          handshake(*c, deadline);
-          return c;
-        } catch (const ProtocolError&) {
-          throw;
-        } catch (const Error& e) {
-          err = fmt::format("handshake failed: {}", e.what());
-        }
-      }
-      if (Clock::now() + backoff >= deadline) break;
-      std::this_thread::sleep_for(backoff);  // retry backoff, not synchronisation
-      backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
-      const auto so_far =
-          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
-      if (progress.due(so_far)) {
-        GPURUN_LOG_WARN(
-            "store",
-            "still trying to reach the store at {} after {} ({} attempts, last: {}); "
-            "{}; {}",
-            address, format_duration(round_to_seconds(so_far)), attempts, err,
-            budget == kNoTimeout
-                ? fmt::format("no timeout ({} is 0), so it keeps trying", opts.timeout_setting)
-                : fmt::format("giving up in {} ({}={})",
-                              format_duration(round_to_seconds(remaining(deadline))),
-                              opts.timeout_setting, format_duration(budget)),
-            hint);
-      }
-    }
-    auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
-    std::string why = hint;
-    if (opts.dialect == Dialect::kV2 && err.find("handshake") != std::string::npos) {
-      why = "a PyTorch 1.13 TCPStore server needs the 1.13 dialect (Dialect::kV113)";
-    }
-    throw NetworkError(fmt::format("store {}: cannot connect after {} and {} attempt(s) ({}); {}",
-                                   address, format_duration(waited), attempts, err, why),
-                       std::make_error_code(std::errc::connection_refused));
-  }
-
-  void handshake(Conn& c, Clock::time_point deadline) {
-    if (opts.dialect != Dialect::kV2) return;
-    What w{"handshake", {}};
-    std::uint32_t nonce;
-    {
-      std::lock_guard lock(pool_mu);
-      nonce = static_cast<std::uint32_t>(::getpid()) ^ (++nonce_seq << 20);
-    }
-    protocol::encode_validate(Dialect::kV2, c.wbuf);
-    protocol::encode_ping(Dialect::kV2, nonce, c.wbuf);
-    auto hs_deadline = std::min(deadline, deadline_after(std::chrono::seconds(10)));
-    if (!send_all(c, hs_deadline, w)) throw NetworkError("timed out sending VALIDATE+PING");
-    Reply r;
-    if (!recv_reply(c, ReplyKind::kU32, 0, r, hs_deadline, w)) {
-      throw NetworkError("timed out waiting for the PING echo");
-    }
-    reset_rbuf_if_drained(c);
-    if (r.u32 != nonce) {
-      throw ProtocolError(fmt::format(
-          "store {}: handshake failed (PING echo {:#x} != nonce {:#x}); is this a PyTorch 2.5+ or "
-          "gpurun store?",
-          address, r.u32, nonce));
-    }
+  std::unique_ptr<Connection> connect(std::chrono::milliseconds budget) {
+    return Connection::open(opts, address, budget);
   }
 
   // ---- pool ----
 
-  std::unique_ptr<Conn> acquire(std::chrono::milliseconds budget) {
+  std::unique_ptr<Connection> acquire(std::chrono::milliseconds budget) {
     {
       std::lock_guard lock(pool_mu);
       if (!idle.empty()) {
@@ -359,9 +77,9 @@ struct TcpStore::Impl {
     return connect(budget);
   }
 
-  void release(std::unique_ptr<Conn> c) {
-    if (!c || !c->fd || c->rpos != c->rlen) return;  // broken or with unread bytes: drop it
-    c->rpos = c->rlen = 0;
+  void release(std::unique_ptr<Connection> c) {
+    if (!c || !c->reusable()) return;  // broken or with unread bytes: drop it
+    c->consumed();
     std::lock_guard lock(pool_mu);
     if (idle.size() < kMaxIdleConnections) idle.push_back(std::move(c));
   }
@@ -373,15 +91,16 @@ struct TcpStore::Impl {
     ~Lease() {
       if (ok_) impl_.release(std::move(conn_));
     }
-    Conn& operator*() { return *conn_; }
+    Connection& operator*() { return *conn_; }
     void done() { ok_ = true; }
 
     Impl& impl_;
-    std::unique_ptr<Conn> conn_;
+    std::unique_ptr<Connection> conn_;
     bool ok_ = false;
   };
 
-  void wait_on(Conn& c, std::span<const std::string> keys, const Deadline& d, std::string_view op);
+  void wait_on(Connection& c, std::span<const std::string> keys, const Deadline& d,
+               std::string_view op);
 
   // Every operation's request goes through here: lease a pooled connection (connecting if none is
   // idle), WAIT for the keys first if asked (timeout() counted from then), let `encode` append the
@@ -395,18 +114,18 @@ struct TcpStore::Impl {
   auto round_trip(const Call& call, Encode&& encode, Decode&& decode) {
     Deadline d = call.deadline ? *call.deadline : Deadline(self.timeout());
     Lease l(*this, d.timeout);
-    Conn& c = *l;
+    Connection& c = *l;
     if (call.wait_first) wait_on(c, call.keys, call.deadline ? d : Deadline(d.timeout), call.op);
-    encode(c.wbuf);
+    encode(c.wbuf());
     Reply r;
-    exchange(c, d, What{call.op, call.keys}, call.reply, call.count, r);
+    c.exchange(d, What{call.op, call.keys}, call.reply, call.count, r);
     if constexpr (std::is_void_v<std::invoke_result_t<Decode&, const Reply&>>) {
       decode(r);
-      reset_rbuf_if_drained(c);
+      c.consumed();
       l.done();
     } else {
       auto out = decode(r);
-      reset_rbuf_if_drained(c);
+      c.consumed();
       l.done();
       return out;
     }
@@ -500,64 +219,60 @@ void TcpStore::wait(const std::vector<std::string>& keys, std::chrono::milliseco
 // WAITs on `c` until `d`; returns when every key exists, else throws StoreTimeout naming the
 // missing keys. After a 1.13 timeout the connection is closed (a stray STOP_WAITING may follow),
 // so the lease drops it.
-void TcpStore::Impl::wait_on(Conn& c, std::span<const std::string> keys, const Deadline& d,
+void TcpStore::Impl::wait_on(Connection& c, std::span<const std::string> keys, const Deadline& d,
                              std::string_view op) {
   What w{op, keys};
-  protocol::encode_keys(opts.dialect, Op::kWait, wire(keys), c.wbuf);
-  if (!send_all(c, d.at, w)) io_timeout(w, d.timeout);
   Reply r;
-  if (recv_reply(c, ReplyKind::kU8, 0, r, d.at, w)) {
-    Impl::reset_rbuf_if_drained(c);
-    if (r.u8 != protocol::kStopWaiting) {
-      c.fd.reset();
-      throw ProtocolError(
-          fmt::format("store {}: unexpected reply {:#04x} to {}", address, r.u8, describe_what(w)));
-    }
+  // The one-byte reply `r` must be `want`; else the connection is dropped and the error thrown.
+  auto expect = [&](std::uint8_t want, auto&& error) {
+    c.consumed();
+    if (r.u8 == want) return;
+    c.discard();
+    throw ProtocolError(error());
+  };
+  protocol::encode_keys(opts.dialect, Op::kWait, wire(keys), c.wbuf());
+  c.exchange(d, w, std::nullopt, 0, r);  // sent by the deadline, or StoreTimeout
+  if (c.receive(ReplyKind::kU8, 0, r, d.at, w)) {
+    expect(protocol::kStopWaiting, [&] {
+      return fmt::format("store {}: unexpected reply {:#04x} to {}", address, r.u8,
+                         detail::describe(w));
+    });
     return;
   }
   // Timed out.
   if (opts.dialect == Dialect::kV2) {
     Deadline cd(std::min(self.timeout(), std::chrono::milliseconds(30'000)));
     What cw{"cancel of wait", keys};
-    protocol::encode_cancel_wait(opts.dialect, c.wbuf);
-    exchange(c, cd, cw, ReplyKind::kU8, 0, r);
+    protocol::encode_cancel_wait(opts.dialect, c.wbuf());
+    c.exchange(cd, cw, ReplyKind::kU8, 0, r);
     if (r.u8 == protocol::kStopWaiting) {
       // The keys appeared just as we gave up: STOP_WAITING then WAIT_CANCELED.
-      if (!recv_reply(c, ReplyKind::kU8, 0, r, cd.at, cw)) {
-        io_timeout(cw, cd.timeout);
-      }
-      Impl::reset_rbuf_if_drained(c);
-      if (r.u8 != protocol::kWaitCanceled) {
-        c.fd.reset();
-        throw ProtocolError(
-            fmt::format("store {}: expected WAIT_CANCELED, got {:#04x}", address, r.u8));
-      }
+      c.exchange(cd, cw, ReplyKind::kU8, 0, r);
+      expect(protocol::kWaitCanceled, [&] {
+        return fmt::format("store {}: expected WAIT_CANCELED, got {:#04x}", address, r.u8);
+      });
       return;
     }
-    Impl::reset_rbuf_if_drained(c);
-    if (r.u8 != protocol::kWaitCanceled) {
-      c.fd.reset();
-      throw ProtocolError(
-          fmt::format("store {}: unexpected reply {:#04x} to CANCEL_WAIT", address, r.u8));
-    }
+    expect(protocol::kWaitCanceled, [&] {
+      return fmt::format("store {}: unexpected reply {:#04x} to CANCEL_WAIT", address, r.u8);
+    });
   } else {
-    c.fd.reset();  // 1.13: the registration stays on the server; never reuse this connection
+    c.discard();  // 1.13: the registration stays on the server; never reuse this connection
   }
   // Name only the keys that are still missing (best effort: on failure, name them all).
   std::vector<std::string> all(keys.begin(), keys.end());
   std::vector<std::string> missing;
   try {
     for (const auto& k : keys) {
-      if (missing.size() > kMaxKeysInMessage) {
+      if (missing.size() > detail::kMaxKeysInMessage) {
         missing.push_back(k);
         continue;
       }
       bool present;
-      if (c.fd) {  // 2.x after a clean cancel: reuse this connection
-        Deadline cd(self.timeout());
-        protocol::encode_keys(opts.dialect, Op::kCheck, wire(one(k)), c.wbuf);
-        exchange(c, cd, What{"check", one(k)}, ReplyKind::kU8, 0, r);
-        reset_rbuf_if_drained(c);
+      if (c.is_open()) {  // 2.x after a clean cancel: reuse this connection
+        protocol::encode_keys(opts.dialect, Op::kCheck, wire(one(k)), c.wbuf());
+        c.exchange(Deadline(self.timeout()), What{"check", one(k)}, ReplyKind::kU8, 0, r);
+        c.consumed();
         present = r.u8 == protocol::kCheckReady;
       } else {
         present = self.check({k});
@@ -571,7 +286,7 @@ void TcpStore::Impl::wait_on(Conn& c, std::span<const std::string> keys, const D
   throw StoreTimeout(fmt::format(
       "store {}: timed out after {} in {} for key(s) {}; is the peer that sets {} running? "
       "({} raises the limit)",
-      address, format_duration(d.timeout), op, quote_keys(missing),
+      address, format_duration(d.timeout), op, detail::quote_keys(missing),
       missing.size() == 1 ? "it" : "them", opts.timeout_setting));
 }
 
