@@ -125,6 +125,13 @@ void ServerCore::resolve_allow_list() {
   }
 }
 
+// A warning (rate-limited: peers can trigger it at will) that `peer` is refused and why.
+void ServerCore::log_refusal(const tcp::endpoint& peer, std::string_view why) {
+  if (peer_log_.allow()) {
+    GPURUN_LOG_WARN("store", "refusing connection from {}: {}", endpoint_string(peer), why);
+  }
+}
+
 // Why a new connection must be refused, or "" to accept it.
 std::string ServerCore::refuse_reason(const tcp::socket& sock, const tcp::endpoint& peer) {
   bool loopback = is_loopback_address(peer.address());
@@ -157,23 +164,13 @@ std::string ServerCore::refuse_reason(const tcp::socket& sock, const tcp::endpoi
       return "";
     }
     if (loopback) {
-      if (peer_log_.allow()) {
-        GPURUN_LOG_WARN("store",
-                        "refusing connection from {}: the owner of that loopback socket cannot "
-                        "be found (it closed already)",
-                        endpoint_string(peer));
-      }
+      log_refusal(peer, "the owner of that loopback socket cannot be found (it closed already)");
       return "unknown owner";
     }
   }
   if (!local_peer && !allowed_.empty()) {
     if (std::find(allowed_.begin(), allowed_.end(), unmapped(peer.address())) == allowed_.end()) {
-      if (peer_log_.allow()) {
-        GPURUN_LOG_WARN("store",
-                        "refusing connection from {}: not one of the job's hosts "
-                        "(GPURUN_STORE_ALLOW / --allow)",
-                        endpoint_string(peer));
-      }
+      log_refusal(peer, "not one of the job's hosts (GPURUN_STORE_ALLOW / --allow)");
       return "address";
     }
   }
@@ -266,12 +263,9 @@ void ServerCore::add_session(tcp::socket sock, const tcp::endpoint& peer, bool c
   ++accepted_;
   if (sessions_.size() >= max_connections_) {
     ++refused_;
-    if (peer_log_.allow()) {
-      GPURUN_LOG_WARN("store",
-                      "refusing connection from {}: {} connections open (the cap; it leaves "
-                      "descriptors for the launcher: raise ulimit -Hn or --max-connections)",
-                      endpoint_string(peer), sessions_.size());
-    }
+    log_refusal(peer, fmt::format("{} connections open (the cap; it leaves descriptors for the "
+                                  "launcher: raise ulimit -Hn or --max-connections)",
+                                  sessions_.size()));
     boost::system::error_code ignored;
     sock.close(ignored);
     return;

@@ -106,6 +106,7 @@ class ServerCore final : public std::enable_shared_from_this<ServerCore>, privat
   void on_accept(const boost::system::error_code& ec, tcp::socket sock);
   void add_session(tcp::socket sock, const tcp::endpoint& peer, bool check = true);
   std::string refuse_reason(const tcp::socket& sock, const tcp::endpoint& peer);
+  void log_refusal(const tcp::endpoint& peer, std::string_view why);
   void resolve_allow_list();
   void set_connection_cap();
   void arm_sweep();

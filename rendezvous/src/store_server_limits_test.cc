@@ -27,37 +27,6 @@ using std::chrono::milliseconds;
 
 namespace {
 
-template <typename Pred>
-bool eventually(Pred p, milliseconds timeout = milliseconds(10000)) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (p()) return true;
-    std::this_thread::sleep_for(milliseconds(1));
-  }
-  return p();
-}
-
-StoreServerOptions opts() {
-  StoreServerOptions o;
-  o.raise_fd_limit = false;
-  return o;
-}
-
-Buf set2(std::string_view k, std::string_view v) { return cat({{0x01}, wstr(k), wstr(v)}); }
-Buf get2(std::string_view k) { return cat({{0x03}, wstr(k)}); }
-Buf append2(std::string_view k, std::string_view v) { return cat({{0x09}, wstr(k), wstr(v)}); }
-Buf delete2(std::string_view k) { return cat({{0x08}, wstr(k)}); }
-Buf ping2(std::uint32_t n) {
-  Buf b{0x0D, 0, 0, 0, 0};
-  std::memcpy(b.data() + 1, &n, 4);
-  return b;
-}
-Buf multi_get2(const std::vector<std::string>& ks) {
-  Buf b = cat({{0x0A}, u64le(ks.size())});
-  for (const auto& k : ks) b = cat({b, wstr(k)});
-  return b;
-}
-
 // A connection that has done one round trip (so every request before it was handled).
 void sync(RawClient& c, std::uint32_t nonce = 7) {
   c.send(ping2(nonce));
@@ -105,7 +74,7 @@ class StderrCapture {
 
 TEST_CASE("limits: a MULTI_GET whose reply passes the output cap is refused before allocating",
           "[robust]") {
-  auto o = opts();
+  auto o = test_server_options();
   o.max_value_bytes = 1 << 20;
   o.max_output_bytes = 4 << 20;
   StoreServerThread srv(o);
@@ -132,7 +101,7 @@ TEST_CASE("limits: a MULTI_GET whose reply passes the output cap is refused befo
 
 TEST_CASE("limits: pipelined GETs that are not read wait for output space, then all complete",
           "[robust]") {
-  auto o = opts();
+  auto o = test_server_options();
   o.max_value_bytes = 1 << 20;
   o.max_output_bytes = 4 << 20;
   StoreServerThread srv(o);
@@ -161,7 +130,7 @@ TEST_CASE("limits: pipelined GETs that are not read wait for output space, then 
 }
 
 TEST_CASE("limits: the store memory budget refuses a write that does not fit", "[robust]") {
-  auto o = opts();
+  auto o = test_server_options();
   o.max_store_bytes = 1 << 20;
   StoreServerThread srv(o);
   RawClient a(srv.port());
@@ -188,7 +157,7 @@ TEST_CASE("limits: the store memory budget refuses a write that does not fit", "
 }
 
 TEST_CASE("limits: APPEND honours max_value_bytes", "[robust]") {
-  auto o = opts();
+  auto o = test_server_options();
   o.max_value_bytes = 1 << 20;
   StoreServerThread srv(o);
   RawClient c(srv.port());
@@ -209,19 +178,19 @@ TEST_CASE("limits: the connection cap stays below RLIMIT_NOFILE with a reserve",
   rlimit lim{};
   REQUIRE(::getrlimit(RLIMIT_NOFILE, &lim) == 0);
   {
-    StoreServerThread srv(opts());
+    StoreServerThread srv(test_server_options());
     auto cap = srv.stats().max_connections;
     CHECK(cap > 0);
     CHECK(cap + 64 <= lim.rlim_cur);
   }
-  auto o = opts();
+  auto o = test_server_options();
   o.max_connections = 1 << 20;  // the old default: lowered, with a warning
   StoreServerThread srv(o);
   CHECK(srv.stats().max_connections < lim.rlim_cur);
 }
 
 TEST_CASE("limits: a started frame has a deadline, idle connections do not", "[robust]") {
-  auto o = opts();
+  auto o = test_server_options();
   o.frame_timeout = milliseconds(300);
   StoreServerThread srv(o);
   RawClient idle(srv.port());
@@ -243,7 +212,7 @@ TEST_CASE("limits: a started frame has a deadline, idle connections do not", "[r
 
 TEST_CASE("limits: log lines about misbehaving peers are rate-limited with a summary", "[robust]") {
   StderrCapture cap;
-  StoreServerThread srv(opts());
+  StoreServerThread srv(test_server_options());
   for (int i = 0; i < 200; ++i) {
     RawClient c(srv.port());
     c.send(Buf{0x42});  // unknown query type
@@ -262,7 +231,7 @@ TEST_CASE("limits: a local peer running as another uid is refused", "[robust]") 
     WARN("skipped: needs root to connect as another uid");
     return;
   }
-  StoreServerThread srv(opts());
+  StoreServerThread srv(test_server_options());
   std::uint16_t port = srv.port();
   Buf add = cat({{0x04}, wstr("/stranger"), i64le(1)});
   add = cat({v2_validate(), add});
@@ -295,7 +264,7 @@ TEST_CASE("limits: a local peer running as another uid is refused", "[robust]") 
 }
 
 TEST_CASE("limits: a large SET is stored in slices and ordered with what follows it", "[robust]") {
-  StoreServerThread srv(opts());
+  StoreServerThread srv(test_server_options());
   RawClient c(srv.port());
   c.v2();
   std::string big(5 << 20, 'b');
@@ -314,7 +283,7 @@ TEST_CASE("limits: a large SET is stored in slices and ordered with what follows
 }
 
 TEST_CASE("limits: a large GET is streamed and keeps the value it was asked for", "[robust]") {
-  StoreServerThread srv(opts());
+  StoreServerThread srv(test_server_options());
   RawClient writer(srv.port());
   writer.v2();
   std::string v1(6 << 20, '1');

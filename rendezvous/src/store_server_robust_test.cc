@@ -23,16 +23,6 @@ using std::chrono::milliseconds;
 
 namespace {
 
-template <typename Pred>
-bool eventually(Pred p, milliseconds timeout = milliseconds(10000)) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (p()) return true;
-    std::this_thread::sleep_for(milliseconds(1));
-  }
-  return p();
-}
-
 std::size_t open_fds() {
   std::size_t n = 0;
   for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;

@@ -16,51 +16,10 @@ namespace {
 
 constexpr milliseconds kQuiet{100};  // "nothing arrives" window for negative checks
 
-template <typename Pred>
-bool eventually(Pred p, milliseconds timeout = milliseconds(5000)) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (p()) return true;
-    std::this_thread::sleep_for(milliseconds(1));
-  }
-  return p();
-}
-
-StoreServerOptions opts() {
-  StoreServerOptions o;
-  o.port = 0;
-  o.raise_fd_limit = false;
-  return o;
-}
-
-// 1.13 requests (type bytes per §2).
-Buf set113(std::string_view k, std::string_view v) { return cat({{0x00}, wstr(k), wstr(v)}); }
-Buf get113(std::string_view k) { return cat({{0x02}, wstr(k)}); }
-Buf add113(std::string_view k, std::int64_t d) { return cat({{0x03}, wstr(k), i64le(d)}); }
-Buf wait113(std::initializer_list<std::string_view> ks) {
-  Buf b = cat({{0x05}, u64le(ks.size())});
-  for (auto k : ks) b = cat({b, wstr(k)});
-  return b;
-}
-// 2.x requests.
-Buf set2(std::string_view k, std::string_view v) { return cat({{0x01}, wstr(k), wstr(v)}); }
-Buf get2(std::string_view k) { return cat({{0x03}, wstr(k)}); }
-Buf add2(std::string_view k, std::int64_t d) { return cat({{0x04}, wstr(k), i64le(d)}); }
-Buf keys2(std::uint8_t op, std::initializer_list<std::string_view> ks) {
-  Buf b = cat({{op}, u64le(ks.size())});
-  for (auto k : ks) b = cat({b, wstr(k)});
-  return b;
-}
-Buf wait2(std::initializer_list<std::string_view> ks) { return keys2(0x06, ks); }
-Buf cas2(std::string_view k, std::string_view e, std::string_view d) {
-  return cat({{0x02}, wstr(k), wstr(e), wstr(d)});
-}
-const Buf kCancel2 = {0x0C};
-
 }  // namespace
 
 TEST_CASE("server: 1.13 golden bytes", "[server]") {
-  StoreServerThread srv(opts());
+  StoreServerThread srv(test_server_options());
   RawClient c(srv.port());
   // §5.1/5.2: set("k1","v1"), WAIT [/k1], GET /k1.
   c.send(
@@ -103,7 +62,7 @@ TEST_CASE("server: 1.13 golden bytes", "[server]") {
 }
 
 TEST_CASE("server: 2.x handshake, golden bytes and every 2.x op", "[server]") {
-  StoreServerThread srv(opts());
+  StoreServerThread srv(test_server_options());
   RawClient c(srv.port());
   c.send({0x00, 0xCE, 0xF7, 0x85, 0x3C});
   CHECK(c.silent_for(milliseconds(20)));
@@ -135,7 +94,7 @@ TEST_CASE("server: 2.x handshake, golden bytes and every 2.x op", "[server]") {
 }
 
 TEST_CASE("server: framing: byte-at-a-time and pipelined requests", "[server]") {
-  StoreServerThread srv(opts());
+  StoreServerThread srv(test_server_options());
   RawClient c(srv.port());
   Buf all = cat({v2_validate(), set2("k", "v"), get2("k"), add2("n", 2), {0x0D, 1, 2, 3, 4}});
   SECTION("one byte per write") {
@@ -154,7 +113,7 @@ TEST_CASE("server: framing: byte-at-a-time and pipelined requests", "[server]") 
 }
 
 TEST_CASE("server: waiters are woken by every kind of update", "[server]") {
-  StoreServerThread srv(opts());
+  StoreServerThread srv(test_server_options());
   RawClient w(srv.port());
   w.v2();
   RawClient s(srv.port());
@@ -213,7 +172,7 @@ TEST_CASE("server: waiters are woken by every kind of update", "[server]") {
 }
 
 TEST_CASE("server: many waiters on one key all wake on one set", "[server]") {
-  StoreServerThread srv(opts());
+  StoreServerThread srv(test_server_options());
   std::vector<std::unique_ptr<RawClient>> ws;
   for (int i = 0; i < 50; ++i) {
     ws.push_back(std::make_unique<RawClient>(srv.port()));
@@ -226,7 +185,7 @@ TEST_CASE("server: many waiters on one key all wake on one set", "[server]") {
 }
 
 TEST_CASE("server: CANCEL_WAIT", "[server]") {
-  StoreServerThread srv(opts());
+  StoreServerThread srv(test_server_options());
   RawClient w(srv.port());
   w.v2();
   RawClient s(srv.port());
@@ -257,7 +216,7 @@ TEST_CASE("server: CANCEL_WAIT", "[server]") {
 }
 
 TEST_CASE("server: a client that disconnects while waiting is cleaned up", "[server]") {
-  StoreServerThread srv(opts());
+  StoreServerThread srv(test_server_options());
   {
     RawClient w(srv.port());
     w.send(wait113({"/k", "/k2"}));
@@ -272,7 +231,7 @@ TEST_CASE("server: a client that disconnects while waiting is cleaned up", "[ser
 }
 
 TEST_CASE("server: a malformed frame closes only that connection", "[server]") {
-  StoreServerThread srv(opts());
+  StoreServerThread srv(test_server_options());
   RawClient good(srv.port());
   good.v2();
   good.send(set2("keep", "me"));
@@ -309,7 +268,7 @@ TEST_CASE("server: a malformed frame closes only that connection", "[server]") {
 }
 
 TEST_CASE("server: limits are configurable", "[server]") {
-  auto o = opts();
+  auto o = test_server_options();
   o.max_key_bytes = 8;
   o.max_value_bytes = 16;
   o.max_keys_per_request = 2;
@@ -334,7 +293,7 @@ TEST_CASE("server: limits are configurable", "[server]") {
 }
 
 TEST_CASE("server: max_connections refuses extra connections", "[server]") {
-  auto o = opts();
+  auto o = test_server_options();
   o.max_connections = 2;
   StoreServerThread srv(o);
   RawClient a(srv.port()), b(srv.port());
@@ -354,7 +313,7 @@ TEST_CASE("server: max_connections refuses extra connections", "[server]") {
 
 TEST_CASE("server: 1.13 and 2.x clients share one key space, idle connections are fine",
           "[server]") {
-  StoreServerThread srv(opts());
+  StoreServerThread srv(test_server_options());
   RawClient idle(srv.port());  // the 1.13 watch connection: never sends a byte
   RawClient old(srv.port());
   RawClient neu(srv.port());
@@ -374,12 +333,9 @@ TEST_CASE("server: 1.13 and 2.x clients share one key space, idle connections ar
 }
 
 TEST_CASE("server: queues", "[server]") {
-  StoreServerThread srv(opts());
+  StoreServerThread srv(test_server_options());
   RawClient c(srv.port());
   c.v2();
-  auto push = [](std::string_view k, std::string_view v) {
-    return cat({{0x0E}, wstr(k), wstr(v)});
-  };
   Buf pop = cat({{0x0F}, wstr("q")});
   Buf len = cat({{0x10}, wstr("q")});
   c.send(pop);
@@ -388,8 +344,8 @@ TEST_CASE("server: queues", "[server]") {
   CHECK(c.recv_i64() == 0);
   c.send(keys2(0x05, {"q"}));
   CHECK(c.recv_u8() == 1);
-  c.send(push("q", "first"));
-  c.send(push("q", "second"));
+  c.send(push2("q", "first"));
+  c.send(push2("q", "second"));
   c.send(len);
   CHECK(c.recv_i64() == 2);
   c.send(keys2(0x05, {"q"}));  // a non-empty queue counts as present
@@ -409,23 +365,20 @@ TEST_CASE("server: queues", "[server]") {
   w1.send(wait2({"q"}));
   w2.send(wait2({"q"}));
   REQUIRE(eventually([&] { return srv.stats().waiters == 2; }));
-  c.send(push("q", "x"));
+  c.send(push2("q", "x"));
   REQUIRE(eventually([&] { return srv.stats().waiters == 1; }));
   bool one = !w1.silent_for(kQuiet);
   bool two = !w2.silent_for(milliseconds(1));
   CHECK(one != two);
-  c.send(push("q", "y"));
+  c.send(push2("q", "y"));
   (one ? w2 : w1).recv(1);
 }
 
 TEST_CASE("server: IPv6 loopback", "[server]") {
-  auto o = opts();
-  o.host = "::1";
-  std::unique_ptr<StoreServerThread> srv;
-  try {
-    srv = std::make_unique<StoreServerThread>(o);
-  } catch (const gpurun::BindError& e) {
-    WARN("skipping: no IPv6 loopback here (" << e.what() << ")");
+  std::string why;
+  auto srv = ipv6_loopback_server(test_server_options(), why);
+  if (!srv) {
+    WARN("skipping: no IPv6 loopback here (" << why << ")");
     return;
   }
   CHECK(srv->address() == "[::1]:" + std::to_string(srv->port()));
@@ -435,8 +388,8 @@ TEST_CASE("server: IPv6 loopback", "[server]") {
 }
 
 TEST_CASE("server: bind failure names host, port and errno", "[server]") {
-  StoreServerThread first(opts());
-  auto o = opts();
+  StoreServerThread first(test_server_options());
+  auto o = test_server_options();
   o.port = first.port();
   // SO_REUSEADDR does not allow two listeners on one port.
   try {
@@ -448,13 +401,13 @@ TEST_CASE("server: bind failure names host, port and errno", "[server]") {
     CHECK(e.host() == "127.0.0.1");
     CHECK_THAT(e.what(), Catch::Contains(std::to_string(first.port())));
   }
-  auto bad = opts();
+  auto bad = test_server_options();
   bad.host = "203.0.113.7";  // TEST-NET-3: not a local address
   CHECK_THROWS_AS(StoreServerThread(bad), gpurun::BindError);
 }
 
 TEST_CASE("server: stop closes every connection and is idempotent", "[server]") {
-  auto srv = std::make_unique<StoreServerThread>(opts());
+  auto srv = std::make_unique<StoreServerThread>(test_server_options());
   RawClient w(srv->port());
   w.send(wait113({"/never"}));
   REQUIRE(eventually([&] { return srv->stats().waiters == 1; }));

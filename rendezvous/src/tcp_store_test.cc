@@ -23,12 +23,6 @@ using std::chrono::milliseconds;
 
 namespace {
 
-StoreServerOptions server_opts() {
-  StoreServerOptions o;
-  o.raise_fd_limit = false;
-  return o;
-}
-
 TcpStoreOptions client_opts(std::uint16_t port, Dialect d = Dialect::kV2) {
   TcpStoreOptions o;
   o.port = port;
@@ -60,7 +54,7 @@ struct Listener {
 TEST_CASE("TcpStore (2.x dialect) meets the Store contract", "[tcpstore]") {
   std::unique_ptr<StoreServerThread> srv;
   testing::check_store_contract([&] {
-    srv = std::make_unique<StoreServerThread>(server_opts());
+    srv = std::make_unique<StoreServerThread>(testing::test_server_options());
     return std::make_shared<TcpStore>(client_opts(srv->port()));
   });
 }
@@ -68,7 +62,7 @@ TEST_CASE("TcpStore (2.x dialect) meets the Store contract", "[tcpstore]") {
 TEST_CASE("TcpStore (1.13 dialect, torch key prefix) meets the Store contract", "[tcpstore]") {
   std::unique_ptr<StoreServerThread> srv;
   testing::check_store_contract([&] {
-    srv = std::make_unique<StoreServerThread>(server_opts());
+    srv = std::make_unique<StoreServerThread>(testing::test_server_options());
     auto o = client_opts(srv->port(), Dialect::kV113);
     o.torch_key_prefix = true;
     return std::make_shared<TcpStore>(o);
@@ -78,14 +72,14 @@ TEST_CASE("TcpStore (1.13 dialect, torch key prefix) meets the Store contract", 
 TEST_CASE("PrefixStore over TcpStore meets the Store contract", "[tcpstore]") {
   std::unique_ptr<StoreServerThread> srv;
   testing::check_store_contract([&] {
-    srv = std::make_unique<StoreServerThread>(server_opts());
+    srv = std::make_unique<StoreServerThread>(testing::test_server_options());
     return std::make_shared<PrefixStore>("/worker/attempt_0",
                                          std::make_shared<TcpStore>(client_opts(srv->port())));
   });
 }
 
 TEST_CASE("TcpStore: torch key prefix and world_size init key match PyTorch", "[tcpstore]") {
-  StoreServerThread srv(server_opts());
+  StoreServerThread srv(testing::test_server_options());
   auto o = client_opts(srv.port());
   o.torch_key_prefix = true;
   o.world_size = 2;
@@ -101,7 +95,7 @@ TEST_CASE("TcpStore: torch key prefix and world_size init key match PyTorch", "[
 }
 
 TEST_CASE("TcpStore: timeouts name the address, the operation and the missing keys", "[tcpstore]") {
-  StoreServerThread srv(server_opts());
+  StoreServerThread srv(testing::test_server_options());
   for (Dialect d : {Dialect::kV2, Dialect::kV113}) {
     CAPTURE(static_cast<int>(d));
     TcpStore s(client_opts(srv.port(), d));
@@ -151,7 +145,7 @@ TEST_CASE("TcpStore: request errors name the address, the operation and the keys
   CHECK_THROWS_WITH(s.delete_key("k"), Catch::Contains("in delete_key of key(s) 'k'"));
 
   // A server that goes away: the next request on the pooled connection names the operation.
-  auto srv = std::make_unique<StoreServerThread>(server_opts());
+  auto srv = std::make_unique<StoreServerThread>(testing::test_server_options());
   TcpStore t(client_opts(srv->port()));
   t.set("k", "v");
   std::string addr = "store 127.0.0.1:" + std::to_string(srv->port()) + ": connection lost";
@@ -162,7 +156,7 @@ TEST_CASE("TcpStore: request errors name the address, the operation and the keys
 }
 
 TEST_CASE("TcpStore: multi_get and multi_set of no keys return at once", "[tcpstore]") {
-  StoreServerThread srv(server_opts());
+  StoreServerThread srv(testing::test_server_options());
   for (Dialect d : {Dialect::kV2, Dialect::kV113}) {
     CAPTURE(static_cast<int>(d));
     auto o = client_opts(srv.port(), d);
@@ -179,7 +173,7 @@ TEST_CASE("TcpStore: multi_get and multi_set of no keys return at once", "[tcpst
 }
 
 TEST_CASE("TcpStore queues: FIFO push/pop/len, apart from the key-value map", "[tcpstore]") {
-  StoreServerThread srv(server_opts());
+  StoreServerThread srv(testing::test_server_options());
   TcpStore s(client_opts(srv.port()));
   CHECK(s.queue_len("q") == 0);
   s.queue_push("q", "first");
@@ -206,7 +200,7 @@ TEST_CASE("TcpStore queues: FIFO push/pop/len, apart from the key-value map", "[
 }
 
 TEST_CASE("TcpStore queues: queue_pop blocks until a push, one item per consumer", "[tcpstore]") {
-  StoreServerThread srv(server_opts());
+  StoreServerThread srv(testing::test_server_options());
   TcpStore s(client_opts(srv.port()));
   // Two consumers blocked on one queue (own connections from the pool), then two pushes from
   // another client: each consumer gets exactly one of the items.
@@ -280,7 +274,7 @@ TEST_CASE("TcpStore queues: queue_pop waits again when another consumer took the
 }
 
 TEST_CASE("TcpStore queues: timeouts and the 1.13 dialect", "[tcpstore]") {
-  StoreServerThread srv(server_opts());
+  StoreServerThread srv(testing::test_server_options());
   TcpStore s(client_opts(srv.port()));
   try {
     s.queue_pop("empty", milliseconds(100));
@@ -306,7 +300,7 @@ TEST_CASE("TcpStore queues: timeouts and the 1.13 dialect", "[tcpstore]") {
 TEST_CASE("TcpStore: connect retries until the server comes up", "[tcpstore]") {
   std::uint16_t port;
   {
-    StoreServerThread probe(server_opts());
+    StoreServerThread probe(testing::test_server_options());
     port = probe.port();
   }
   auto fut = std::async(std::launch::async, [port] {
@@ -314,7 +308,7 @@ TEST_CASE("TcpStore: connect retries until the server comes up", "[tcpstore]") {
     return s.add("ctr", 1);
   });
   std::this_thread::sleep_for(milliseconds(150));  // let it fail a few connects first
-  auto o = server_opts();
+  auto o = testing::test_server_options();
   o.port = port;
   StoreServerThread srv(o);
   CHECK(fut.get() == 1);
@@ -323,7 +317,7 @@ TEST_CASE("TcpStore: connect retries until the server comes up", "[tcpstore]") {
 TEST_CASE("TcpStore: connect failure names the address and how long it tried", "[tcpstore]") {
   std::uint16_t port;
   {
-    StoreServerThread probe(server_opts());
+    StoreServerThread probe(testing::test_server_options());
     port = probe.port();
   }
   auto o = client_opts(port);
@@ -353,7 +347,7 @@ TEST_CASE("TcpStore: a server that never answers the handshake", "[tcpstore]") {
 }
 
 TEST_CASE("TcpStore: concurrent users of one TcpStore do not block each other", "[tcpstore]") {
-  StoreServerThread srv(server_opts());
+  StoreServerThread srv(testing::test_server_options());
   auto s = std::make_shared<TcpStore>(client_opts(srv.port()));
   std::vector<std::thread> ts;
   for (int i = 0; i < 8; ++i) {
@@ -370,13 +364,10 @@ TEST_CASE("TcpStore: concurrent users of one TcpStore do not block each other", 
 }
 
 TEST_CASE("TcpStore over IPv6 loopback", "[tcpstore]") {
-  auto o = server_opts();
-  o.host = "::1";
-  std::unique_ptr<StoreServerThread> srv;
-  try {
-    srv = std::make_unique<StoreServerThread>(o);
-  } catch (const gpurun::BindError& e) {
-    WARN("skipping: no IPv6 loopback here (" << e.what() << ")");
+  std::string why;
+  auto srv = testing::ipv6_loopback_server(testing::test_server_options(), why);
+  if (!srv) {
+    WARN("skipping: no IPv6 loopback here (" << why << ")");
     return;
   }
   auto c = client_opts(srv->port());
@@ -389,7 +380,7 @@ TEST_CASE("TcpStore over IPv6 loopback", "[tcpstore]") {
 
 TEST_CASE("tcp store: a last will fires when its connection goes away, only if absent",
           "[tcp_store][server]") {
-  StoreServerThread server(server_opts());
+  StoreServerThread server(testing::test_server_options());
   TcpStore observer(client_opts(server.port()));
   {
     TcpStore dying(client_opts(server.port()));
@@ -410,7 +401,7 @@ TEST_CASE("tcp store: a last will fires when its connection goes away, only if a
 }
 
 TEST_CASE("tcp store: wills do not fire when the server stops", "[tcp_store][server]") {
-  StoreServerThread server(server_opts());
+  StoreServerThread server(testing::test_server_options());
   TcpStore dying(client_opts(server.port()));
   dying.set(std::string(kWillKeyPrefix) + "end", "lost");
   server.stop();  // must not crash or touch a key on the way down

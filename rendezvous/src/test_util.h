@@ -1,5 +1,6 @@
 // Test helpers for the store: a raw-socket client that sends exact bytes and reads exact replies
-// with deadlines, and byte builders for requests. Tests only.
+// with deadlines, byte builders for requests of both dialects, server options for tests and a
+// bounded poll for asynchronous server state. Tests only.
 #pragma once
 
 #include <arpa/inet.h>
@@ -12,12 +13,17 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
+#include "gpurun/common/error.h"
 #include "gpurun/common/unique_fd.h"
+#include "gpurun/rendezvous/store_server.h"
 #include "protocol.h"
 
 namespace gpurun::rendezvous::testing {
@@ -44,6 +50,81 @@ inline Buf cat(std::initializer_list<Buf> parts) {
   return out;
 }
 inline Buf v2_validate() { return {0x00, 0xCE, 0xF7, 0x85, 0x3C}; }
+
+// Request frames with the literal type bytes of WIRE_FORMAT.md (golden bytes, not protocol.h's
+// encoders, so that an encoder bug cannot hide a server bug).
+// 1.13 dialect.
+inline Buf set113(std::string_view k, std::string_view v) {
+  return cat({{0x00}, wstr(k), wstr(v)});
+}
+inline Buf get113(std::string_view k) { return cat({{0x02}, wstr(k)}); }
+inline Buf add113(std::string_view k, std::int64_t d) { return cat({{0x03}, wstr(k), i64le(d)}); }
+inline Buf wait113(std::initializer_list<std::string_view> ks) {
+  Buf b = cat({{0x05}, u64le(ks.size())});
+  for (auto k : ks) b = cat({b, wstr(k)});
+  return b;
+}
+// 2.x dialect.
+inline Buf set2(std::string_view k, std::string_view v) { return cat({{0x01}, wstr(k), wstr(v)}); }
+inline Buf cas2(std::string_view k, std::string_view e, std::string_view d) {
+  return cat({{0x02}, wstr(k), wstr(e), wstr(d)});
+}
+inline Buf get2(std::string_view k) { return cat({{0x03}, wstr(k)}); }
+inline Buf add2(std::string_view k, std::int64_t d) { return cat({{0x04}, wstr(k), i64le(d)}); }
+inline Buf delete2(std::string_view k) { return cat({{0x08}, wstr(k)}); }
+inline Buf append2(std::string_view k, std::string_view v) {
+  return cat({{0x09}, wstr(k), wstr(v)});
+}
+template <typename Keys>  // a request of a key count and keys (CHECK, WAIT, MULTI_GET)
+Buf keys2(std::uint8_t op, const Keys& ks) {
+  Buf b = cat({{op}, u64le(ks.size())});
+  for (const auto& k : ks) b = cat({b, wstr(k)});
+  return b;
+}
+inline Buf keys2(std::uint8_t op, std::initializer_list<std::string_view> ks) {
+  return keys2<std::initializer_list<std::string_view>>(op, ks);
+}
+inline Buf wait2(std::initializer_list<std::string_view> ks) { return keys2(0x06, ks); }
+inline Buf multi_get2(const std::vector<std::string>& ks) { return keys2(0x0A, ks); }
+inline const Buf kCancel2 = {0x0C};
+inline Buf ping2(std::uint32_t n) {
+  Buf b{0x0D, 0, 0, 0, 0};
+  std::memcpy(b.data() + 1, &n, 4);
+  return b;
+}
+inline Buf push2(std::string_view k, std::string_view v) { return cat({{0x0E}, wstr(k), wstr(v)}); }
+
+// Server options for tests: a free port, RLIMIT_NOFILE left as it is.
+inline StoreServerOptions test_server_options() {
+  StoreServerOptions o;
+  o.port = 0;
+  o.raise_fd_limit = false;
+  return o;
+}
+
+// A server on the IPv6 loopback, or nullptr (and `why`) where this host has none.
+inline std::unique_ptr<StoreServerThread> ipv6_loopback_server(StoreServerOptions o,
+                                                               std::string& why) {
+  o.host = "::1";
+  try {
+    return std::make_unique<StoreServerThread>(o);
+  } catch (const BindError& e) {
+    why = e.what();
+    return nullptr;
+  }
+}
+
+// Polls `p` until it holds or `timeout` passes; returns its last value. For server state that
+// changes on the server's thread (stats()), not as a stand-in for a reply.
+template <typename Pred>
+bool eventually(Pred p, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (p()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return p();
+}
 
 // A blocking TCP client speaking raw bytes. Every read has a deadline (default 5 s) so a broken
 // server fails the test instead of hanging it.
