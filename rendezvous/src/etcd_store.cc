@@ -9,6 +9,7 @@
 
 #include "etcd_client.h"
 #include "gpurun/common/error.h"
+#include "kv_state.h"
 
 namespace gpurun::rendezvous {
 
@@ -62,14 +63,10 @@ std::int64_t header_revision(const json& j) {
   return it->is_string() ? std::stoll(it->get<std::string>()) : it->get<std::int64_t>();
 }
 
+// The counter rules of every Store (kv_state.h: std::stoll's, '+-5' refused).
 std::int64_t parse_counter(const std::string& key, const Bytes& v) {
   const std::string s = to_string(v);
-  try {
-    std::size_t used = 0;
-    const std::int64_t n = std::stoll(s, &used);
-    if (used == s.size()) return n;
-  } catch (const std::exception&) {
-  }
+  if (auto n = rendezvous::parse_counter(s)) return *n;
   throw ProtocolError(fmt::format("etcd store: add() on '{}' whose value '{}' is not an integer",
                                   key, s.substr(0, 64)));
 }
@@ -147,7 +144,7 @@ std::int64_t EtcdStore::add(const std::string& key, std::int64_t delta) {
   std::optional<KeyValue> cur = c_->get(k);
   for (int losses = 0;; backoff_after_loss(++losses)) {
     const std::int64_t now = cur ? parse_counter(key, cur->value) : 0;
-    const std::int64_t next = now + delta;
+    const std::int64_t next = wrapping_add(now, delta);
     if (delta == 0 && cur) return now;
     json t{{"compare", json::array({cmp_mod(k, cur ? cur->mod_revision : 0)})},
            {"success", json::array({put_op(k, to_bytes(std::to_string(next)))})},

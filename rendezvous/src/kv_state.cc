@@ -109,9 +109,7 @@ KvStatus KvState::add(std::string_view key, std::int64_t delta, std::int64_t& re
     if (!v) return {KvStatus::kNotInteger, 0};
     current = *v;
   }
-  // Two's complement wrap instead of signed-overflow UB.
-  auto sum = static_cast<std::int64_t>(static_cast<std::uint64_t>(current) +
-                                       static_cast<std::uint64_t>(delta));
+  const std::int64_t sum = wrapping_add(current, delta);
   char digits[24];
   auto [end, ec] = std::to_chars(digits, digits + sizeof digits, sum);
   (void)ec;

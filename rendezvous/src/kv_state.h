@@ -26,6 +26,10 @@ inline constexpr std::size_t kKvEntryOverhead = 64;
 // std::stoll rules (PROTOCOL.md §5.3): leading whitespace, an optional sign, digits; trailing
 // junk ignored. "+-5", "", "x" are not integers.
 std::optional<std::int64_t> parse_counter(std::string_view s);
+// ADD's arithmetic: two's-complement wrap at the int64 bounds (no signed-overflow UB).
+inline std::int64_t wrapping_add(std::int64_t a, std::int64_t b) {
+  return static_cast<std::int64_t>(static_cast<std::uint64_t>(a) + static_cast<std::uint64_t>(b));
+}
 
 // A map from string keys that is searched with string_views (no temporary std::string).
 struct StrHash {
