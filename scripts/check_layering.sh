@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Fails when an #include breaks the one-way dependency direction (docs: STYLE.md §2):
 #   gpurun_common <- gpurun_rendezvous <- {launcher, worker_sdk} ; worker_sdk <- examples
+# The store's command line (rendezvous/tools, gpurun/tools/) sits above the store library: only
+# the gpurun and gpurun-store executables use it.
 # The launcher and the worker SDK never include each other; common includes nothing of ours
 # but itself; the rendezvous library includes neither the launcher nor the SDK; examples use
 # only <gpurun/worker/...> (and, through it, common/rendezvous public headers).
@@ -25,6 +27,9 @@ check() {  # check <dir> <forbidden-regex> <why> [<allowed-regex>]
 }
 check rendezvous/common 'gpurun/(rendezvous|worker|launcher)/|config\.h' "common must not include higher layers"
 check rendezvous 'gpurun/(worker|launcher)/|(\.\./)+(launcher|worker_sdk)/' "rendezvous must not include the launcher or the SDK"
+check rendezvous/src 'gpurun/tools/|(\.\./)+tools/' "the store library must not include its command-line tools (rendezvous/tools)"
+check rendezvous/include 'gpurun/tools/' "the store library must not include its command-line tools (rendezvous/tools)"
+check worker_sdk 'gpurun/tools/' "the worker SDK must not include the store's command-line tools"
 check launcher 'gpurun/worker/|(\.\./)+worker_sdk/' "the launcher must not include the worker SDK"
 check worker_sdk 'gpurun/launcher/|(\.\./)+launcher/|config\.h"' "the worker SDK must not include the launcher"
 check examples 'gpurun/launcher/|(\.\./)+(launcher|rendezvous)/src' "examples use only the SDK's public headers"
