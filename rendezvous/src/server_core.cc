@@ -252,8 +252,8 @@ Handled ServerCore::dispatch(Session& s, const Request& req) {
         set_will(s, req);
         break;
       }
-      if (!ok(s, kv_.can_set(req.key, req.value.size()), req, req.key)) break;
-      if (req.value.size() > kSlicedSetAbove) {
+      if (req.value.size() > kSlicedSetAbove) {  // budget checked now and again when stored
+        if (!ok(s, kv_.can_set(req.key, req.value.size()), req, req.key)) break;
         s.start_sliced_set(req.key, req.value);
         return Handled::kSliced;
       }
