@@ -3,6 +3,7 @@ benches: free ports, a temporary data dir, each member the caller's own child pr
 process group), ready when every member's log says it serves clients and a leader is known;
 stop() kills only those members and removes the data. Skips the test when etcd is not installed.
 """
+import ctypes
 import json
 import os
 import shutil
@@ -14,6 +15,11 @@ import unittest
 import urllib.request
 
 from testlib import free_port
+
+
+def _die_with_parent():
+    # PR_SET_PDEATHSIG = 1: a member never outlives a test process that was killed.
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def etcd_binary():
@@ -40,7 +46,8 @@ class EtcdCluster:
                      "--listen-client-urls", client, "--advertise-client-urls", client,
                      "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                      "--initial-cluster", cluster, "--initial-cluster-state", "new"],
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         for m in self.members:
             while "ready to serve client requests" not in self.log(m):
