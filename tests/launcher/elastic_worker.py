@@ -1,5 +1,6 @@
 """Worker for the elastic tests: prints its torchrun environment on one line, then (with GO_FILE)
-stays running until the test creates that file (bounded: exits 9 after 120 s)."""
+stays running until the test creates that file (bounded: exits 9 after 120 s); WORK_S: then works
+(sleeps) that many seconds more."""
 import os
 import sys
 import time
@@ -15,3 +16,6 @@ if go:
         if time.monotonic() > deadline:
             sys.exit(9)
         time.sleep(0.02)
+work = float(os.environ.get("WORK_S", "0"))
+if work > 0:
+    time.sleep(work)

@@ -31,6 +31,7 @@ class Agent:
         self.out_path = os.path.join(test.tmp, f"agent{idx}.out")
         self.err_path = os.path.join(test.tmp, f"agent{idx}.err")
         full_env = dict(os.environ)
+        full_env.pop("OMP_NUM_THREADS", None)  # so that every agent prints torchrun's banner
         full_env.update({"PYTHON_EXEC": PYTHON})
         full_env.update(env)
         with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
@@ -67,6 +68,9 @@ class Agent:
             self.proc.wait(timeout=10)
 
 
+OMP_BANNER = "Setting OMP_NUM_THREADS environment variable for each process to be 1"
+
+
 class ElasticBase(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="gpurun_elastic_")
@@ -94,6 +98,11 @@ class ElasticBase(unittest.TestCase):
     def dump(self):
         return "\n".join(f"--- agent {a.addr} rc={a.proc.poll()}\n{a.out()}\n{a.err()}"
                          for a in self.agents)
+
+    def assert_notes_once(self, agents):
+        # torchrun's OMP banner is printed once per agent, not again at every round.
+        for a in agents:
+            self.assertEqual(a.err().count(OMP_BANNER), 1, self.dump())
 
     def wait_envs(self, agents, world, restart=None, timeout=60):
         def ready():
@@ -170,6 +179,7 @@ class ElasticMembership(ElasticBase):
         for x in (a, b, c):
             self.assertEqual(x.wait(), 0, self.dump())
         self.check_envs([a, b, c], 6, restart=0)  # a membership change is not a restart
+        self.assert_notes_once([a, b, c])
         self.assertIn("127.0.0.3) joined", a.err())
         self.assertIn("127.0.0.3) joined", b.err())
         # The first two keep their group ranks; the joiner comes after them.
@@ -187,6 +197,7 @@ class ElasticMembership(ElasticBase):
         for x in (a, b):
             self.assertEqual(x.wait(), 0, self.dump())
         self.check_envs([a, b], 4, restart=1)
+        self.assert_notes_once([a, b])
         for x in (a, b):
             self.assertRegex(x.err(), r"127\.0\.0\.3\) \(group rank \d\) lost: its agent's "
                                       r"connection to the rendezvous store dropped")
@@ -229,6 +240,28 @@ class ElasticMembership(ElasticBase):
             self.assertRegex(err, r"127\.0\.0\.3\) \(group rank 2\) lost")
             self.assertIn("2 nodes left, fewer than the minimum of --nnodes (3)", err)
         print(f"\nkill -9 -> both survivors exited: {stopped:.2f}s")
+
+
+class ElasticExitBarrier(ElasticBase):
+    def test_exit_barrier_timeout_names_the_slow_node(self):
+        # Node 0 (127.0.0.1, the store host) has slow workers (they run until the go file, then
+        # work 2 s more); node 1's finish at once and wait in the exit barrier, bounded by
+        # --exit-barrier-timeout. Node 1 leaving then is not a lost node (neither its dropped
+        # connection nor its stopped heartbeats, 0.2 s x 2 here, while node 0 still works).
+        conf = "keep_alive_interval=0.2,keep_alive_max_attempt=2"
+        (slow,) = self.start(1, "2", "--exit-barrier-timeout", "1", conf=conf,
+                             env={"GO_FILE": self.go, "WORK_S": "2"})
+        (fast,) = self.start(1, "2", "--exit-barrier-timeout", "1", conf=conf)
+        self.assertEqual(fast.wait(timeout=60), 0, self.dump())
+        err = fast.err()
+        self.assertRegex(err, r"exit barrier: timed out after 1s \(--exit-barrier-timeout\) "
+                              r"waiting for 1 node of round 0 to finish: (\S+ \()?127\.0\.0\.1\)? "
+                              r"\(group rank 0\);", self.dump())
+        self.assertEqual(slow.proc.poll(), None, self.dump())  # still running its workers
+        open(self.go, "w").close()
+        self.assertEqual(slow.wait(timeout=60), 0, self.dump())
+        self.assertNotIn("lost", slow.err())
+        self.check_envs([slow, fast], 4)
 
 
 class StaticExitBarrier(ElasticBase):
@@ -276,6 +309,7 @@ class ElasticPyTorch(ElasticBase):
             self.assertEqual(a.wait(timeout=120), 0, self.dump())
         self.check(agents, 4, 1)
         self.assertIn("rank 3 (local rank 1", agents[0].err())
+        self.assert_notes_once(agents)
 
     def test_worker_failure_without_restarts_same_exit_code_everywhere(self):
         agents = self.start(2, "2", script=TORCH_JOB,

@@ -550,8 +550,18 @@ RoundEnd ElasticRendezvous::end_round(RoundEnd end) {
 }
 
 void ElasticRendezvous::report_done() {
+  store_.set(key(round_, fmt::format("done/{}", cur_.group_rank)), "1");
   const int done = static_cast<int>(store_.add(key(round_, "done"), 1));
   if (done >= closed_) end_round(make_end(EndKind::kOk, -1, ""));
+}
+
+std::vector<std::string> ElasticRendezvous::not_done() {
+  std::vector<std::string> out;
+  for (int g = 0; g < cur_.group_world_size; ++g) {
+    if (store_.check({key(round_, fmt::format("done/{}", g))})) continue;
+    out.push_back(fmt::format("{} (group rank {})", node_of(g).describe(), g));
+  }
+  return out;
 }
 
 void ElasticRendezvous::say_bye() {
@@ -602,6 +612,8 @@ std::optional<RoundEnd> ElasticRendezvous::check_peer(Clock::time_point now) {
   }
   const auto limit = s_.keep_alive_interval * s_.keep_alive_max_attempt;
   if (now - peer_changed_ < limit) return std::nullopt;
+  // A node whose workers succeeded may leave after its exit barrier timed out: not lost.
+  if (store_.check({key(round_, fmt::format("done/{}", peer))})) return std::nullopt;
   return make_end(
       EndKind::kNodeLost, peer,
       fmt::format("no heartbeat for {} (keep_alive_interval {} x "

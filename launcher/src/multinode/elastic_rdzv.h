@@ -18,6 +18,8 @@
 //                  on the store connection writes it too): ok (the last node done), a worker
 //                  failure, a lost node, a joiner. Every agent of the round waits on this one key.
 //   r<R>/done      counter of nodes whose workers succeeded; the last one writes end = ok.
+//   r<R>/done/<g>  set by group rank g when its workers succeeded (names the exit barrier's
+//                  missing nodes).
 //   r<R>/master    {addr, port} of the worker store that group rank 0 hosts for this round.
 //   r<R>/hb/<g>    heartbeat counter of group rank g; node g checks node g+1 (a ring).
 // Group ranks: nodes that were in the previous round keep their order; new nodes follow by
@@ -141,6 +143,9 @@ class ElasticRendezvous {
   RoundEnd end_round(RoundEnd end);
   // This node's workers all succeeded; the last node to say so ends the round ok.
   void report_done();
+  // The nodes of the current round that have not reported done, as "host (addr) (group rank g)"
+  // (for the exit barrier's message; one store read per node).
+  std::vector<std::string> not_done();
 
   // Leaving: counted per round so the store host can stay until every node read the outcome.
   void say_bye();

@@ -79,7 +79,8 @@ class EtcdBackend final : public RdzvBackend {
     wills_.erase(it);
   }
 
-  void leave(ElasticRendezvous& rdzv) override {
+  bool hosts_store() const override { return false; }
+  void leave(ElasticRendezvous& rdzv, bool /*wait_for_others*/) override {
     try {
       rdzv.say_bye();
     } catch (const Error&) {

@@ -19,9 +19,12 @@ class RdzvBackend {
   // "When this agent dies, set `target` = `value` unless `target` exists by then."
   virtual void set_will(const std::string& target, const std::string& value) = 0;
   virtual void cancel_will(const std::string& target) = 0;
+  // This agent hosts the rendezvous state (c10d's store host): the others lose it when it exits.
+  virtual bool hosts_store() const = 0;
   // The agent is leaving: how long the store must outlive the others (c10d's store host waits
-  // for their byes; etcd outlives every agent). `rdzv` is the agent's state machine.
-  virtual void leave(ElasticRendezvous& rdzv) = 0;
+  // for their byes unless !wait_for_others, e.g. after the exit barrier timed out; etcd outlives
+  // every agent). `rdzv` is the agent's state machine.
+  virtual void leave(ElasticRendezvous& rdzv, bool wait_for_others) = 0;
 };
 
 // Connects to the etcd cluster of --rdzv-endpoint (HOST:2379[,HOST:2379...]), grants this agent's

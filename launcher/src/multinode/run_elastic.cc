@@ -36,7 +36,6 @@ namespace gpurun::launcher {
 
 namespace {
 
-constexpr milliseconds kExitBarrier{300'000};   // torchrun's exit barrier
 constexpr milliseconds kMonitorTick{200};       // how often the monitor can be told to quit
 constexpr milliseconds kEtcdMonitorTick{1000};  // the same with --rdzv-backend etcd
 
@@ -247,11 +246,13 @@ class C10dBackend final : public RdzvBackend {
   void cancel_will(const std::string& target) override {
     will_->delete_key(std::string(rendezvous::kWillKeyPrefix) + target);
   }
-  void leave(ElasticRendezvous& rdzv) override {
+  bool hosts_store() const override { return server_ != nullptr; }
+  void leave(ElasticRendezvous& rdzv, bool wait_for_others) override {
     // The store host stays until every node has read how the job ended (bounded).
     try {
       rdzv.say_bye();
-      if (server_) rdzv.wait_byes(std::min(close_timeout_, milliseconds(10'000)));
+      if (server_ && wait_for_others)
+        rdzv.wait_byes(std::min(close_timeout_, milliseconds(10'000)));
     } catch (const Error&) {
     }
   }
@@ -356,7 +357,9 @@ int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env, const NodeTools& 
 
   int code = 0;
   std::string own_summary;
-  for (int round_index = 0;; ++round_index) {
+  bool notes_printed = false;
+  bool barrier_timed_out = false;  // then leave without waiting for the others' byes
+  for (;;) {
     Round rd;
     try {
       rd = rdzv.next_round();
@@ -422,17 +425,17 @@ int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env, const NodeTools& 
       nf.stop_requested = [&monitor] { return monitor.ended(); };
       nf.result_out = &result;
       nf.summary_out = &summary;
-      LaunchConfig round_cfg = cfg;
-      if (round_index > 0) round_cfg.notes.clear();
-      rc = run_node(round_cfg, env, nf, tools);
+      nf.print_notes = !notes_printed;  // the OMP banner and other notes: once per agent
+      notes_printed = true;
+      rc = run_node(cfg, env, nf, tools);
 
       if (result.outcome == Outcome::kSucceeded) {
         rdzv.report_done();
         if (!monitor.ended()) {
           say(fmt::format(
               "gpurun: this node's workers are done; waiting for the other nodes (exit barrier, "
-              "up to {})",
-              format_duration(kExitBarrier)));
+              "up to {}, --exit-barrier-timeout)",
+              format_duration(cfg.exit_barrier_timeout)));
         }
       } else if (result.stopped_by_request) {
         // Another node's event: its end says what happened.
@@ -446,12 +449,24 @@ int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env, const NodeTools& 
             EndKind::kWorkerFailed, rd.group_rank, describe_failure(result), rc != 0 ? rc : 1));
         (void)held;
       }
-      if (!monitor.wait(kExitBarrier)) {
+      if (!monitor.wait(cfg.exit_barrier_timeout)) {
+        std::vector<std::string> missing;
+        try {
+          missing = rdzv.not_done();
+        } catch (const Error& e) {
+          missing.push_back(fmt::format("unknown ({})", e.what()));
+        }
         say(fmt::format(
-            "gpurun: warning: exit barrier: the other nodes of round {} did not finish within {}; "
-            "exiting",
-            rd.number, format_duration(kExitBarrier)));
+            "gpurun: warning: exit barrier: timed out after {} (--exit-barrier-timeout) waiting "
+            "for {} node{} of round {} to finish: {}; this node's workers succeeded, so it exits "
+            "with {}{}; raise --exit-barrier-timeout if those nodes are just slower",
+            format_duration(cfg.exit_barrier_timeout), missing.size(),
+            missing.size() == 1 ? "" : "s", rd.number, fmt::join(missing, ", "), rc,
+            backend->hosts_store() ? " (it hosts the rendezvous store: those nodes lose it)" : ""));
+        // This node leaves having succeeded: its will must not end the others' round.
+        backend->cancel_will(rdzv.end_key());
         code = rc;
+        barrier_timed_out = true;
         break;
       }
       if (const std::string err = monitor.store_error(); !err.empty()) {
@@ -469,7 +484,7 @@ int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env, const NodeTools& 
                                                 : "next round"));
     }
   }
-  backend->leave(rdzv);
+  backend->leave(rdzv, !barrier_timed_out);
   return code;
 }
 

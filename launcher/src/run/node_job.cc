@@ -136,9 +136,10 @@ class NodeJob {
 
   // nproc from the GPUs the caller probed; the notes found while resolving.
   void begin() {
-    for (const auto& n : cfg_.notes) print_note(n);
     nproc_ = resolve_nproc(cfg_, tools_.gpus, cpu_count());
     if (nproc_ < 1) throw ConfigError("--nproc-per-node must be at least 1");
+    if (!node_.print_notes) return;  // an elastic agent's later round: printed once already
+    for (const auto& n : cfg_.notes) print_note(n);
     // A CUDA_VISIBLE_DEVICES entry CUDA would stop at (e.g. "1,zz,0" drops GPU 0, "zz" leaves
     // the workers on CPU) is a likely typo: say so at once (the dry run shows it in the plan).
     for (const auto& n : tools_.gpus.notes) {
@@ -259,7 +260,7 @@ class NodeJob {
       if (teed && !facts.attempt_log_dir.empty()) {
         filtered[k] =
             fmt::format("{}/filtered_{}.log", facts.attempt_log_dir, is_out ? "stdout" : "stderr");
-      } else if (restart_count == 0) {
+      } else if (restart_count == 0 && node_.print_notes) {
         print_note(fmt::format(
             "--duplicate-{0}-filters: no rank's {0} is tee'd to a log file, so nothing is "
             "duplicated; add -t {1} (or -t 3) and a --log-dir other than /dev/null",
@@ -356,7 +357,7 @@ class NodeJob {
   bool pipe_console_ = false;
   bool stdin_tty_ = false;
   int stdin_rank_ = -1;
-  bool notes_printed_ = false;
+  bool notes_printed_ = !node_.print_notes;
   std::map<int, WorkerSpec> last_specs_;
   std::unique_ptr<ProcessRunner> runner_;
   SupervisorResult result_;

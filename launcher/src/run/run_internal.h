@@ -65,6 +65,9 @@ struct NodeFacts {
 
   // ---- the elastic agent (run_elastic.cc) ----
   int restart_count = 0;  // TORCHELASTIC_RESTART_COUNT of this round (the job-wide count)
+  // false: a later round of the same agent; the one-time notes (OMP banner, warnings) were
+  // printed by its first round and are not repeated.
+  bool print_notes = true;
   // Set: polled while workers run (see SupervisorOptions); restarts are then the caller's (the
   // supervisor's own --max-restarts is not used).
   std::function<bool()> stop_requested;
