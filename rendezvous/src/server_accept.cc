@@ -106,22 +106,10 @@ void ServerCore::set_connection_cap() {
 }
 
 void ServerCore::resolve_allow_list() {
-  for (const auto& h : opts_.allow_hosts) {
-    boost::system::error_code ec;
-    auto a = asio::ip::make_address(h, ec);
-    if (!ec) {
-      allowed_.push_back(a);
-      continue;
-    }
-    tcp::resolver resolver(io_);
-    auto results = resolver.resolve(h, "0", ec);
-    if (ec || results.empty()) {
-      throw ConfigError(
-          fmt::format("cannot resolve store allow-list host '{}' ({}); check "
-                      "--allow / GPURUN_STORE_ALLOW",
-                      h, ec ? ec.message() : "no address"));
-    }
-    for (const auto& r : results) allowed_.push_back(r.endpoint().address());
+  allowed_ = AllowList(opts_.allow_hosts, opts_.allow_origin);
+  if (allowed_.restricts()) {
+    GPURUN_LOG_INFO("store", "the store on {} accepts other hosts only from {}", address_,
+                    allowed_.describe());
   }
 }
 
@@ -168,11 +156,14 @@ std::string ServerCore::refuse_reason(const tcp::socket& sock, const tcp::endpoi
       return "unknown owner";
     }
   }
-  if (!local_peer && !allowed_.empty()) {
-    if (std::find(allowed_.begin(), allowed_.end(), unmapped(peer.address())) == allowed_.end()) {
-      log_refusal(peer, "not one of the job's hosts (GPURUN_STORE_ALLOW / --allow)");
-      return "address";
+  if (!local_peer && !allowed_.allows(peer.address())) {
+    if (peer_log_.allow()) {
+      log_refusal(peer, fmt::format("not one of the job's hosts, which are {} and loopback; add "
+                                    "it with --rdzv-allow (GPURUN_STORE_ALLOW for gpurun-store "
+                                    "and the SDK's store)",
+                                    allowed_.describe()));
     }
+    return "address";
   }
   return "";
 }

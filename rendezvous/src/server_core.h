@@ -19,6 +19,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "allow_list.h"
 #include "gpurun/rendezvous/store_server.h"
 #include "kv_state.h"
 #include "peer_cred.h"
@@ -126,7 +127,7 @@ class ServerCore final : public std::enable_shared_from_this<ServerCore>, privat
   std::size_t max_connections_ = 0;
   uid_t own_uid_ = 0;
   std::unique_ptr<PeerCredentials> creds_;
-  std::vector<asio::ip::address> allowed_;
+  AllowList allowed_;
   LogLimiter peer_log_;
   std::chrono::steady_clock::time_point last_pid_scan_{};
   Reaper reaper_;  // before kv_: values it is handed are freed after kv_'s own

@@ -36,6 +36,7 @@ void apply_store_env(StoreServerOptions& o, const EnvMap& env) {
   if (auto v = env_bool(env, "GPURUN_STORE_CHECK_PEER_UID")) o.check_peer_uid = *v;
   if (auto v = env_get(env, "GPURUN_STORE_ALLOW")) {
     o.allow_hosts.clear();
+    o.allow_origin = "GPURUN_STORE_ALLOW";
     for (const auto& h : split(*v, ',')) {
       if (auto t = trim(h); !t.empty()) o.allow_hosts.push_back(t);
     }

@@ -60,8 +60,9 @@ int store_main(int argc, char** argv) {
       "accept local connections from any user (default: only the uid running the store; "
       "GPURUN_STORE_CHECK_PEER_UID=0)")(
       "allow", po::value(&allow)->composing(),
-      "a host or address of another node that may connect (repeatable; default: any remote "
-      "address; GPURUN_STORE_ALLOW=h1,h2)")(
+      "a host, address or address block (10.0.0.0/8) of another node that may connect "
+      "(repeatable, or comma-separated; any = every host; default: any remote address; "
+      "GPURUN_STORE_ALLOW=h1,h2)")(
       "max-key-bytes", po::value(&opts.max_key_bytes)->default_value(opts.max_key_bytes),
       "longest key accepted (PyTorch's libuv server: 8192)")(
       "max-value-bytes", po::value(&opts.max_value_bytes)->default_value(opts.max_value_bytes),
@@ -88,7 +89,15 @@ int store_main(int argc, char** argv) {
     if (!frame_timeout.empty())
       opts.frame_timeout = parse_duration(frame_timeout, "--frame-timeout");
     if (no_peer_check) opts.check_peer_uid = false;
-    if (!allow.empty()) opts.allow_hosts = allow;
+    if (!allow.empty()) {
+      opts.allow_hosts.clear();
+      opts.allow_origin = "--allow";
+      for (const auto& a : allow) {
+        for (const auto& h : split(a, ',')) {
+          if (auto t = trim(h); !t.empty()) opts.allow_hosts.push_back(t);
+        }
+      }
+    }
   } catch (const po::error& e) {
     std::fprintf(stderr, "gpurun: error: %s; see 'gpurun store --help'\n", e.what());
     return static_cast<int>(ExitCode::kUsage);

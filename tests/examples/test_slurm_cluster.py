@@ -7,7 +7,10 @@ network + UTS namespace with its own hostname, address and slurmd, plus a strang
   - torch_gpurun.sbatch: `srun gpurun` (one per node) of an unmodified PyTorch 1.13 gloo job,
     4 ranks on 2 nodes, every rank's all-reduced value checked;
   - train_gpurun.sbatch and train_direct.sbatch (`srun gpurun train` and zero-setup `srun train`)
-    on 2 nodes, a 1-node run for the baseline, and speedup.py's report over their metrics."""
+    on 2 nodes, a 1-node run for the baseline, and speedup.py's report over their metrics;
+  - the store accepts only the job's nodes: while a job holds, x connects to the job's store
+    (gpurun's, and the one rank 0 of `srun ./app` hosts) and is refused with a log line naming
+    10.77.0.99; the job then finishes on n1 and n2."""
 import os
 import re
 import shutil
@@ -22,6 +25,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "support"))
 sys.path.insert(0, os.path.join(HERE, "..", "worker"))
 
 import nshosts
+import sdklib
 import testlib
 
 SCRIPTS = os.path.join(testlib.SOURCE_DIR, "examples", "slurm")
@@ -31,6 +35,26 @@ TORCH_JOB = os.path.join(testlib.SOURCE_DIR, "tests", "launcher", "torch_allredu
 def have_torch():
     return subprocess.run([testlib.PYTHON, "-c", "import torch.distributed"],
                           capture_output=True, timeout=60).returncode == 0
+
+
+# A stranger's attack from issue 16: ADD to a key of the job's store through torch's own client.
+STRANGER = r"""
+import sys, datetime
+from torch.distributed import TCPStore
+host, port = sys.argv[1], int(sys.argv[2])
+try:
+    s = TCPStore(host, port, None, False, datetime.timedelta(seconds=10))
+    s.add("stranger_probe", 1)
+    print("ACCEPTED")
+except Exception as e:
+    print("REFUSED", type(e).__name__, e)
+"""
+# torch 1.13's client sometimes aborts on the reset instead of raising (terminate called after
+# throwing std::system_error "Connection reset by peer"): refused all the same.
+def refused(verdict):
+    return "ACCEPTED" not in verdict and ("REFUSED" in verdict or
+                                          "Connection reset by peer" in verdict)
+
 
 
 class TwoNodeCluster(unittest.TestCase):
@@ -122,6 +146,63 @@ class TwoNodeCluster(unittest.TestCase):
         self.assertRegex(r.stdout, r"\n\s+2\s+\d+\.\d+s\s+\d+\s+\d+\.\d+x\s+\d+\.\d+%")
         self.assertRegex(r.stdout, r"\n\s+4\s+\d+\.\d+s\s+\d+\s+\d+\.\d+x\s+\d+\.\d+%")
         print(r.stdout, flush=True)
+
+    def held_job(self, argv, hold):
+        """Runs `sbatch --wait ARGV` in the background; once rank 0 holds (HOLD/ready), a client
+        on the stranger host x attacks the job's store; then the job is let go. Returns (job
+        output, the stranger's verdict)."""
+        out = os.path.join(self.d, f"held-{len(os.listdir(self.d))}.out")
+        export = ",".join(["ALL", f"GPURUN_BUILD={testlib.BUILD_DIR}", "GPURUN_COMM_TIMEOUT=60s",
+                           f"HOLD_DIR={hold}", f"PYTHON_EXEC={testlib.PYTHON}", "NPROC=1"])
+        job = self.cluster.hosts.popen(
+            "ctl", ["sbatch", "--wait", "--nodes=2", f"--output={out}", f"--export={export}",
+                    f"--chdir={self.d}", *argv], env=self.cluster.env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            testlib.wait_until(lambda: os.path.exists(os.path.join(hold, "ready")) or
+                               job.poll() is not None, timeout=180, interval=0.05,
+                               what="rank 0 to hold the job (HOLD_DIR/ready)")
+            self.assertIsNone(job.poll(), self.job_output(out) + self.cluster.logs())
+            with open(os.path.join(hold, "ready")) as f:
+                addr, port = f.read().split()
+            r = self.cluster.hosts.run("x", [testlib.PYTHON, "-c", STRANGER, addr, port],
+                                       timeout=90, env=self.cluster.env)
+            verdict = r.stdout + r.stderr
+            open(os.path.join(hold, "go"), "w").close()
+            rc = job.wait(timeout=180)
+        finally:
+            self.cluster.hosts.stop(job)
+        text = self.job_output(out)
+        self.assertEqual(rc, 0, job.stdout.read() + text + self.cluster.logs())
+        return text, verdict
+
+    REFUSED_LOG = (r"refusing connection from 10\.77\.0\.99:\d+: not one of the job's hosts, which "
+                   r"are 10\.77\.0\.11, 10\.77\.0\.12 \(from the Slurm job's nodes, "
+                   r"SLURM_JOB_NODELIST=n\[1-2\]\) and loopback")
+
+    def test_only_the_jobs_nodes_reach_gpuruns_store(self):
+        if not have_torch():
+            raise unittest.SkipTest("torch 1.13 not importable by /usr/bin/python3")
+        hold = tempfile.mkdtemp(dir=self.d)
+        text, verdict = self.held_job(
+            [os.path.join(SCRIPTS, "torch_gpurun.sbatch"), TORCH_JOB], hold)
+        self.assertTrue(refused(verdict), verdict)
+        self.assertRegex(text, self.REFUSED_LOG)
+        ranks = {int(m.group(1)) for m in
+                 re.finditer(r"allreduce ok rank=(\d+) world=2 sum=3 attempt=0", text)}
+        self.assertEqual(ranks, {0, 1}, text)  # the job's own nodes were let in
+
+    def test_only_the_jobs_nodes_reach_the_sdks_store(self):
+        # srun ./app with nothing set: rank 0 hosts the store on n1, bound to n1's address.
+        worker = sdklib.sdk_binary("collectives_worker")
+        hold = tempfile.mkdtemp(dir=self.d)
+        text, verdict = self.held_job(
+            ["--ntasks-per-node=1", f"--wrap=srun {worker} --allreduce {hold}"], hold)
+        self.assertTrue(refused(verdict), verdict)
+        self.assertRegex(text, self.REFUSED_LOG)
+        self.assertIn("allreduce ok: world 2 sum 3", text)
+        with open(os.path.join(hold, "ready")) as f:
+            self.assertEqual(f.read().split()[0], "n1")
 
 
 if __name__ == "__main__":

@@ -78,9 +78,10 @@ class Hosts:
             self._ip("-n", bridge_ns, "link", "set", "br0", "up")
             self._ip("-n", bridge_ns, "addr", "add", f"{self.addr[names[0]]}/24", "dev", "br0")
             for i, h in enumerate(names[1:], 1):
-                self._ip("link", "add", f"v{i}", "netns", bridge_ns, "type", "veth", "peer",
+                veth = f"v{os.getpid()}_{i}"  # unique even if created in the root namespace
+                self._ip("link", "add", veth, "netns", bridge_ns, "type", "veth", "peer",
                          "name", "eth0", "netns", self.ns[h])
-                self._ip("-n", bridge_ns, "link", "set", f"v{i}", "master", "br0", "up")
+                self._ip("-n", bridge_ns, "link", "set", veth, "master", "br0", "up")
                 self._ip("-n", self.ns[h], "addr", "add", f"{self.addr[h]}/24", "dev", "eth0")
                 self._ip("-n", self.ns[h], "link", "set", "eth0", "up")
         except subprocess.CalledProcessError as e:

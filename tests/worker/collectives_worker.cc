@@ -3,6 +3,9 @@
 // summary line. Modes:
 //   collectives_worker                  all collectives, sizes 0,1,7,1000,65537
 //   collectives_worker --allreduce      one all_reduce (the mpirun/srun smoke test)
+//   collectives_worker --allreduce DIR  the same, but first rank 0 writes DIR/ready ("MASTER_ADDR
+//                                      MASTER_PORT" of the job's store) and waits up to 120 s
+//                                      for DIR/go (a test probes the store meanwhile)
 //   collectives_worker --hang-rank R    rank R never enters the 2nd collective; the others must
 //                                      get a CommError naming R (they print it and exit 17)
 //   collectives_worker --mismatch K [--raise]
@@ -16,7 +19,9 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -117,6 +122,21 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
 
     if (mode == "--allreduce") {
+      if (argc > 2 && ctx->rank() == 0) {
+        const std::string dir = argv[2];
+        {
+          std::FILE* f = std::fopen((dir + "/ready.tmp").c_str(), "w");
+          expect(f != nullptr, "cannot write " + dir + "/ready.tmp");
+          std::fprintf(f, "%s %d\n", ctx->info().master_addr.c_str(), ctx->info().master_port);
+          std::fclose(f);
+          std::rename((dir + "/ready.tmp").c_str(), (dir + "/ready").c_str());
+        }
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+        while (!std::filesystem::exists(dir + "/go")) {
+          expect(std::chrono::steady_clock::now() < deadline, "no " + dir + "/go within 120 s");
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+      }
       std::vector<double> v(1000, ctx->rank() + 1.0);
       comm.all_reduce(std::span(v));
       const double want = ctx->world_size() * (ctx->world_size() + 1) / 2.0;

@@ -17,6 +17,7 @@
 #include "gpurun/common/log.h"
 #include "gpurun/common/net.h"
 #include "gpurun/common/progress.h"
+#include "gpurun/rendezvous/job_access.h"
 #include "gpurun/rendezvous/memory_store.h"
 #include "gpurun/rendezvous/prefix_store.h"
 #include "gpurun/rendezvous/store_server.h"
@@ -268,9 +269,13 @@ std::unique_ptr<Context> init_with(const EnvMap& env, std::shared_ptr<rendezvous
   if (!store && info.self_hosted_store && info.rank == 0) {
     // srun / mpirun on one host with no MASTER_ADDR: this rank hosts the job's store.
     rendezvous::StoreServerOptions so;
-    so.host = is_loopback_name(info.master_addr) ? "127.0.0.1" : "0.0.0.0";
+    // Binding follows the endpoint (the step's first node: its address, not every interface).
+    so.host = bind_address_for(info.master_addr);
     so.port = info.master_port;
     rendezvous::apply_store_env(so, env);  // GPURUN_STORE_ALLOW etc., as for gpurun's store
+    // Other hosts: GPURUN_STORE_ALLOW, else the Slurm job's nodes (job_access.h).
+    const std::string allowed = rendezvous::apply_job_allow(so, env);
+    if (!allowed.empty()) GPURUN_LOG_INFO("init", "{}", allowed);
     try {
       ctx->server_ = std::make_unique<rendezvous::StoreServerThread>(so);
     } catch (const BindError& e) {

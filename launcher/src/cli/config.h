@@ -82,6 +82,9 @@ struct LaunchConfig {
   // line to the store and MASTER_PORT.
   std::optional<std::uint16_t> master_port;
   std::optional<std::string> local_addr;
+  // --rdzv-allow HOSTS (PET_RDZV_ALLOW): hosts, addresses and CIDR blocks that may use this
+  // node's stores from other hosts ("any": all); unset: the Slurm job's nodes, else any.
+  std::optional<std::string> rdzv_allow;
   std::vector<int>
       signals_to_handle;  // default SIGTERM,SIGINT,SIGHUP,SIGQUIT (+SIGUSR1/2 forwarded)
   // Grace between the stop signal and SIGKILL: after a signal gpurun received (torchrun's 30 s),

@@ -66,6 +66,7 @@ std::string config_to_json(const LaunchConfig& c) {
   j["master_addr"] = c.master_addr;
   j["master_port"] = c.master_port ? json(*c.master_port) : json(nullptr);
   j["local_addr"] = opt_str(c.local_addr);
+  j["rdzv_allow"] = opt_str(c.rdzv_allow);
   json sigs = json::array();
   for (int s : c.signals_to_handle) sigs.push_back(signal_name(s));
   j["signals_to_handle"] = sigs;

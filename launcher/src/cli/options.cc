@@ -186,6 +186,10 @@ std::vector<argparse::Option> gpurun_options(ParseState& st) {
       {"--local-addr", 0, true, kPet, section(Group::kMultiNode), "ADDR",
        "this node's address for the rendezvous (MASTER_ADDR when this node hosts the store)",
        VALUE(st.cfg.local_addr = non_empty(trim(value))), nullptr},
+      {"--rdzv-allow", 0, true, kPet, section(Group::kMultiNode), "HOSTS",
+       "hosts, addresses and blocks (10.0.0.0/8) that may use the stores this node hosts, "
+       "besides loopback; any = every host [under Slurm: the job's nodes; else any]",
+       VALUE(st.cfg.rdzv_allow = non_empty(trim(value))), nullptr},
       // ---- gpurun extras ----
       {"--timeout", 0, true, kGpurun, section(Group::kExtras), "DURATION",
        "stop the whole run after DURATION (30s, 5m, 2h; 0 or none = no limit); exit 124",

@@ -26,6 +26,7 @@
 #include "gpurun/common/error.h"
 #include "gpurun/common/unique_fd.h"
 #include "gpurun/rendezvous/bind_error.h"
+#include "gpurun/rendezvous/job_access.h"
 #include "gpurun/rendezvous/store_server.h"
 #include "gpurun/rendezvous/tcp_store.h"
 #include "multinode/elastic_rdzv.h"
@@ -272,6 +273,7 @@ std::unique_ptr<RdzvBackend> make_c10d_backend(const LaunchConfig& cfg, const En
   if (try_host) {
     rendezvous::StoreServerOptions so;
     rendezvous::apply_store_env(so, env);
+    rendezvous::apply_job_allow(so, env, cfg.rdzv_allow);  // --rdzv-allow, else Slurm's nodes
     so.host = ep.host;
     so.port = static_cast<std::uint16_t>(ep.port);
     try {
@@ -392,6 +394,11 @@ int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env, const NodeTools& 
       if (rd.group_rank == 0) {
         rendezvous::StoreServerOptions so;
         rendezvous::apply_store_env(so, env);
+        rendezvous::apply_job_allow(so, env, cfg.rdzv_allow);
+        // The round's nodes are known: the workers' store accepts them (and that list) only.
+        std::vector<std::string> members;
+        for (int g = 0; g < rd.group_world_size; ++g) members.push_back(rdzv.node_of(g).addr);
+        rendezvous::allow_members(so, members, fmt::format("the nodes of round {}", rd.number));
         so.host = me.addr;
         so.port = 0;
         worker_store = std::make_unique<rendezvous::StoreServerThread>(so);

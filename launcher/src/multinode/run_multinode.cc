@@ -16,7 +16,10 @@
 #include "cli/config.h"
 #include "gpurun/common/duration.h"
 #include "gpurun/common/error.h"
+#include "gpurun/common/log.h"
+#include "gpurun/common/net.h"
 #include "gpurun/rendezvous/bind_error.h"
+#include "gpurun/rendezvous/job_access.h"
 #include "gpurun/rendezvous/prefix_store.h"
 #include "gpurun/rendezvous/store_server.h"
 #include "gpurun/rendezvous/tcp_store.h"
@@ -76,9 +79,12 @@ int run_multinode(const LaunchConfig& cfg, const EnvMap& env, const NodeTools& t
   if (node_rank == 0) {
     rendezvous::StoreServerOptions so;
     rendezvous::apply_store_env(so, env);
-    // An IPv6 --master-addr needs an IPv6 listener ("::" takes IPv4 too).
-    const bool v6 = cfg.master_addr.find(':') != std::string::npos;
-    so.host = is_loopback(cfg.master_addr) ? cfg.master_addr : v6 ? "::" : "0.0.0.0";
+    // Binding follows the endpoint: --master-addr itself when it is an address of this host,
+    // else every interface of its family ("::" takes IPv4 too); loopback only when it is.
+    so.host = bind_address_for(cfg.master_addr);
+    // Other hosts: --rdzv-allow, else the Slurm job's nodes, else any (job_access.h).
+    const std::string allowed = rendezvous::apply_job_allow(so, env, cfg.rdzv_allow);
+    if (!allowed.empty()) GPURUN_LOG_INFO("launch", "store on {}: {}", so.host, allowed);
     if (is_loopback(cfg.master_addr)) {
       std::fprintf(stderr,
                    "gpurun: warning: --master-addr %s is a loopback address: only nodes on this "

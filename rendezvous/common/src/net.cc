@@ -88,4 +88,43 @@ bool is_loopback_name(const std::string& h) {
   return h.empty() || h == "localhost" || h.rfind("127.", 0) == 0 || h == "::1";
 }
 
+std::vector<std::string> resolve_addresses(const std::string& host, std::string* why) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  std::vector<std::string> out;
+  const std::string h = !host.empty() && host.front() == '[' && host.back() == ']'
+                            ? host.substr(1, host.size() - 2)
+                            : host;
+  if (int rc = ::getaddrinfo(h.c_str(), nullptr, &hints, &res); rc != 0) {
+    if (why) *why = ::gai_strerror(rc);
+    return out;
+  }
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    std::string a = address_text(ai->ai_addr);
+    if (!a.empty() && std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
+  }
+  ::freeaddrinfo(res);
+  if (out.empty() && why) *why = "no address";
+  return out;
+}
+
+std::string bind_address_for(const std::string& host) {
+  if (host == "localhost" || host.empty()) return "127.0.0.1";
+  if (is_loopback_name(host)) return host;
+  const auto addrs = resolve_addresses(host, nullptr);
+  std::vector<std::string> mine;
+  for (const auto& i : list_interfaces()) {
+    if (i.loopback) continue;
+    mine.insert(mine.end(), i.addresses.begin(), i.addresses.end());
+  }
+  for (const auto& a : addrs) {
+    if (std::find(mine.begin(), mine.end(), a) != mine.end()) return a;
+  }
+  const bool v6 = addrs.empty() ? host.find(':') != std::string::npos
+                                : addrs.front().find(':') != std::string::npos;
+  return v6 ? "::" : "0.0.0.0";
+}
+
 }  // namespace gpurun

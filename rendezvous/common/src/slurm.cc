@@ -48,4 +48,13 @@ std::optional<SlurmStepHost> slurm_step_host(const EnvMap& env) {
   return std::nullopt;
 }
 
+std::optional<SlurmJobNodes> slurm_job_nodes(const EnvMap& env) {
+  for (const char* var : {"SLURM_JOB_NODELIST", "SLURM_NODELIST"}) {
+    auto list = env_get(env, var);
+    if (!list || list->empty()) continue;
+    return SlurmJobNodes{expand_hostlist(*list, var), fmt::format("{}={}", var, *list)};
+  }
+  return std::nullopt;
+}
+
 }  // namespace gpurun

@@ -55,8 +55,11 @@ struct StoreServerOptions {
   // as the uid of this process (found through inet_diag / /proc/net/tcp); a loopback peer whose
   // socket owner cannot be found is refused.
   bool check_peer_uid = true;
-  // Peers on other hosts: allowed addresses or host names (resolved at start). Empty: any.
+  // Peers on other hosts: allowed addresses, CIDR blocks (10.0.0.0/8) or host names (resolved
+  // at start; one that does not resolve is a ConfigError); "any" or empty: every host.
+  // allow_origin names where the list came from in log lines and errors.
   std::vector<std::string> allow_hosts;
+  std::string allow_origin = "--allow";
 };
 
 // Applies GPURUN_STORE_* environment variables to `o` (how the launcher's embedded store is

@@ -33,4 +33,15 @@ inline constexpr int kDerivedPortSpan = 40000;
 // "", "localhost", 127.x.y.z and ::1.
 bool is_loopback_name(const std::string& host);
 
+// Every address `host` (a name or an address) resolves to, IPv4 and IPv6, textual, each once;
+// empty with the reason in *why when it does not resolve.
+std::vector<std::string> resolve_addresses(const std::string& host, std::string* why);
+
+// Where a store that others reach at `host` should listen ("binding follows the endpoint"): a
+// loopback name stays loopback ("localhost" -> 127.0.0.1); otherwise the first address `host`
+// resolves to that belongs to this host and is not loopback; otherwise (a name this host
+// resolves to loopback, as Debian's 127.0.1.1 for its own name, or an address of another host
+// behind NAT) every interface of its family, "0.0.0.0" or "::" (dual-stack).
+std::string bind_address_for(const std::string& host);
+
 }  // namespace gpurun

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "gpurun/common/env.h"
 #include "gpurun/common/net.h"
@@ -32,5 +33,13 @@ struct SlurmStepHost {
 // The first node of SLURM_STEP_NODELIST (else SLURM_JOB_NODELIST, SLURM_NODELIST) and the derived
 // port; nullopt without a node list. Throws ConfigError for a malformed list or id.
 std::optional<SlurmStepHost> slurm_step_host(const EnvMap& env);
+
+// The job's nodes: SLURM_JOB_NODELIST (else SLURM_NODELIST) expanded, with the variable's name
+// and value for messages; nullopt outside a Slurm job. Throws ConfigError for a malformed list.
+struct SlurmJobNodes {
+  std::vector<std::string> nodes;
+  std::string from;  // "SLURM_JOB_NODELIST=n[1-2]"
+};
+std::optional<SlurmJobNodes> slurm_job_nodes(const EnvMap& env);
 
 }  // namespace gpurun
