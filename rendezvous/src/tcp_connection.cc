@@ -189,7 +189,8 @@ std::unique_ptr<Connection> Connection::open(const TcpStoreOptions& opts,
                                              std::chrono::milliseconds budget) {
   auto start = Clock::now();
   auto deadline = deadline_after(budget);
-  auto backoff = std::chrono::milliseconds(10);
+  constexpr auto kMinBackoff = std::chrono::milliseconds(10);
+  auto backoff = kMinBackoff;
   std::string err;
   int attempts = 0;
   ProgressSchedule progress(opts.progress_after);
@@ -211,7 +212,7 @@ std::unique_ptr<Connection> Connection::open(const TcpStoreOptions& opts,
     }
     if (Clock::now() + backoff >= deadline) break;
     std::this_thread::sleep_for(backoff);  // retry backoff, not synchronisation
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+    backoff = std::min(backoff * 2, std::max(opts.connect_backoff_max, kMinBackoff));
     const auto so_far = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
     if (progress.due(so_far)) {
       GPURUN_LOG_WARN(

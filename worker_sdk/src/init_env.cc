@@ -24,6 +24,10 @@ std::shared_ptr<rendezvous::Store> connect_store(const LaunchInfo& info,
       "started it (gpurun hosts one itself; under mpirun/srun start `gpurun store` first)",
       info.master_addr, info.master_port, to_string(info.launcher));
   o.dialect = rendezvous::Dialect::kV2;
+  // srun/mpirun with nothing set: rank 0 starts the store at the same moment as this rank, so
+  // retry often (every 50 ms at most) instead of backing off to a second: measured ~300 ms
+  // of the zero-setup start-up on two nodes (bench/rdzv/srun_bench.py).
+  if (info.self_hosted_store) o.connect_backoff_max = std::chrono::milliseconds(50);
   GPURUN_LOG_INFO("init", "connecting to store {}:{} (timeout {})", o.host, o.port,
                   format_duration(timeout));
   return std::make_shared<rendezvous::TcpStore>(o);

@@ -26,6 +26,10 @@ struct TcpStoreOptions {
   std::uint16_t port = 29500;
   std::chrono::milliseconds timeout = Store::kDefaultTimeout;          // per blocking operation
   std::chrono::milliseconds connect_timeout = Store::kDefaultTimeout;  // total connect retry budget
+  // Connect retries back off from 10 ms, doubling up to this. Lower it when the server is known
+  // to be starting at this very moment (the SDK's self-hosted store): a retry then lands soon
+  // after it binds instead of up to a second later.
+  std::chrono::milliseconds connect_backoff_max{1000};
   Dialect dialect = Dialect::kV2;
   // Prepend "/" to every key as PyTorch's TCPStore client does, so keys line up with Python peers.
   bool torch_key_prefix = false;
