@@ -264,6 +264,42 @@ class ElasticExitBarrier(ElasticBase):
         self.check_envs([slow, fast], 4)
 
 
+@unittest.skipUnless(have_torch(), "PyTorch not importable by " + PYTHON)
+class MixedWithTorchrun(ElasticBase):
+    MSG = ("gpurun and torchrun agents cannot be mixed in one job; run the same launcher on "
+           "every node")
+
+    def torchrun(self):
+        err = open(os.path.join(self.tmp, "torchrun.err"), "w")
+        p = subprocess.Popen(
+            [PYTHON, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+             "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{self.port}",
+             "--rdzv_id", "job", "--no_python", "/bin/true"],
+            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        self.addCleanup(lambda: (p.poll() is None and os.killpg(p.pid, signal.SIGKILL), p.wait()))
+        return p, err.name
+
+    def check_both(self, agent, proc, err_path):
+        self.assertEqual(agent.wait(timeout=60), 3, self.dump())
+        self.assertIn("gpurun: error: a torchrun agent joined rendezvous job at "
+                      f"127.0.0.1:{self.port}; " + self.MSG, agent.err())
+        try:
+            rc = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("torchrun still waiting 60 s after gpurun refused it")
+        with open(err_path) as f:
+            terr = f.read()
+        self.assertNotEqual(rc, 0, terr)
+        self.assertIn(self.MSG, terr)  # torchrun's agent stops naming the mix-up too
+
+    def test_gpurun_hosts_and_a_torchrun_agent_comes(self):
+        (a,) = self.start(1, "2", nproc=1)
+        wait_until(lambda: "hosting the rendezvous store" in a.err(), timeout=60,
+                   what="gpurun hosting the store")
+        proc, err_path = self.torchrun()
+        self.check_both(a, proc, err_path)
+
+
 class StaticExitBarrier(ElasticBase):
     def test_kill9_of_a_node_ends_node0s_exit_barrier_at_once(self):
         common = ["--nnodes", "2", "--nproc-per-node", "1", "--master-addr", "127.0.0.1",

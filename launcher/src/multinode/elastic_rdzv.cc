@@ -22,6 +22,8 @@ namespace {
 
 // How long a participant waits for the assigner before computing the assignment itself.
 constexpr milliseconds kAssignGrace{3000};
+// How often an agent waiting for nodes looks for a torchrun agent's key.
+constexpr milliseconds kTorchrunCheck{1000};
 
 int to_int(const rendezvous::Bytes& b) {
   try {
@@ -276,6 +278,71 @@ void ElasticRendezvous::say(const std::string& line) {
   if (progress_) progress_(line);
 }
 
+namespace {
+
+std::string base64(const std::string& in) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  std::size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    const unsigned v = (static_cast<unsigned char>(in[i]) << 16) |
+                       (static_cast<unsigned char>(in[i + 1]) << 8) |
+                       static_cast<unsigned char>(in[i + 2]);
+    for (int k = 18; k >= 0; k -= 6) out += kAlphabet[(v >> k) & 63];
+  }
+  if (i < in.size()) {
+    unsigned v = static_cast<unsigned char>(in[i]) << 16;
+    if (i + 1 < in.size()) v |= static_cast<unsigned char>(in[i + 1]) << 8;
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += i + 1 < in.size() ? kAlphabet[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+}  // namespace
+
+void ElasticRendezvous::refuse_torchrun() {
+  // torch 1.13+'s C10dRendezvousBackend: base64(pickle(state)) under torch.rendezvous.<run_id>,
+  // created at once (compare_set with a sentinel) by every torchrun agent pointed at the store.
+  // A torch client puts "/" before every key; gpurun's agents talk to the store without it.
+  const std::string k = "/torch.rendezvous." + s_.run_id;
+  if (!store_.check({k})) return;
+  auto clean = [](std::string t) {  // a protocol-0 pickle string ends at a newline
+    std::replace(t.begin(), t.end(), '\n', ' ');
+    std::replace(t.begin(), t.end(), '\\', '/');
+    return t;
+  };
+  // Unpickling this calls int("gpurun: error: ..."): torch's agents stop with a ValueError that
+  // carries the message (the same pickle call any torch state makes to rebuild its objects).
+  const std::string poison = base64(
+      "cbuiltins\nint\n(V" +
+      clean(fmt::format("gpurun: error: this torchrun agent joined rendezvous {} at {}, where "
+                        "gpurun agents run; gpurun and torchrun agents cannot be mixed in one job; "
+                        "run the same launcher on every node",
+                        s_.run_id, s_.endpoint)) +
+      "\ntR.");
+  store_.set(k, poison);
+  store_.add(prefix_ + "torchrun_seen", 1);
+  throw MixedLaunchers(
+      fmt::format("a torchrun agent joined rendezvous {} at {}; gpurun and torchrun agents cannot "
+                  "be mixed in one job; run the same launcher on every node",
+                  s_.run_id, s_.endpoint),
+      static_cast<int>(ExitCode::kRendezvousFailed));
+}
+
+void ElasticRendezvous::wait_torchrun_seen(milliseconds timeout) {
+  const int r = round_ >= 0 ? round_ : read_round_pointer();
+  const std::int64_t want = store_.add(key(r, "joined"), 0);
+  const auto deadline = deadline_after(timeout);
+  while (store_.add(prefix_ + "torchrun_seen", 0) < want &&
+         remaining(deadline) > milliseconds::zero()) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+}
+
 int ElasticRendezvous::read_round_pointer() {
   const std::string k = prefix_ + "round";
   int r = store_.check({k}) ? to_int(store_.get(k)) : 0;
@@ -316,12 +383,17 @@ int ElasticRendezvous::wait_closed(int r, int ticket, const RoundOpen& open) {
   }
   const auto start = Clock::now();
   const auto deadline = deadline_after(s_.join_timeout);
+  auto next_progress = start + s_.progress_every;
   for (;;) {
     try {
-      store_.wait({closed}, std::min(remaining(deadline), s_.progress_every));
+      // Each second: has a torchrun agent come instead of a gpurun one? (one read)
+      store_.wait({closed}, std::min({remaining(deadline), s_.progress_every, kTorchrunCheck}));
       return to_int(store_.get(closed));
     } catch (const StoreTimeout&) {
     }
+    refuse_torchrun();
+    if (Clock::now() < next_progress && remaining(deadline) > milliseconds::zero()) continue;
+    next_progress = Clock::now() + s_.progress_every;
     const int joined = static_cast<int>(store_.add(key(r, "joined"), 0));
     const auto waited = std::chrono::duration_cast<milliseconds>(Clock::now() - start);
     if (remaining(deadline) == milliseconds::zero()) {
@@ -367,6 +439,7 @@ Round ElasticRendezvous::next_round() {
       continue;
     }
     if (open.fatal) throw RdzvFatal(open.message, open.exit_code);
+    refuse_torchrun();
     const int ticket = static_cast<int>(store_.add(key(r, "joined"), 1));
     RdzvNode mine = me_;
     mine.ticket = ticket;

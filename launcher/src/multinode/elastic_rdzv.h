@@ -120,6 +120,13 @@ class RdzvFatal : public Error {
   int exit_code_;
 };
 
+// A torchrun agent wrote its c10d rendezvous key (torch.rendezvous.<run_id>) in this job's store:
+// the two protocols cannot form one job. what() is the whole message (exit code 3).
+class MixedLaunchers : public RdzvFatal {
+ public:
+  using RdzvFatal::RdzvFatal;
+};
+
 class ElasticRendezvous {
  public:
   using Progress = std::function<void(const std::string&)>;
@@ -149,6 +156,13 @@ class ElasticRendezvous {
 
   // Leaving: counted per round so the store host can stay until every node read the outcome.
   void say_bye();
+  // Throws MixedLaunchers if torchrun's rendezvous key is in the store; first overwrites it with
+  // a state whose unpickling fails naming the mix-up (torch's agents re-read it within ~1 s and
+  // stop with that message instead of waiting join_timeout). One store read.
+  void refuse_torchrun();
+  // The agent hosting the store, after MixedLaunchers: waits (bounded) until every gpurun node
+  // that joined has seen it too, so that they report the mix-up, not a lost store.
+  void wait_torchrun_seen(milliseconds timeout);
   // The store host: waits (bounded) until every live node of the last round said bye.
   void wait_byes(milliseconds timeout);
 

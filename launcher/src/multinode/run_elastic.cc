@@ -365,6 +365,18 @@ int run_elastic(const LaunchConfig& cfg_in, const EnvMap& env, const NodeTools& 
     Round rd;
     try {
       rd = rdzv.next_round();
+    } catch (const MixedLaunchers& m) {
+      say(fmt::format("gpurun: error: {}", m.what()));
+      try {
+        if (backend->hosts_store()) {
+          rdzv.wait_torchrun_seen(milliseconds(3000));
+          // torchrun's agents re-read their state once a second: the store stays up long enough
+          // for them to read the refusal (a grace for a foreign poller, not a synchronisation).
+          std::this_thread::sleep_for(milliseconds(2500));
+        }
+      } catch (const Error&) {
+      }
+      return m.exit_code();
     } catch (const RdzvFatal& f) {
       if (!own_summary.empty()) say(own_summary);
       say(fmt::format("gpurun: error: the job stops on every node: {}", f.what()));
