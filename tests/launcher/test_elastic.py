@@ -270,12 +270,12 @@ class MixedWithTorchrun(ElasticBase):
            "every node")
 
     def torchrun(self):
-        err = open(os.path.join(self.tmp, "torchrun.err"), "w")
-        p = subprocess.Popen(
-            [PYTHON, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-             "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{self.port}",
-             "--rdzv_id", "job", "--no_python", "/bin/true"],
-            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        with open(os.path.join(self.tmp, "torchrun.err"), "w") as err:
+            p = subprocess.Popen(
+                [PYTHON, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                 "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{self.port}",
+                 "--rdzv_id", "job", "--no_python", "/bin/true"],
+                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         self.addCleanup(lambda: (p.poll() is None and os.killpg(p.pid, signal.SIGKILL), p.wait()))
         return p, err.name
 
