@@ -4,6 +4,7 @@ worker finds its rank and world size from the launcher's variables and completes
 through a gpurun-store it is pointed at with MASTER_ADDR/MASTER_PORT, or with nothing set, through
 the store rank 0 hosts itself."""
 import os
+import signal
 import re
 import shutil
 import socket
@@ -189,7 +190,30 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        # A step's slurmstepd outlives slurmd when a job step was still running (it is reparented
+        # to init): kill the ones of this cluster, found by the SLURM_CONF they inherited.
+        for stepd in stepds_of(self.conf):
+            try:
+                os.kill(stepd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def stepds_of(conf):
+    """PIDs of the slurmstepd processes started under SLURM_CONF=conf."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "slurmstepd":
+                    continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if f"SLURM_CONF={conf}".encode() in f.read().split(b"\0"):
+                    out.append(int(pid))
+        except OSError:
+            pass
+    return out
 
 
 class Srun(unittest.TestCase):
