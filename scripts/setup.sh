@@ -7,6 +7,7 @@ PKGS=(
   cmake ninja-build g++ pkg-config ccache           # toolchain
   libboost1.81-dev libboost-program-options1.81-dev # Asio (store server), Process, Program_options (CLI)
   libfmt-dev nlohmann-json3-dev                     # formatting, JSON (summaries, error files, --dump-config)
+  libssl-dev                                        # libcrypto: HMAC-SHA256 of the store's job secret
   catch2                                            # unit/e2e tests (v2)
   libgloo-dev                                       # CPU collectives in the worker SDK
   libpng-dev libopenblas-dev                        # examples: PNG I/O, BLAS for the training example

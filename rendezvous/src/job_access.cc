@@ -26,7 +26,13 @@ std::string apply_job_allow(StoreServerOptions& o, const EnvMap& env,
                        o.allow_origin);
   }
   auto nodes = slurm_job_nodes(env);
-  if (!nodes) return "";
+  if (!nodes) {
+    if (o.job_secret.empty()) return "";
+    return fmt::format(
+        "other hosts allowed: those whose gpurun proves {} (and then their "
+        "workers)",
+        kJobSecretEnv);
+  }
   std::vector<std::string> unresolved;
   for (const auto& n : nodes->nodes) {
     std::string why;

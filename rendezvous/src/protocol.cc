@@ -64,6 +64,10 @@ const F* program(Op op) {
       return kKeyOnly;
     case Op::kWatchKey:
       return kKeyOnly;
+    case Op::kAuthChallenge:
+      return kNothing;
+    case Op::kAuthProof:
+      return kKeyOnly;
   }
   return kNothing;
 }
@@ -108,6 +112,10 @@ const char* op_name(Op op) {
       return "QUEUE_LEN";
     case Op::kWatchKey:
       return "WATCH_KEY";
+    case Op::kAuthChallenge:
+      return "AUTH_CHALLENGE";
+    case Op::kAuthProof:
+      return "AUTH_PROOF";
   }
   return "?";
 }
@@ -122,12 +130,14 @@ std::optional<std::uint8_t> wire_byte(Dialect dialect, Op op) {
   if (v >= 0x01 && v <= 0x07) return static_cast<std::uint8_t>(v - 1);
   if (op == Op::kWatchKey) return 0x07;
   if (op == Op::kDeleteKey) return 0x08;
-  return std::nullopt;
+  return std::nullopt;  // nor gpurun's AUTH_* (2.x only)
 }
 
 std::optional<Op> op_from_wire(Dialect dialect, std::uint8_t byte) {
   if (dialect == Dialect::kV2) {
     if (byte <= 0x10) return static_cast<Op>(byte);
+    if (byte == static_cast<std::uint8_t>(Op::kAuthChallenge)) return Op::kAuthChallenge;
+    if (byte == static_cast<std::uint8_t>(Op::kAuthProof)) return Op::kAuthProof;
     return std::nullopt;
   }
   if (byte <= 0x06) return static_cast<Op>(byte + 1);
@@ -405,6 +415,14 @@ void encode_queue_pop(Dialect d, std::string_view key, std::vector<std::uint8_t>
 
 void encode_queue_len(Dialect d, std::string_view key, std::vector<std::uint8_t>& out) {
   begin(d, Op::kQueueLen, out).str(key);
+}
+
+void encode_auth_challenge(Dialect d, std::vector<std::uint8_t>& out) {
+  begin(d, Op::kAuthChallenge, out);
+}
+
+void encode_auth_proof(Dialect d, std::string_view proof, std::vector<std::uint8_t>& out) {
+  begin(d, Op::kAuthProof, out).str(proof);
 }
 
 // ---- reply parser ----------------------------------------------------------------------------

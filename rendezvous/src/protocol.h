@@ -37,6 +37,12 @@ enum class Op : std::uint8_t {
   kQueuePop = 0x0F,
   kQueueLen = 0x10,
   kWatchKey = 0x80,  // 1.13 only (wire 0x07); not served by gpurun
+  // gpurun extensions, 2.x dialect only (wire bytes as here; no PyTorch client sends them): the
+  // job secret's challenge-response (job_secret.h). AUTH_CHALLENGE (no body) -> bytes: a nonce,
+  // or empty when this connection needs no proof; AUTH_PROOF (str: the HMAC) -> u8 0 = accepted
+  // (a wrong proof closes the connection instead).
+  kAuthChallenge = 0xA0,
+  kAuthProof = 0xA1,
 };
 
 const char* op_name(Op op);
@@ -194,14 +200,16 @@ void encode_queue_push(Dialect d, std::string_view key, std::span<const std::uin
                        std::vector<std::uint8_t>& out);
 void encode_queue_pop(Dialect d, std::string_view key, std::vector<std::uint8_t>& out);
 void encode_queue_len(Dialect d, std::string_view key, std::vector<std::uint8_t>& out);
+void encode_auth_challenge(Dialect d, std::vector<std::uint8_t>& out);  // 2.x only
+void encode_auth_proof(Dialect d, std::string_view proof, std::vector<std::uint8_t>& out);
 
 // ---- client side: reply parser ---------------------------------------------------------------
 
 enum class ReplyKind {
-  kU8,         // CHECK, WAIT, CANCEL_WAIT
+  kU8,         // CHECK, WAIT, CANCEL_WAIT, AUTH_PROOF
   kU32,        // PING
   kI64,        // ADD, GETNUMKEYS, DELETE_KEY, QUEUE_LEN
-  kBytes,      // GET, COMPARE_SET
+  kBytes,      // GET, COMPARE_SET, AUTH_CHALLENGE
   kBytesList,  // MULTI_GET (`count` values)
   kQueuePop,   // i64 len, then bytes if len > 0
 };

@@ -120,8 +120,13 @@ void ServerCore::log_refusal(const tcp::endpoint& peer, std::string_view why) {
   }
 }
 
-// Why a new connection must be refused, or "" to accept it.
-std::string ServerCore::refuse_reason(const tcp::socket& sock, const tcp::endpoint& peer) {
+bool ServerCore::vouched(const asio::ip::address& a) const {
+  return std::find(vouched_.begin(), vouched_.end(), unmapped(a)) != vouched_.end();
+}
+
+std::string ServerCore::refuse_reason(const tcp::socket& sock, const tcp::endpoint& peer,
+                                      bool& probation) {
+  probation = false;
   bool loopback = is_loopback_address(peer.address());
   bool local_peer = loopback;
   if (creds_) {
@@ -156,7 +161,15 @@ std::string ServerCore::refuse_reason(const tcp::socket& sock, const tcp::endpoi
       return "unknown owner";
     }
   }
-  if (!local_peer && !allowed_.allows(peer.address())) {
+  // Other hosts: the allow-list, else (with a job secret) hosts whose peers proved it, else
+  // probation until this one does; without a secret and a list, everyone (PyTorch's behaviour).
+  const bool secret = !opts_.job_secret.empty();
+  const bool listed = allowed_.restricts() ? allowed_.allows(peer.address()) : !secret;
+  if (!local_peer && !listed && secret) {
+    probation = !vouched(peer.address());
+    return "";
+  }
+  if (!local_peer && !listed) {
     if (peer_log_.allow()) {
       log_refusal(peer, fmt::format("not one of the job's hosts, which are {} and loopback; add "
                                     "it with --rdzv-allow (GPURUN_STORE_ALLOW for gpurun-store "
@@ -185,17 +198,28 @@ void ServerCore::arm_sweep() {
 
 void ServerCore::sweep() {
   peer_log_.roll();
-  if (opts_.frame_timeout.count() <= 0) return;
+  const bool frames = opts_.frame_timeout.count() > 0;
   auto now = std::chrono::steady_clock::now();
   scratch_.clear();
   for (Session* s : sessions_) {
-    if (s->frame_overdue(now, opts_.frame_timeout)) scratch_.push_back(s->shared_from_this());
+    if ((frames && s->frame_overdue(now, opts_.frame_timeout)) ||
+        (s->probation_until_ && now >= *s->probation_until_)) {
+      scratch_.push_back(s->shared_from_this());
+    }
   }
   for (auto& s : scratch_) {
-    s->close(
-        fmt::format("a request started arriving more than {} ago and is still incomplete "
-                    "(frame deadline; GPURUN_STORE_FRAME_TIMEOUT raises it)",
-                    format_duration(opts_.frame_timeout)));
+    if (s->probation_until_ && now >= *s->probation_until_) {
+      s->close(
+          fmt::format("it did not prove the job secret within {} (it connected from a host "
+                      "outside the job's allow-list{})",
+                      format_duration(opts_.auth_timeout),
+                      allowed_.restricts() ? ", " + allowed_.describe() : ""));
+    } else {
+      s->close(
+          fmt::format("a request started arriving more than {} ago and is still incomplete "
+                      "(frame deadline; GPURUN_STORE_FRAME_TIMEOUT raises it)",
+                      format_duration(opts_.frame_timeout)));
+    }
   }
   scratch_.clear();
 }
@@ -261,7 +285,8 @@ void ServerCore::add_session(tcp::socket sock, const tcp::endpoint& peer, bool c
     sock.close(ignored);
     return;
   }
-  if (check && !refuse_reason(sock, peer).empty()) {
+  bool probation = false;
+  if (check && !refuse_reason(sock, peer, probation).empty()) {
     ++refused_;
     boost::system::error_code ignored;
     linger l{true, 0};  // RST: the stranger's bytes are never read
@@ -273,7 +298,9 @@ void ServerCore::add_session(tcp::socket sock, const tcp::endpoint& peer, bool c
   sock.set_option(tcp::no_delay(true), ignored);
   auto s = std::make_shared<Session>(shared_from_this(), std::move(sock), peer);
   sessions_.insert(s.get());
-  GPURUN_LOG_DEBUG("store", "connection from {}", s->peer());
+  if (probation) s->probation_until_ = std::chrono::steady_clock::now() + opts_.auth_timeout;
+  GPURUN_LOG_DEBUG("store", "connection from {}{}", s->peer(),
+                   probation ? " (on probation until it proves the job secret)" : "");
   s->start();
 }
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 
+#include "job_secret.h"
 #include "session.h"
 
 namespace gpurun::rendezvous::server {
@@ -160,6 +161,10 @@ std::size_t ServerCore::reply_size(const Request& req) const {
       return 8;
     case Op::kPing:
       return 4;
+    case Op::kAuthChallenge:
+      return 8 + auth::kNonceBytes;
+    case Op::kAuthProof:
+      return 1;
     case Op::kCheck:
     case Op::kWait:
     case Op::kCancelWait:
@@ -237,7 +242,65 @@ Handled ServerCore::handle(Session& s, const Request& req) {
   return h;
 }
 
+// A peer on probation may only prove the job secret; anything else closes it (true).
+bool ServerCore::on_probation_refused(Session& s, const Request& req) {
+  if (!s.probation_until_) return false;
+  switch (req.op) {
+    case Op::kValidate:
+    case Op::kPing:
+    case Op::kAuthChallenge:
+    case Op::kAuthProof:
+      return false;
+    default:
+      break;
+  }
+  ++refused_;
+  s.close(fmt::format(
+      "it sent {} without proving the job secret first; it connected from a host "
+      "outside the job's allow-list{} (PyTorch clients there need --rdzv-allow; "
+      "gpurun's prove GPURUN_JOB_SECRET)",
+      protocol::op_name(req.op), allowed_.restricts() ? " (" + allowed_.describe() + ")" : ""));
+  return true;
+}
+
+void ServerCore::auth_challenge(Session& s) {
+  if (!s.probation_until_) {  // trusted already: nothing to prove
+    protocol::reply_bytes(s.out(), "");
+    return;
+  }
+  s.nonce_ = auth::make_nonce();
+  protocol::reply_bytes(s.out(), s.nonce_);
+}
+
+void ServerCore::auth_proof(Session& s, const Request& req) {
+  if (!s.probation_until_) {
+    protocol::reply_u8(s.out(), 0);
+    return;
+  }
+  if (s.nonce_.empty()) {
+    s.close("AUTH_PROOF without an AUTH_CHALLENGE before it");
+    return;
+  }
+  if (!auth::proof_matches(opts_.job_secret, s.nonce_, req.key)) {
+    ++refused_;
+    s.close(
+        "its job-secret proof is wrong: its GPURUN_JOB_SECRET differs from this store's (set the "
+        "same value on every node)");
+    return;
+  }
+  s.probation_until_.reset();
+  s.nonce_.clear();
+  const auto host = unmapped(s.endpoint().address());
+  if (!vouched(host)) {
+    vouched_.push_back(host);
+    GPURUN_LOG_INFO("store", "{} proved the job secret: host {} is admitted as one of the job's",
+                    s.peer(), host.to_string());
+  }
+  protocol::reply_u8(s.out(), 0);
+}
+
 Handled ServerCore::dispatch(Session& s, const Request& req) {
+  if (on_probation_refused(s, req)) return Handled::kDone;
   if (std::size_t bytes = reply_size(req); bytes > 0) {
     if (auto h = admit_reply(s, bytes, req)) return *h;
     bool stream = req.op == Op::kGet && bytes > kStreamAbove + 8;
@@ -354,6 +417,12 @@ Handled ServerCore::dispatch(Session& s, const Request& req) {
       break;
     case Op::kWatchKey:
       s.close("WATCH_KEY (the PyTorch 1.13 watch/callback API) is not supported");
+      break;
+    case Op::kAuthChallenge:
+      auth_challenge(s);
+      break;
+    case Op::kAuthProof:
+      auth_proof(s, req);
       break;
   }
   return Handled::kDone;

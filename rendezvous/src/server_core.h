@@ -106,7 +106,14 @@ class ServerCore final : public std::enable_shared_from_this<ServerCore>, privat
   void do_accept();
   void on_accept(const boost::system::error_code& ec, tcp::socket sock);
   void add_session(tcp::socket sock, const tcp::endpoint& peer, bool check = true);
-  std::string refuse_reason(const tcp::socket& sock, const tcp::endpoint& peer);
+  // Why a new connection must be refused, or "" to accept it; `probation` is set when it may
+  // come in only to prove the job secret.
+  std::string refuse_reason(const tcp::socket& sock, const tcp::endpoint& peer, bool& probation);
+  // The job secret: requests a peer on probation may send, and what a proof does.
+  bool on_probation_refused(Session& s, const protocol::Request& req);
+  void auth_challenge(Session& s);
+  void auth_proof(Session& s, const protocol::Request& req);
+  bool vouched(const asio::ip::address& a) const;
   void log_refusal(const tcp::endpoint& peer, std::string_view why);
   void resolve_allow_list();
   void set_connection_cap();
@@ -128,6 +135,8 @@ class ServerCore final : public std::enable_shared_from_this<ServerCore>, privat
   uid_t own_uid_ = 0;
   std::unique_ptr<PeerCredentials> creds_;
   AllowList allowed_;
+  // Hosts whose peers proved the job secret: the job's nodes, as they show up (a handful).
+  std::vector<asio::ip::address> vouched_;
   LogLimiter peer_log_;
   std::chrono::steady_clock::time_point last_pid_scan_{};
   Reaper reaper_;  // before kv_: values it is handed are freed after kv_'s own

@@ -51,6 +51,12 @@ class Session final : public std::enable_shared_from_this<Session>, public KvWai
   // The stored value is about to change: keep what is left to send (one copy).
   void detach_body();
 
+  const tcp::endpoint& endpoint() const { return peer_; }
+  // On probation (the job secret, StoreServerOptions::job_secret): a peer from a host outside
+  // the allow-list, closed at this time unless it has proven the secret by then. nullopt: trusted.
+  std::optional<std::chrono::steady_clock::time_point> probation_until_;
+  std::string nonce_;  // the AUTH_CHALLENGE nonce it was sent
+
   // Last wills (kWillKeyPrefix): target key -> value, applied when the peer goes away.
   std::map<std::string, std::string, std::less<>> wills_;
   std::size_t will_bytes_ = 0;  // store-budget bytes of wills_

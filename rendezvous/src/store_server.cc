@@ -11,6 +11,7 @@
 #include "gpurun/common/duration.h"
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
+#include "gpurun/rendezvous/job_access.h"
 #include "server_core.h"
 
 namespace gpurun::rendezvous {
@@ -52,6 +53,7 @@ void apply_store_env(StoreServerOptions& o, const EnvMap& env) {
   positive("GPURUN_STORE_MAX_BYTES", o.max_store_bytes);
   positive("GPURUN_STORE_MAX_CONNECTIONS", o.max_connections);
   if (auto v = env_duration(env, "GPURUN_STORE_FRAME_TIMEOUT")) o.frame_timeout = *v;
+  if (auto v = env_get(env, kJobSecretEnv); v && !v->empty()) o.job_secret = *v;
 }
 
 struct StoreServer::Impl {

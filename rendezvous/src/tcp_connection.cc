@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -18,6 +19,8 @@
 #include "gpurun/common/io.h"
 #include "gpurun/common/log.h"
 #include "gpurun/common/progress.h"
+#include "gpurun/rendezvous/job_access.h"
+#include "job_secret.h"
 
 namespace gpurun::rendezvous::detail {
 namespace {
@@ -238,6 +241,18 @@ std::unique_ptr<Connection> Connection::open(const TcpStoreOptions& opts,
                      std::make_error_code(std::errc::connection_refused));
 }
 
+Connection::Connection(UniqueFd fd, const TcpStoreOptions& opts, std::string address)
+    : fd_(std::move(fd)),
+      dialect_(opts.dialect),
+      timeout_setting_(opts.timeout_setting),
+      address_(std::move(address)) {
+  if (opts.job_secret) {
+    job_secret_ = *opts.job_secret;
+  } else if (const char* v = std::getenv(kJobSecretEnv)) {
+    job_secret_ = v;
+  }
+}
+
 void Connection::handshake(Clock::time_point deadline) {
   if (dialect_ != Dialect::kV2) return;
   static std::atomic<std::uint32_t> seq{0};
@@ -245,6 +260,10 @@ void Connection::handshake(Clock::time_point deadline) {
   const std::uint32_t nonce = static_cast<std::uint32_t>(::getpid()) ^ (++seq << 20);
   protocol::encode_validate(Dialect::kV2, wbuf_);
   protocol::encode_ping(Dialect::kV2, nonce, wbuf_);
+  // The job secret's challenge rides with the handshake: no extra round trip where the server
+  // needs no proof from this connection (it answers with an empty nonce).
+  const bool prove = !job_secret_.empty();
+  if (prove) protocol::encode_auth_challenge(Dialect::kV2, wbuf_);
   auto hs_deadline = std::min(deadline, deadline_after(std::chrono::seconds(10)));
   if (!send(hs_deadline, w)) throw NetworkError("timed out sending VALIDATE+PING");
   Reply r;
@@ -258,6 +277,37 @@ void Connection::handshake(Clock::time_point deadline) {
         "gpurun store?",
         address_, r.u32, nonce));
   }
+  if (prove) prove_secret(hs_deadline);
+}
+
+void Connection::prove_secret(Clock::time_point deadline) {
+  What w{"job-secret proof"};
+  Reply r;
+  bool got = false;
+  try {
+    got = receive(ReplyKind::kBytes, 0, r, deadline, w);
+  } catch (const NetworkError&) {
+    throw ProtocolError(fmt::format(
+        "store {}: the server closed the connection at gpurun's job-secret challenge: it is not "
+        "a gpurun store (PyTorch's TCPStore does not know the request); unset {} for it",
+        address_, kJobSecretEnv));
+  }
+  if (!got) throw NetworkError("timed out waiting for the job-secret challenge");
+  const std::string challenge(r.values.empty() ? std::string_view() : r.values[0]);
+  consumed();
+  if (challenge.empty()) return;  // this connection needs no proof
+  protocol::encode_auth_proof(Dialect::kV2, auth::proof(job_secret_, challenge), wbuf_);
+  if (!send(deadline, w)) throw NetworkError("timed out sending the job-secret proof");
+  try {
+    got = receive(ReplyKind::kU8, 0, r, deadline, w);
+  } catch (const NetworkError&) {
+    throw ProtocolError(fmt::format(
+        "store {}: the store refused this host's job-secret proof: {} here differs from the "
+        "store's (set the same value on every node)",
+        address_, kJobSecretEnv));
+  }
+  if (!got) throw NetworkError("timed out waiting for the job-secret verdict");
+  consumed();
 }
 
 }  // namespace gpurun::rendezvous::detail

@@ -41,7 +41,8 @@ struct Deadline {
 class Connection {
  public:
   // Connects to opts.host:opts.port with exponential backoff until `budget` runs out (progress
-  // lines meanwhile), then does the 2.x handshake (VALIDATE + PING). Throws NetworkError naming
+  // lines meanwhile), then does the 2.x handshake (VALIDATE + PING, and with a job secret
+  // AUTH_CHALLENGE, then AUTH_PROOF if the server asks for one). Throws NetworkError naming
   // `address`, how long it tried and why; ProtocolError when the server answers wrongly.
   static std::unique_ptr<Connection> open(const TcpStoreOptions& opts, const std::string& address,
                                           std::chrono::milliseconds budget);
@@ -69,16 +70,14 @@ class Connection {
   void discard() { fd_.reset(); }
   bool is_open() const { return static_cast<bool>(fd_); }
 
-  Connection(UniqueFd fd, const TcpStoreOptions& opts, std::string address)
-      : fd_(std::move(fd)),
-        dialect_(opts.dialect),
-        timeout_setting_(opts.timeout_setting),
-        address_(std::move(address)) {}
+  Connection(UniqueFd fd, const TcpStoreOptions& opts, std::string address);
 
  private:
   static UniqueFd connect_once(const TcpStoreOptions& opts, Clock::time_point deadline,
                                std::string& err);
   void handshake(Clock::time_point deadline);
+  // Reads the AUTH_CHALLENGE reply and, if it holds a nonce, proves job_secret_ (job_secret.h).
+  void prove_secret(Clock::time_point deadline);
   // Returns false on timeout; throws NetworkError on failure.
   bool wait_fd(short events, Clock::time_point deadline, const What& w);
   [[noreturn]] void io_error(const What& w, const std::string& why) const;
@@ -88,6 +87,7 @@ class Connection {
   Dialect dialect_;
   std::string timeout_setting_;  // named in timeout messages
   std::string address_;
+  std::string job_secret_;  // proven when the server asks ("" = none)
   std::vector<std::uint8_t> wbuf_;
   std::vector<std::uint8_t> rbuf_;
   std::size_t rlen_ = 0;  // valid bytes in rbuf_

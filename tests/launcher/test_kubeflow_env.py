@@ -216,6 +216,70 @@ class PyTorchJobInNamespaces(unittest.TestCase):
                                   r"job-worker-0=10\.77\.0\.2 \(from --rdzv-allow\)")
         check_one_job_of_4(self, outs)  # the job's own pods were let in
 
+    def test_a_job_secret_closes_the_store_without_a_list(self):
+        # No Slurm, no --rdzv-allow, but GPURUN_JOB_SECRET on both pods (issue 16): the worker
+        # pod's agent proves it, which admits its host (and so its PyTorch workers); the
+        # stranger's PyTorch client, which cannot, is closed at its first request.
+        seen = {}
+
+        def attack(d):
+            with open(os.path.join(d, "ready")) as f:
+                addr, port = f.read().split()
+            seen["probe"] = self.probe(addr, port)
+
+        outs = self.run_pods({"PET_NNODES": "2", "PET_NPROC_PER_NODE": "2",
+                              "PET_MASTER_ADDR": "job-master-0", "PET_MASTER_PORT": "23458",
+                              "MASTER_ADDR": "job-master-0", "MASTER_PORT": "23458",
+                              "GPURUN_JOB_SECRET": "pytorchjob-secret",
+                              "GPURUN_LOG_LEVEL": "info", "GPURUN_LOG_SUBSYS": "store"},
+                             hold=True, while_held=attack)
+        self.assertTrue(refused(seen["probe"]), seen["probe"])
+        self.assertRegex(outs[0], r"10\.77\.0\.2:\d+ proved the job secret: host 10\.77\.0\.2 is "
+                                  r"admitted as one of the job's")
+        self.assertRegex(outs[0], r"closing connection from 10\.77\.0\.99:\d+: it sent ADD "
+                                  r"without proving the job secret first")
+        self.assertNotRegex(outs[0], r"host 10\.77\.0\.99 is admitted")
+        check_one_job_of_4(self, outs)
+
+    def test_a_job_secret_admits_the_elastic_agents(self):
+        # The c10d rendezvous store (hosted by the master pod's agent) with a secret and no list:
+        # the other agent proves it; the round's workers' store admits the round's nodes.
+        outs = self.run_pods({"PET_NNODES": "2:2", "PET_NPROC_PER_NODE": "2",
+                              "PET_RDZV_BACKEND": "c10d", "PET_RDZV_ENDPOINT": "job-master-0:23459",
+                              "PET_RDZV_ID": "pytorchjob-secret-test",
+                              "MASTER_ADDR": "job-master-0", "MASTER_PORT": "23459",
+                              "GPURUN_JOB_SECRET": "pytorchjob-secret",
+                              "GPURUN_LOG_LEVEL": "info", "GPURUN_LOG_SUBSYS": "store"})
+        check_one_job_of_4(self, outs)
+        self.assertRegex(outs[0], r"proved the job secret: host 10\.77\.0\.2 is admitted")
+
+    def test_a_wrong_job_secret_is_refused_at_once(self):
+        common = {"PET_NNODES": "2", "PET_NPROC_PER_NODE": "2",
+                  "PET_MASTER_ADDR": "job-master-0", "PET_MASTER_PORT": "23460",
+                  "MASTER_ADDR": "job-master-0", "MASTER_PORT": "23460"}
+        with tempfile.TemporaryDirectory() as d:
+            master_out = open(os.path.join(d, "master.out"), "w")
+            master = self.hosts.popen(
+                "job-master-0", [binary("gpurun"), TORCH_JOB], stdout=master_out,
+                stderr=subprocess.STDOUT,
+                env=dict(pod_env(0, common, local_addr=False), GPURUN_JOB_SECRET="right"))
+            try:
+                r = self.hosts.run("job-worker-0", [binary("gpurun"), TORCH_JOB], timeout=90,
+                                   env=dict(pod_env(1, common, local_addr=False),
+                                            GPURUN_JOB_SECRET="wrong"))
+            finally:
+                self.hosts.stop(master)
+                master_out.close()
+            with open(os.path.join(d, "master.out")) as f:
+                master_log = f.read()
+        out = r.stdout + r.stderr
+        self.assertNotEqual(r.returncode, 0, out)
+        self.assertIn("the store refused this host's job-secret proof: GPURUN_JOB_SECRET here "
+                      "differs from the store's", out)
+        self.assertRegex(master_log, r"closing connection from 10\.77\.0\.2:\d+: its job-secret "
+                                     r"proof is wrong")
+        self.assertNotIn("allreduce ok", out)
+
     def test_without_an_allow_list_the_stranger_gets_in(self):
         # The control: what --rdzv-allow changes (no Slurm, no list: any host, as torchrun).
         seen = {}

@@ -368,7 +368,10 @@ class Terminal(unittest.TestCase):
         with open(worker, "w") as f:
             f.write("import os, sys\n"
                     "if os.environ['RANK'] == '1':\n"
-                    "    print('got', input('rank1? '))\n"
+                    "    line = input('rank1? ')\n"
+                    # One write (print writes each argument apart, unbuffered): rank 0's line,
+                    # which reaches the same terminal through gpurun, may come at any time.
+                    "    sys.stdout.write('got ' + line + '\\n')\n"
                     "else:\n"
                     "    print('rank0 stdin', repr(sys.stdin.read()))\n")
         self.start_pane(f"PYTHON_EXEC={PYTHON} {binary('gpurun')} --nproc-per-node 2 "

@@ -313,7 +313,7 @@ TEST_CASE("gpurun extras", "[cli]") {
   CHECK(parse({"--monitor-interval", "5", "x"}).monitor_interval == std::chrono::seconds(5));
 }
 
-TEST_CASE("--rdzv-allow and its PET_RDZV_ALLOW fallback", "[cli]") {
+TEST_CASE("the rdzv-allow flag and its PET_RDZV_ALLOW fallback", "[cli]") {
   CHECK_FALSE(parse({"x"}).rdzv_allow);
   CHECK(parse({"--rdzv-allow", "n1,10.0.0.0/8", "x"}).rdzv_allow == "n1,10.0.0.0/8");
   CHECK(parse({"x"}, {{"PET_RDZV_ALLOW", "job-master-0,job-worker-0"}}).rdzv_allow ==

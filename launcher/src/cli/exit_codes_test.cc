@@ -34,7 +34,7 @@ TEST_CASE("the README's exit-code table is the one in code", "[exit_codes]") {
   CHECK(rows == want);
 }
 
-TEST_CASE("--help prints the exit-code table", "[exit_codes]") {
+TEST_CASE("the help text prints the exit-code table", "[exit_codes]") {
   const std::string help = help_text();
   for (const auto& e : exit_code_table()) {
     INFO(e.code);

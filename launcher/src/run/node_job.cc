@@ -27,6 +27,7 @@
 #include "cli/config.h"
 #include "gpurun/common/error.h"
 #include "gpurun/rendezvous/bind_error.h"
+#include "gpurun/rendezvous/job_access.h"
 #include "gpurun/rendezvous/store_server.h"
 #include "output/failure_summary.h"
 #include "output/output_mux.h"
@@ -160,7 +161,12 @@ class NodeJob {
       return std::nullopt;
     }
     rendezvous::StoreServerOptions so;
-    rendezvous::apply_store_env(so, env_);
+    rendezvous::apply_store_env(so, env_);  // GPURUN_JOB_SECRET among them
+    // One node and no job secret given: one of its own, for its workers (job_access.h).
+    if (so.job_secret.empty() && node_.group_world_size <= 1) {
+      so.job_secret = rendezvous::generate_job_secret();
+      job_secret_ = so.job_secret;
+    }
     so.host = node_.bind_host.empty() ? cfg_.master_addr : node_.bind_host;
     so.port = master_port_;
     try {
@@ -221,6 +227,9 @@ class NodeJob {
     std::vector<std::string> notes;
     auto specs = plan_workers(cfg_, nproc_, tools_.gpus, facts, env_, &notes);
     apply_numa_binding(cfg_, tools_.gpus, env_, specs, &notes);
+    if (!job_secret_.empty()) {  // generated here (a given one is in env_ already)
+      for (auto& spec : specs) spec.env[rendezvous::kJobSecretEnv] = job_secret_;
+    }
     if (!notes_printed_) {
       for (const auto& n : notes) print_note(n);
       notes_printed_ = true;
@@ -344,6 +353,7 @@ class NodeJob {
  private:
   const LaunchConfig& cfg_;
   const EnvMap& env_;
+  std::string job_secret_;  // generated for this node's workers ("" = given, or none)
   const NodeFacts& node_;
   const NodeTools& tools_;
   const std::chrono::steady_clock::time_point t_start_ = std::chrono::steady_clock::now();

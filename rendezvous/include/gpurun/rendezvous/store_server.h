@@ -60,11 +60,18 @@ struct StoreServerOptions {
   // allow_origin names where the list came from in log lines and errors.
   std::vector<std::string> allow_hosts;
   std::string allow_origin = "--allow";
+  // The job secret (job_access.h; GPURUN_JOB_SECRET). Set: a peer from a host outside
+  // allow_hosts (or from any other host when allow_hosts is empty) is let in on probation: it may
+  // only prove the secret (AUTH_CHALLENGE, AUTH_PROOF; VALIDATE and PING besides) within
+  // auth_timeout; a proof admits it and its host, anything else closes it. Empty: no secret.
+  std::string job_secret;
+  std::chrono::milliseconds auth_timeout{10000};
 };
 
 // Applies GPURUN_STORE_* environment variables to `o` (how the launcher's embedded store is
 // configured): GPURUN_STORE_CHECK_PEER_UID (bool), GPURUN_STORE_ALLOW (comma-separated hosts),
-// GPURUN_STORE_MAX_BYTES, GPURUN_STORE_MAX_CONNECTIONS, GPURUN_STORE_FRAME_TIMEOUT (duration).
+// GPURUN_STORE_MAX_BYTES, GPURUN_STORE_MAX_CONNECTIONS, GPURUN_STORE_FRAME_TIMEOUT (duration),
+// and GPURUN_JOB_SECRET (job_secret).
 // Throws ConfigError on a malformed value.
 void apply_store_env(StoreServerOptions& o, const EnvMap& env);
 

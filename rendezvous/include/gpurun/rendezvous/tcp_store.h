@@ -43,6 +43,12 @@ struct TcpStoreOptions {
   // Advice when the server cannot be reached (replaces "is the store server running at that
   // address?"), e.g. which variables the address came from.
   std::string connect_hint;
+  // The job secret to prove when the server asks (job_access.h), in the 2.x dialect: nullopt
+  // takes GPURUN_JOB_SECRET from the environment, "" proves nothing. Proving it costs nothing
+  // where the server does not need it (the challenge rides with the handshake and is answered
+  // "not needed"); a server that does not know the request (PyTorch's) fails the handshake with
+  // a message saying so.
+  std::optional<std::string> job_secret;
 };
 
 class TcpStore final : public Store {

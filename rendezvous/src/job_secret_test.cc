@@ -1,0 +1,115 @@
+// The job secret (job_secret.h): the HMAC against a known answer (Python's hmac module), the
+// AUTH_* requests on the wire, and what a trusted (loopback, same uid) connection is told. The
+// probation path itself needs a peer on another host: tests/launcher/test_kubeflow_env.py runs it
+// between network-namespace hosts with real agents, PyTorch workers and a PyTorch stranger.
+#include "job_secret.h"
+
+#include <catch2/catch.hpp>
+#include <cctype>
+
+#include "gpurun/common/error.h"
+#include "gpurun/rendezvous/job_access.h"
+#include "gpurun/rendezvous/store_server.h"
+#include "gpurun/rendezvous/tcp_store.h"
+#include "protocol.h"
+#include "test_util.h"
+
+using namespace gpurun::rendezvous;
+using namespace gpurun::rendezvous::testing;
+
+namespace {
+
+std::string hex(std::string_view raw) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : raw) {
+    out += kDigits[c >> 4];
+    out += kDigits[c & 15];
+  }
+  return out;
+}
+
+std::string nonce_0_to_31() {
+  std::string n(32, '\0');
+  for (int i = 0; i < 32; ++i) n[static_cast<std::size_t>(i)] = static_cast<char>(i);
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("job secret: the proof is HMAC-SHA256(secret, context || nonce)", "[auth]") {
+  // python3 -c "import hmac,hashlib; print(hmac.new(b'job-secret',
+  //   b'gpurun-store-auth-v1' + bytes(range(32)), hashlib.sha256).hexdigest())"
+  CHECK(hex(auth::proof("job-secret", nonce_0_to_31())) ==
+        "5faf94793fb7c3ff23bbcbfab521ab6e20fa10d8c838390497541dde4f54643a");
+  const std::string good = auth::proof("job-secret", nonce_0_to_31());
+  CHECK(auth::proof_matches("job-secret", nonce_0_to_31(), good));
+  CHECK_FALSE(auth::proof_matches("job-secreT", nonce_0_to_31(), good));
+  CHECK_FALSE(auth::proof_matches("job-secret", auth::make_nonce(), good));
+  CHECK_FALSE(auth::proof_matches("job-secret", nonce_0_to_31(), good.substr(0, 31)));
+  CHECK_FALSE(auth::proof_matches("job-secret", nonce_0_to_31(), ""));
+}
+
+TEST_CASE("job secret: nonces and generated secrets are fresh", "[auth]") {
+  const std::string a = auth::make_nonce(), b = auth::make_nonce();
+  CHECK(a.size() == auth::kNonceBytes);
+  CHECK(a != b);
+  const std::string s = generate_job_secret();
+  CHECK(s.size() == 64);
+  for (char c : s) CHECK(std::isxdigit(static_cast<unsigned char>(c)));
+  CHECK(s != generate_job_secret());
+}
+
+TEST_CASE("job secret: AUTH_* are gpurun's 2.x requests, absent from 1.13", "[auth][protocol]") {
+  std::vector<std::uint8_t> out;
+  protocol::encode_auth_challenge(Dialect::kV2, out);
+  CHECK(out == std::vector<std::uint8_t>{0xA0});
+  out.clear();
+  protocol::encode_auth_proof(Dialect::kV2, "pq", out);
+  CHECK(out == std::vector<std::uint8_t>{0xA1, 2, 0, 0, 0, 0, 0, 0, 0, 'p', 'q'});
+  CHECK_THROWS_AS(protocol::encode_auth_challenge(Dialect::kV113, out), gpurun::ProtocolError);
+
+  protocol::RequestParser p({}, Dialect::kV2);
+  protocol::Request r;
+  REQUIRE(p.parse(out, r) == protocol::ParseStatus::kRequest);
+  CHECK(r.op == protocol::Op::kAuthProof);
+  CHECK(r.key == "pq");
+  CHECK(std::string(protocol::op_name(protocol::Op::kAuthChallenge)) == "AUTH_CHALLENGE");
+
+  protocol::RequestParser old({}, Dialect::kV113);
+  const std::vector<std::uint8_t> a0{0xA0};
+  CHECK(old.parse(a0, r) == protocol::ParseStatus::kError);
+  CHECK_THAT(old.error(), Catch::Contains("unknown query type 0xa0"));
+}
+
+TEST_CASE("job secret: a trusted connection is told no proof is needed", "[auth][server]") {
+  StoreServerOptions o = test_server_options();
+  o.job_secret = "s3cret";
+  StoreServerThread srv(o);
+  RawClient c(srv.port());
+  c.send(v2_validate());
+  c.send({0xA0});  // AUTH_CHALLENGE from loopback, same uid: trusted already
+  CHECK(c.recv_bytes().empty());
+  c.send(cat({{0xA1}, wstr("anything")}));  // a proof is not even checked
+  CHECK(c.recv(1) == Buf{0x00});
+  c.send(set2("k", "v"));
+  c.send(get2("k"));
+  CHECK(c.recv_bytes() == "v");
+}
+
+TEST_CASE("job secret: gpurun's client proves it only when asked", "[auth][client]") {
+  StoreServerOptions o = test_server_options();
+  o.job_secret = "s3cret";
+  StoreServerThread with_secret(o);
+  StoreServerThread without(test_server_options());
+  for (auto* srv : {&with_secret, &without}) {
+    for (const char* secret : {"s3cret", "other", ""}) {
+      TcpStoreOptions to;
+      to.port = srv->port();
+      to.job_secret = secret;
+      TcpStore c(to);
+      c.set("k", std::string_view("v"));
+      CHECK(to_string(c.get("k")) == "v");
+    }
+  }
+}
