@@ -31,8 +31,10 @@ namespace {
   ::signal(SIGPIPE, SIG_DFL);
   ::signal(SIGXFSZ, SIG_DFL);
   ::setpgid(0, 0);
-  if (a.cgroup_procs != nullptr) {  // before exec: nothing the worker starts escapes the cgroup
-    const int fd = ::open(a.cgroup_procs, O_WRONLY | O_CLOEXEC);
+  // Before exec: nothing the worker starts escapes the cgroup(s).
+  for (const char* procs : {a.cgroup_procs, a.memcg_procs}) {
+    if (procs == nullptr) continue;
+    const int fd = ::open(procs, O_WRONLY | O_CLOEXEC);
     if (fd >= 0) {
       [[maybe_unused]] ssize_t n = ::write(fd, "0", 1);
       ::close(fd);

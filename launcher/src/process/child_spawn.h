@@ -30,6 +30,7 @@ struct ChildArgs {
   std::size_t cpus_size = 0;
   int tty_fd = -1;  // make the child's group the terminal's foreground group (signals blocked)
   const char* cgroup_procs = nullptr;  // the run's cgroup.procs: joined before exec (reaper.h)
+  const char* memcg_procs = nullptr;   // its v1 memory cgroup's (hybrid hosts), likewise
 };
 
 // Starts the child (clone(CLONE_VM | CLONE_VFORK) as glibc's posix_spawn, fork in sanitizer

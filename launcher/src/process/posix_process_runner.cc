@@ -200,6 +200,7 @@ class PosixProcessRunner final : public ProcessRunner {
       ca.tty_fd = 0;
     }
     ca.cgroup_procs = reaper_->cgroup_procs();
+    ca.memcg_procs = reaper_->memcg_procs();
     ca.handled = handled_signals_.data();
     ca.n_handled = handled_signals_.size();
 
@@ -263,7 +264,7 @@ class PosixProcessRunner final : public ProcessRunner {
   }
 
   long oom_kills() const override { return reaper_->oom_kills(); }
-  std::string cgroup() const override { return reaper_->cgroup_dir(); }
+  std::string oom_source() const override { return reaper_->oom_source(); }
 
   void signal_group(pid_t pid, int sig) override {
     auto it = children_.find(pid);

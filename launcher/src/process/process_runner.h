@@ -117,10 +117,10 @@ class ProcessRunner {
   // SIGQUIT ignored, and torchrun handles them anyway). Children get them back as SIG_DFL.
   virtual void watch_signals(const std::vector<int>& signals) = 0;
 
-  // Workers the kernel's OOM killer killed, as the run's cgroup counts them (memory.events
-  // oom_kill; 0 without a cgroup v2 memory controller), and that cgroup's directory.
+  // Workers the kernel's OOM killer killed, as the run's cgroup counts them (reaper.h; 0
+  // without a memory cgroup), and the file that count was read from.
   virtual long oom_kills() const { return 0; }
-  virtual std::string cgroup() const { return ""; }
+  virtual std::string oom_source() const { return ""; }
 
   // The clock deadlines are measured on (virtual in the fake).
   virtual Clock::time_point now() const { return Clock::now(); }

@@ -117,9 +117,16 @@ void remove_cgroup(const std::string& dir) {
   ::rmdir(dir.c_str());
 }
 
+// A cgroup v1 memory directory: removed once its last task is gone (bounded: 5 s; rmdir fails
+// with EBUSY while tasks remain).
+void remove_memcg(const std::string& dir) {
+  if (dir.empty()) return;
+  for (int i = 0; i < 500 && ::rmdir(dir.c_str()) != 0 && errno == EBUSY; ++i) ::usleep(10000);
+}
+
 // The watchdog: see reaper.h. `workers` grows from the pipe's "p <pid>" lines.
 [[noreturn]] void watchdog_main(int read_fd, const std::string& cgroup_dir,
-                                const ReaperOptions& options) {
+                                const std::string& memcg_dir, const ReaperOptions& options) {
   ::setsid();  // out of gpurun's process group and terminal: Ctrl-C and kill -PGID miss it
   for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
   for (int sig : {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGPIPE, SIGTSTP, SIGTTIN, SIGTTOU}) {
@@ -173,6 +180,7 @@ void remove_cgroup(const std::string& dir) {
   std::error_code ec;
   if (!options.cleanup_dir.empty()) std::filesystem::remove_all(options.cleanup_dir, ec);
   remove_cgroup(cgroup_dir);
+  remove_memcg(memcg_dir);
   ::_exit(0);
 }
 
@@ -231,6 +239,71 @@ std::string create_cgroup(const std::string& name, std::string* why) {
   return dir;
 }
 
+std::string create_memory_cgroup_v1(const std::string& name, std::string* why) {
+  // gpurun's memory cgroup: the "N:memory:<path>" line of /proc/self/cgroup (v1 only).
+  std::string rel;
+  {
+    std::istringstream in(read_file("/proc/self/cgroup"));
+    for (std::string l; std::getline(in, l);) {
+      const auto a = l.find(':');
+      const auto b = a == std::string::npos ? a : l.find(':', a + 1);
+      if (b == std::string::npos) continue;
+      std::istringstream ctrls(l.substr(a + 1, b - a - 1));
+      for (std::string c; std::getline(ctrls, c, ',');) {
+        if (c == "memory") rel = l.substr(b + 1);
+      }
+    }
+  }
+  if (rel.empty()) {
+    *why = "no cgroup v1 memory controller in /proc/self/cgroup";
+    return "";
+  }
+  // Its mount: "... root mountpoint opts ... - cgroup src super_opts" with "memory" in
+  // super_opts.
+  std::string mount_root, mount_point;
+  {
+    std::istringstream in(read_file("/proc/self/mountinfo"));
+    for (std::string l; std::getline(in, l);) {
+      const auto dash = l.find(" - cgroup ");
+      if (dash == std::string::npos) continue;
+      std::istringstream tail(l.substr(dash + 10));
+      std::string src, super;
+      tail >> src >> super;
+      bool memory = false;
+      std::istringstream opts(super);
+      for (std::string o; std::getline(opts, o, ',');) memory = memory || o == "memory";
+      if (!memory) continue;
+      std::istringstream f(l.substr(0, dash));
+      std::string id, parent, dev;
+      f >> id >> parent >> dev >> mount_root >> mount_point;
+      break;
+    }
+  }
+  if (mount_point.empty()) {
+    *why = "no cgroup v1 memory mount in /proc/self/mountinfo";
+    return "";
+  }
+  if (mount_root != "/" && rel.rfind(mount_root, 0) != 0) {
+    *why = fmt::format("gpurun's memory cgroup {} is outside its mount's root {}", rel, mount_root);
+    return "";
+  }
+  if (mount_root != "/") rel = rel.substr(mount_root.size());
+  std::string parent = mount_point + rel;
+  while (parent.size() > 1 && parent.back() == '/') parent.pop_back();
+  const std::string dir = parent + "/" + name;
+  if (::mkdir(dir.c_str(), 0755) != 0) {
+    *why = fmt::format("cannot create {} ({})", dir, std::strerror(errno));
+    return "";
+  }
+  if (::access((dir + "/cgroup.procs").c_str(), W_OK) != 0 ||
+      ::access((dir + "/memory.oom_control").c_str(), R_OK) != 0) {
+    *why = fmt::format("{}/cgroup.procs is not writable ({})", dir, std::strerror(errno));
+    ::rmdir(dir.c_str());
+    return "";
+  }
+  return dir;
+}
+
 Reaper::Reaper(const ReaperOptions& options) {
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   const char* no_cgroup = std::getenv("GPURUN_NO_CGROUP");
@@ -240,12 +313,26 @@ Reaper::Reaper(const ReaperOptions& options) {
     if (cgroup_dir_.empty()) GPURUN_LOG_DEBUG("reaper", "no cgroup for the workers: {}", why);
   }
   if (!cgroup_dir_.empty()) procs_path_ = cgroup_dir_ + "/cgroup.procs";
+  // The OOM killer's count: the v2 cgroup's memory.events when the memory controller is on v2;
+  // on a hybrid v1/v2 host (memory on v1) a v1 memory cgroup beside it, for that alone.
+  const bool v2_memory =
+      !cgroup_dir_.empty() && ::access((cgroup_dir_ + "/memory.events").c_str(), R_OK) == 0;
+  if (!v2_memory && options.use_cgroup && !(no_cgroup && std::string(no_cgroup) == "1")) {
+    std::string why;
+    memcg_dir_ =
+        create_memory_cgroup_v1(fmt::format("gpurun_{}_{}", ::getpid(), g_reaper_count++), &why);
+    if (memcg_dir_.empty()) {
+      GPURUN_LOG_DEBUG("reaper", "no memory cgroup (OOM kills are not told apart): {}", why);
+    } else {
+      memcg_procs_ = memcg_dir_ + "/cgroup.procs";
+    }
+  }
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return;  // no watchdog: layers 1 and 2 still hold
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::close(fds[1]);
-    watchdog_main(fds[0], cgroup_dir_, options);
+    watchdog_main(fds[0], cgroup_dir_, memcg_dir_, options);
   }
   ::close(fds[0]);
   if (pid < 0) {
@@ -267,6 +354,7 @@ Reaper::~Reaper() {
     for (int i = 0; i < 1000 && ::waitpid(watchdog_, &st, WNOHANG) == 0; ++i) ::usleep(1000);
   }
   remove_cgroup(cgroup_dir_);
+  remove_memcg(memcg_dir_);
 }
 
 void Reaper::adopt(pid_t pid) {
@@ -276,6 +364,9 @@ void Reaper::adopt(pid_t pid) {
                     "sessions",
                     pid, cgroup_dir_, std::strerror(errno));
     procs_path_.clear();
+  }
+  if (!memcg_procs_.empty() && !write_file(memcg_procs_, std::to_string(pid)) && errno != ESRCH) {
+    memcg_procs_.clear();  // only the OOM count is lost
   }
   if (watchdog_fd_ >= 0) {
     const std::string msg = fmt::format("p {}\n", pid);
@@ -318,7 +409,12 @@ long oom_kill_count(const std::string& memory_events) {
 }
 
 long Reaper::oom_kills() const {
+  if (!memcg_dir_.empty()) return oom_kill_count(read_file(memcg_dir_ + "/memory.oom_control"));
   return cgroup_dir_.empty() ? 0 : oom_kill_count(read_file(cgroup_dir_ + "/memory.events"));
+}
+
+std::string Reaper::oom_source() const {
+  return memcg_dir_.empty() ? cgroup_dir_ + "/memory.events" : memcg_dir_ + "/memory.oom_control";
 }
 
 std::string Reaper::mechanism() const {

@@ -42,13 +42,19 @@ class Reaper {
 
   // The cgroup.procs file a child writes "0" to before exec (null without a cgroup).
   const char* cgroup_procs() const { return procs_path_.empty() ? nullptr : procs_path_.c_str(); }
+  // The cgroup v1 memory cgroup's cgroup.procs (hybrid hosts; null where v2 has the memory
+  // controller or there is none): joined before exec too, for the OOM count alone.
+  const char* memcg_procs() const { return memcg_procs_.empty() ? nullptr : memcg_procs_.c_str(); }
   // A worker started (parent side): moves it into the cgroup too (a no-op when the child did)
   // and tells the watchdog its pid (its process group and session).
   void adopt(pid_t pid);
   // Kills every descendant of gpurun (but the watchdog) and the cgroup; reaps what it can.
   void kill_descendants();
-  // memory.events oom_kill of the run's cgroup (0 without a cgroup or a memory controller).
+  // The kernel OOM killer's kills in the run's cgroup: oom_kill of its memory.events (cgroup v2
+  // with the memory controller) or of memory.oom_control (the v1 memory cgroup gpurun makes
+  // beside it on hybrid hosts); 0 without either.
   long oom_kills() const;
+  std::string oom_source() const;  // the file oom_kills() reads, for messages
   // For --help/--dry-run and tests: "cgroup v2 <dir>" or "process groups, sessions and the
   // environment marker (no writable cgroup v2)".
   std::string mechanism() const;
@@ -57,11 +63,17 @@ class Reaper {
 
  private:
   std::string cgroup_dir_, procs_path_;
+  std::string memcg_dir_, memcg_procs_;  // cgroup v1 memory (hybrid hosts)
   pid_t watchdog_ = -1;
   int watchdog_fd_ = -1;  // write end of the pipe; only gpurun holds it
 };
 
-// The oom_kill count of a memory.events file's text (0 when absent).
+// Finds gpurun's cgroup v1 memory cgroup (hybrid hosts) and creates `name` under it. Returns the
+// new directory, or "" (and why in *why).
+std::string create_memory_cgroup_v1(const std::string& name, std::string* why);
+
+// The oom_kill count of a memory.events (v2) or memory.oom_control (v1) file's text (0 when
+// absent).
 long oom_kill_count(const std::string& memory_events);
 
 // Finds a writable cgroup v2 directory under gpurun's own cgroup and creates `name` there.

@@ -341,8 +341,8 @@ class NodeJob {
     if (const long ooms = result_.first_failure ? runner_->oom_kills() : 0; ooms > 0) {
       write_stderr(fmt::format(
           "gpurun: {} worker process{} of this run {} killed by the kernel's OOM killer "
-          "(oom_kill in {}/memory.events); give the job more memory or use less per rank\n",
-          ooms, ooms == 1 ? "" : "es", ooms == 1 ? "was" : "were", runner_->cgroup()));
+          "(oom_kill in {}); give the job more memory or use less per rank\n",
+          ooms, ooms == 1 ? "" : "es", ooms == 1 ? "was" : "were", runner_->oom_source()));
     }
     runner_.reset();
     if (store_) store_->stop();
