@@ -10,6 +10,7 @@
 
 #include "gpurun/common/duration.h"
 #include "gpurun/common/error.h"
+#include "gpurun/common/fd_limit.h"
 #include "gpurun/common/log.h"
 #include "gpurun/rendezvous/job_access.h"
 #include "server_core.h"
@@ -17,17 +18,14 @@
 namespace gpurun::rendezvous {
 namespace {
 
-void raise_fd_limit() {
-  rlimit lim{};
-  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
-  if (lim.rlim_cur >= lim.rlim_max) return;
-  rlim_t old = lim.rlim_cur;
-  lim.rlim_cur = lim.rlim_max;
-  if (::setrlimit(RLIMIT_NOFILE, &lim) == 0) {
-    GPURUN_LOG_INFO("store", "raised RLIMIT_NOFILE from {} to {}", old, lim.rlim_max);
-  } else {
-    GPURUN_LOG_WARN("store", "could not raise RLIMIT_NOFILE from {} to {}: {}", old, lim.rlim_max,
-                    std::strerror(errno));
+void raise_store_fd_limit() {
+  const FdLimitRaise r = raise_fd_limit();
+  if (r.raised) {
+    GPURUN_LOG_INFO("store", "raised RLIMIT_NOFILE from {} to {} (children get {} back)", r.from,
+                    r.to, r.from);
+  } else if (!r.error.empty()) {
+    GPURUN_LOG_WARN("store", "could not raise RLIMIT_NOFILE from {} to {}: {}", r.from, r.to,
+                    r.error);
   }
 }
 
@@ -62,7 +60,7 @@ struct StoreServer::Impl {
 
 StoreServer::StoreServer(boost::asio::io_context& io, StoreServerOptions options)
     : impl_(std::make_shared<Impl>()) {
-  if (options.raise_fd_limit) raise_fd_limit();
+  if (options.raise_fd_limit) raise_store_fd_limit();
   impl_->core = std::make_shared<server::ServerCore>(io, std::move(options));
   impl_->core->bind();
   impl_->core->start();

@@ -17,8 +17,8 @@ from testlib import binary, pid_alive, run, start, wait_until
 LINE = re.compile(r"^(?:\[(?:\S+ )?rank (\d+)\] )?hello_env\[(\d+)\] (\w+)=(.*)$")
 
 
-def gpurun(*args, timeout=60, env=None):
-    return run([binary("gpurun"), *args], timeout=timeout, env=env)
+def gpurun(*args, timeout=60, env=None, **kw):
+    return run([binary("gpurun"), *args], timeout=timeout, env=env, **kw)
 
 
 def hello(*args):
@@ -100,6 +100,21 @@ class Env(unittest.TestCase):
                         self.assertEqual(e["OMP_NUM_THREADS"], "1")
                 if n > 1:
                     self.assertIn("Setting OMP_NUM_THREADS environment variable", p.stderr)
+
+    def test_workers_get_the_users_fd_limit_back(self):
+        # gpurun raises its own soft RLIMIT_NOFILE for the store it hosts; the workers get the
+        # soft limit gpurun was started with, as under torchrun.
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard <= 1000:
+            self.skipTest(f"hard RLIMIT_NOFILE {hard}: nothing to raise")
+
+        def lower():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (1000, hard))
+        p = gpurun("--nproc-per-node", "2", "--no-python", "sh", "-c",
+                   "echo soft=$(ulimit -Sn)", preexec_fn=lower)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(re.findall(r"soft=(\d+)", p.stdout), ["1000", "1000"], p.stdout)
 
     def test_startup_is_fast_and_leaves_no_temp_dir(self):
         tmp = tempfile.mkdtemp()

@@ -31,6 +31,8 @@ namespace {
   ::signal(SIGPIPE, SIG_DFL);
   ::signal(SIGXFSZ, SIG_DFL);
   ::setpgid(0, 0);
+  // The user's descriptor limit, not the one gpurun raised for its store.
+  if (a.nofile != nullptr) ::setrlimit(RLIMIT_NOFILE, a.nofile);
   // Before exec: nothing the worker starts escapes the cgroup(s).
   for (const char* procs : {a.cgroup_procs, a.memcg_procs}) {
     if (procs == nullptr) continue;

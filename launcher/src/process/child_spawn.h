@@ -5,6 +5,7 @@
 #pragma once
 
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <cstddef>
@@ -31,6 +32,7 @@ struct ChildArgs {
   int tty_fd = -1;  // make the child's group the terminal's foreground group (signals blocked)
   const char* cgroup_procs = nullptr;  // the run's cgroup.procs: joined before exec (reaper.h)
   const char* memcg_procs = nullptr;   // its v1 memory cgroup's (hybrid hosts), likewise
+  const rlimit* nofile = nullptr;      // RLIMIT_NOFILE to restore (the user's, fd_limit.h)
 };
 
 // Starts the child (clone(CLONE_VM | CLONE_VFORK) as glibc's posix_spawn, fork in sanitizer

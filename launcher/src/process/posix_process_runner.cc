@@ -33,9 +33,11 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "gpurun/common/error.h"
+#include "gpurun/common/fd_limit.h"
 #include "gpurun/common/io.h"
 #include "gpurun/common/log.h"
 #include "gpurun/common/unique_fd.h"
@@ -201,6 +203,8 @@ class PosixProcessRunner final : public ProcessRunner {
     }
     ca.cgroup_procs = reaper_->cgroup_procs();
     ca.memcg_procs = reaper_->memcg_procs();
+    const std::optional<rlimit> nofile = original_fd_limit();  // before the store raised it
+    if (nofile) ca.nofile = &*nofile;
     ca.handled = handled_signals_.data();
     ca.n_handled = handled_signals_.size();
 
