@@ -376,6 +376,20 @@ void Reaper::adopt(pid_t pid) {
 
 void Reaper::kill_descendants() {
   const pid_t self = ::getpid();
+  if (!cgroup_dir_.empty()) {
+    // The cgroup holds every descendant (joined before exec; what they start inherits it), so
+    // no /proc scan: that walk costs O(processes on the host) per teardown, quadratic when
+    // hundreds of agents share a host. Reaps what dies (the workers' statuses are not wanted
+    // any more: this runs at the end). Bounded: a process stuck in D state falls through to
+    // the scan after ~1 s.
+    for (int round = 0; round < 500; ++round) {
+      const int listed = kill_cgroup(cgroup_dir_);
+      while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+      }
+      if (listed == 0 && !cgroup_populated(cgroup_dir_)) return;
+      ::usleep(2000);
+    }
+  }
   for (int round = 0; round < 200; ++round) {
     int found = kill_cgroup(cgroup_dir_);
     const auto procs = list_processes();

@@ -8,8 +8,10 @@
 //     /proc/self/cgroup, never assumed), the workers run in a cgroup of their own
 //     (<gpurun's cgroup>/gpurun_<pid>_<n>), joined by each child before exec. Teardown kills it
 //     with cgroup.kill (or SIGKILL to every pid of cgroup.procs on kernels without it).
-//     At every teardown (exit, failure, signal) kill_descendants() kills the cgroup and every
-//     process whose /proc ppid chain leads to gpurun, until none is left.
+//     At every teardown (exit, failure, signal) kill_descendants() kills the cgroup until it is
+//     empty, or, without one, every process whose /proc ppid chain leads to gpurun, until none
+//     is left (that walk reads every process's stat: it is not done when the cgroup holds
+//     them all).
 //  3. A watchdog process, forked before the workers in a session of its own, reads a pipe whose
 //     write end only gpurun holds. EOF without gpurun's "stand down" means gpurun died
 //     (kill -9): the watchdog kills the cgroup, or, without one, every process in the workers'
