@@ -1,27 +1,44 @@
 #include "job_secret.h"
 
+#include <fmt/format.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/rand.h>
+#include <sys/random.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include "gpurun/common/error.h"
 #include "gpurun/rendezvous/job_access.h"
 
 namespace gpurun::rendezvous {
 
+namespace {
+
+// The kernel's CSPRNG (getrandom(2)): no library state to set up (OpenSSL's RAND would load its
+// configuration and providers at every gpurun start, for one nonce).
+std::string random_bytes(std::size_t n, const char* what) {
+  std::string out(n, '\0');
+  std::size_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::getrandom(out.data() + got, n - got, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      throw Error(fmt::format("cannot draw random bytes for {} (getrandom: {})", what,
+                              std::strerror(errno)));
+    }
+    got += static_cast<std::size_t>(r);
+  }
+  return out;
+}
+
+}  // namespace
+
 namespace auth {
 
-std::string make_nonce() {
-  std::string n(kNonceBytes, '\0');
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(n.data()), static_cast<int>(n.size())) != 1) {
-    throw Error(
-        "cannot draw random bytes for the store's job-secret challenge (OpenSSL RAND_bytes)");
-  }
-  return n;
-}
+std::string make_nonce() { return random_bytes(kNonceBytes, "the store's job-secret challenge"); }
 
 std::string proof(std::string_view secret, std::string_view nonce) {
   std::string msg;
@@ -46,10 +63,7 @@ bool proof_matches(std::string_view secret, std::string_view nonce, std::string_
 }  // namespace auth
 
 std::string generate_job_secret() {
-  std::string raw(32, '\0');
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), static_cast<int>(raw.size())) != 1) {
-    throw Error("cannot draw random bytes for the job secret (OpenSSL RAND_bytes)");
-  }
+  const std::string raw = random_bytes(32, "the job secret");
   std::string hex;
   hex.reserve(64);
   char b[3];

@@ -22,7 +22,7 @@ namespace gpurun::rendezvous {
 // gpurun without one generates one for its workers.
 inline constexpr const char* kJobSecretEnv = "GPURUN_JOB_SECRET";
 
-// 64 hex digits from the system's CSPRNG (OpenSSL RAND_bytes). Throws Error if that fails.
+// 64 hex digits from the kernel's CSPRNG (getrandom). Throws Error if that fails.
 std::string generate_job_secret();
 
 // Sets o.allow_hosts and o.allow_origin from the first of:
