@@ -188,59 +188,25 @@ std::atomic<int> g_reaper_count{0};
 
 }  // namespace
 
-std::string create_cgroup(const std::string& name, std::string* why) {
-  // gpurun's own cgroup v2 path: the "0::<path>" line of /proc/self/cgroup.
-  std::string rel;
-  {
-    std::istringstream in(read_file("/proc/self/cgroup"));
-    for (std::string l; std::getline(in, l);) {
-      if (l.rfind("0::", 0) == 0) rel = l.substr(3);
-    }
+namespace {
+
+// Which hierarchy: cgroup v2 ("0::<path>" in /proc/self/cgroup, a "cgroup2" mount), or the v1
+// hierarchy with the memory controller ("N:...memory...:<path>", a "cgroup" mount whose super
+// options name memory).
+enum class Hierarchy { kV2, kV1Memory };
+
+bool names_memory(const std::string& list) {
+  std::istringstream in(list);
+  for (std::string c; std::getline(in, c, ',');) {
+    if (c == "memory") return true;
   }
-  if (rel.empty()) {
-    *why = "no cgroup v2 in /proc/self/cgroup";
-    return "";
-  }
-  // The cgroup2 mount: "id parent maj:min root mountpoint opts ... - cgroup2 src opts".
-  std::string mount_root, mount_point;
-  {
-    std::istringstream in(read_file("/proc/self/mountinfo"));
-    for (std::string l; std::getline(in, l);) {
-      const auto dash = l.find(" - cgroup2 ");
-      if (dash == std::string::npos) continue;
-      std::istringstream f(l.substr(0, dash));
-      std::string id, parent, dev;
-      f >> id >> parent >> dev >> mount_root >> mount_point;
-      break;
-    }
-  }
-  if (mount_point.empty()) {
-    *why = "no cgroup2 file system in /proc/self/mountinfo";
-    return "";
-  }
-  if (mount_root != "/" && rel.rfind(mount_root, 0) != 0) {
-    *why =
-        fmt::format("gpurun's cgroup {} is outside the cgroup2 mount's root {}", rel, mount_root);
-    return "";
-  }
-  if (mount_root != "/") rel = rel.substr(mount_root.size());
-  std::string parent = mount_point + rel;
-  while (parent.size() > 1 && parent.back() == '/') parent.pop_back();
-  const std::string dir = parent + "/" + name;
-  if (::mkdir(dir.c_str(), 0755) != 0) {
-    *why = fmt::format("cannot create {} ({})", dir, std::strerror(errno));
-    return "";
-  }
-  if (::access((dir + "/cgroup.procs").c_str(), W_OK) != 0) {
-    *why = fmt::format("{}/cgroup.procs is not writable ({})", dir, std::strerror(errno));
-    ::rmdir(dir.c_str());
-    return "";
-  }
-  return dir;
+  return false;
 }
 
-std::string create_memory_cgroup_v1(const std::string& name, std::string* why) {
-  // gpurun's memory cgroup: the "N:memory:<path>" line of /proc/self/cgroup (v1 only).
+// Creates `name` under gpurun's own cgroup of `h`; "" and *why when it cannot.
+std::string create_in(Hierarchy h, const std::string& name, std::string* why) {
+  const bool v2 = h == Hierarchy::kV2;
+  const char* what = v2 ? "cgroup v2" : "cgroup v1 memory controller";
   std::string rel;
   {
     std::istringstream in(read_file("/proc/self/cgroup"));
@@ -248,31 +214,26 @@ std::string create_memory_cgroup_v1(const std::string& name, std::string* why) {
       const auto a = l.find(':');
       const auto b = a == std::string::npos ? a : l.find(':', a + 1);
       if (b == std::string::npos) continue;
-      std::istringstream ctrls(l.substr(a + 1, b - a - 1));
-      for (std::string c; std::getline(ctrls, c, ',');) {
-        if (c == "memory") rel = l.substr(b + 1);
-      }
+      const bool match = v2 ? l.rfind("0::", 0) == 0 : names_memory(l.substr(a + 1, b - a - 1));
+      if (match) rel = l.substr(b + 1);
     }
   }
   if (rel.empty()) {
-    *why = "no cgroup v1 memory controller in /proc/self/cgroup";
+    *why = fmt::format("no {} in /proc/self/cgroup", what);
     return "";
   }
-  // Its mount: "... root mountpoint opts ... - cgroup src super_opts" with "memory" in
-  // super_opts.
+  // Its mount: "id parent maj:min root mountpoint opts ... - <fstype> src super_opts".
   std::string mount_root, mount_point;
   {
+    const std::string sep = v2 ? " - cgroup2 " : " - cgroup ";
     std::istringstream in(read_file("/proc/self/mountinfo"));
     for (std::string l; std::getline(in, l);) {
-      const auto dash = l.find(" - cgroup ");
+      const auto dash = l.find(sep);
       if (dash == std::string::npos) continue;
-      std::istringstream tail(l.substr(dash + 10));
+      std::istringstream tail(l.substr(dash + sep.size()));
       std::string src, super;
       tail >> src >> super;
-      bool memory = false;
-      std::istringstream opts(super);
-      for (std::string o; std::getline(opts, o, ',');) memory = memory || o == "memory";
-      if (!memory) continue;
+      if (!v2 && !names_memory(super)) continue;
       std::istringstream f(l.substr(0, dash));
       std::string id, parent, dev;
       f >> id >> parent >> dev >> mount_root >> mount_point;
@@ -280,11 +241,12 @@ std::string create_memory_cgroup_v1(const std::string& name, std::string* why) {
     }
   }
   if (mount_point.empty()) {
-    *why = "no cgroup v1 memory mount in /proc/self/mountinfo";
+    *why = fmt::format("no {} mount in /proc/self/mountinfo", what);
     return "";
   }
   if (mount_root != "/" && rel.rfind(mount_root, 0) != 0) {
-    *why = fmt::format("gpurun's memory cgroup {} is outside its mount's root {}", rel, mount_root);
+    *why =
+        fmt::format("gpurun's {} group {} is outside its mount's root {}", what, rel, mount_root);
     return "";
   }
   if (mount_root != "/") rel = rel.substr(mount_root.size());
@@ -296,12 +258,22 @@ std::string create_memory_cgroup_v1(const std::string& name, std::string* why) {
     return "";
   }
   if (::access((dir + "/cgroup.procs").c_str(), W_OK) != 0 ||
-      ::access((dir + "/memory.oom_control").c_str(), R_OK) != 0) {
+      (!v2 && ::access((dir + "/memory.oom_control").c_str(), R_OK) != 0)) {
     *why = fmt::format("{}/cgroup.procs is not writable ({})", dir, std::strerror(errno));
     ::rmdir(dir.c_str());
     return "";
   }
   return dir;
+}
+
+}  // namespace
+
+std::string create_cgroup(const std::string& name, std::string* why) {
+  return create_in(Hierarchy::kV2, name, why);
+}
+
+std::string create_memory_cgroup_v1(const std::string& name, std::string* why) {
+  return create_in(Hierarchy::kV1Memory, name, why);
 }
 
 Reaper::Reaper(const ReaperOptions& options) {
