@@ -1,6 +1,8 @@
 // gpurun: parse, dispatch, and turn exceptions into `gpurun: error: ...` + an exit code.
 // The exit codes are documented once, in exit_codes.cc (--help prints it; a test compares it with
 // the README). --exit-code-mode torchrun: 0, 2 for a usage error, 1 for anything else.
+#include <malloc.h>
+
 #include <cstdio>
 #include <exception>
 #include <optional>
@@ -43,6 +45,11 @@ int fail(const std::string& what, gpurun::ExitCode code) {
 int main(int argc, char** argv) {
   using namespace gpurun;
   using namespace gpurun::launcher;
+  // One malloc arena: gpurun's threads (store server, output, heartbeats) allocate little, and
+  // glibc's arena per thread maps and trims 64 MiB for each (mmap + munmap + a TLB shootdown on
+  // every CPU), a cost hundreds of agents on one host pay at every start. Not inherited by the
+  // workers (a mallopt, not MALLOC_ARENA_MAX).
+  ::mallopt(M_ARENA_MAX, 1);
   try {
     const EnvMap env = current_environment();
     const std::vector<std::string> args(argv + 1, argv + argc);
