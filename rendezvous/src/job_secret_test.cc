@@ -1,11 +1,18 @@
 // The job secret (job_secret.h): the HMAC against a known answer (Python's hmac module), the
-// AUTH_* requests on the wire, and what a trusted (loopback, same uid) connection is told. The
-// probation path itself needs a peer on another host: tests/launcher/test_kubeflow_env.py runs it
-// between network-namespace hosts with real agents, PyTorch workers and a PyTorch stranger.
+// AUTH_* requests on the wire, what a trusted (loopback, same uid) connection is told, and the
+// probation rules on connections served as if from another host (socketpairs). A real peer on
+// another host: tests/launcher/test_kubeflow_env.py, between network-namespace hosts with real
+// agents, PyTorch workers and a PyTorch stranger.
 #include "job_secret.h"
 
+#include <sys/socket.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <catch2/catch.hpp>
 #include <cctype>
+#include <optional>
+#include <thread>
 
 #include "gpurun/common/error.h"
 #include "gpurun/rendezvous/job_access.h"
@@ -112,4 +119,79 @@ TEST_CASE("job secret: gpurun's client proves it only when asked", "[auth][clien
       CHECK(to_string(c.get("k")) == "v");
     }
   }
+}
+
+namespace {
+
+// A store with secret "s3cret" on its own thread, serving socketpairs as peers on probation.
+struct ProbationServer {
+  boost::asio::io_context io;
+  std::optional<StoreServer> srv;
+  std::vector<RawClient> peers;
+  std::thread loop;
+
+  explicit ProbationServer(int n,
+                           std::chrono::milliseconds auth_timeout = std::chrono::seconds(10)) {
+    StoreServerOptions o = test_server_options();
+    o.job_secret = "s3cret";
+    o.auth_timeout = auth_timeout;
+    srv.emplace(io, o);
+    for (int i = 0; i < n; ++i) {
+      int sv[2];
+      REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+      srv->serve_connected(sv[0], /*on_probation=*/true);
+      peers.emplace_back(gpurun::UniqueFd(sv[1]));
+    }
+    loop = std::thread([this] { io.run(); });
+  }
+  ~ProbationServer() {
+    boost::asio::post(io, [this] { srv->stop(); });
+    loop.join();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("job secret: a peer on probation may only prove it", "[auth][server]") {
+  ProbationServer s(4);
+  // 0: proves the secret, then uses the store like anyone.
+  RawClient& good = s.peers[0];
+  good.send(v2_validate());
+  good.send({0xA0});
+  const std::string nonce = good.recv_bytes();
+  REQUIRE(nonce.size() == auth::kNonceBytes);
+  good.send(cat({{0xA1}, wstr(auth::proof("s3cret", nonce))}));
+  CHECK(good.recv(1) == Buf{0x00});
+  good.send(set2("k", "v"));
+  good.send(get2("k"));
+  CHECK(good.recv_bytes() == "v");
+  // 1: a data request before any proof closes it, unanswered; the key is not touched.
+  RawClient& eager = s.peers[1];
+  eager.send(v2_validate());
+  eager.send(set2("k", "stranger"));
+  CHECK(eager.closed_within());
+  good.send(get2("k"));
+  CHECK(good.recv_bytes() == "v");
+  // 2: a wrong proof closes it.
+  RawClient& wrong = s.peers[2];
+  wrong.send(v2_validate());
+  wrong.send({0xA0});
+  const std::string n2 = wrong.recv_bytes();
+  CHECK(n2 != nonce);  // fresh per connection: a recorded proof is worthless
+  wrong.send(cat({{0xA1}, wstr(auth::proof("s3cret", nonce))}));  // 0's proof, replayed
+  CHECK(wrong.closed_within());
+  // 3: PING is allowed on probation; a proof without a challenge closes it.
+  RawClient& nochal = s.peers[3];
+  nochal.send(v2_validate());
+  nochal.send(cat({{0x0D}, {7, 0, 0, 0}}));
+  CHECK(nochal.recv(4) == Buf{7, 0, 0, 0});
+  nochal.send(cat({{0xA1}, wstr(std::string(32, 'x'))}));
+  CHECK(nochal.closed_within());
+}
+
+TEST_CASE("job secret: a peer on probation that proves nothing is closed at the deadline",
+          "[auth][server]") {
+  ProbationServer s(1, std::chrono::milliseconds(300));
+  s.peers[0].send(v2_validate());
+  CHECK(s.peers[0].closed_within(std::chrono::seconds(10)));  // the 250 ms sweep closes it
 }

@@ -263,7 +263,7 @@ void ServerCore::on_accept(const boost::system::error_code& ec, tcp::socket sock
   do_accept();
 }
 
-void ServerCore::serve_connected(int fd) {
+void ServerCore::serve_connected(int fd, bool on_probation) {
   tcp::socket sock(io_);
   boost::system::error_code ec;
   sock.assign(acceptor_.local_endpoint(ec).protocol(), fd, ec);
@@ -271,10 +271,12 @@ void ServerCore::serve_connected(int fd) {
     ::close(fd);
     return;
   }
-  add_session(std::move(sock), tcp::endpoint(asio::ip::address_v4::loopback(), 0), false);
+  add_session(std::move(sock), tcp::endpoint(asio::ip::address_v4::loopback(), 0), false,
+              on_probation);
 }
 
-void ServerCore::add_session(tcp::socket sock, const tcp::endpoint& peer, bool check) {
+void ServerCore::add_session(tcp::socket sock, const tcp::endpoint& peer, bool check,
+                             bool on_probation) {
   ++accepted_;
   if (sessions_.size() >= max_connections_) {
     ++refused_;
@@ -285,7 +287,7 @@ void ServerCore::add_session(tcp::socket sock, const tcp::endpoint& peer, bool c
     sock.close(ignored);
     return;
   }
-  bool probation = false;
+  bool probation = on_probation;
   if (check && !refuse_reason(sock, peer, probation).empty()) {
     ++refused_;
     boost::system::error_code ignored;

@@ -58,7 +58,7 @@ class ServerCore final : public std::enable_shared_from_this<ServerCore>, privat
   void bind();  // throws BindError / ConfigError
   void start();
   void stop();
-  void serve_connected(int fd);
+  void serve_connected(int fd, bool on_probation);
 
   // ---- used by sessions (server_core.cc) ----
   Handled handle(Session& s, const protocol::Request& req);
@@ -105,7 +105,9 @@ class ServerCore final : public std::enable_shared_from_this<ServerCore>, privat
   // server_accept.cc: connections
   void do_accept();
   void on_accept(const boost::system::error_code& ec, tcp::socket sock);
-  void add_session(tcp::socket sock, const tcp::endpoint& peer, bool check = true);
+  // check: the peer checks decide (else trusted, or on probation when `on_probation`).
+  void add_session(tcp::socket sock, const tcp::endpoint& peer, bool check = true,
+                   bool on_probation = false);
   // Why a new connection must be refused, or "" to accept it; `probation` is set when it may
   // come in only to prove the job secret.
   std::string refuse_reason(const tcp::socket& sock, const tcp::endpoint& peer, bool& probation);

@@ -73,7 +73,9 @@ std::uint16_t StoreServer::port() const { return impl_->core->port(); }
 std::string StoreServer::host() const { return impl_->core->host(); }
 std::string StoreServer::address() const { return impl_->core->address(); }
 void StoreServer::stop() { impl_->core->stop(); }
-void StoreServer::serve_connected(int fd) { impl_->core->serve_connected(fd); }
+void StoreServer::serve_connected(int fd, bool on_probation) {
+  impl_->core->serve_connected(fd, on_probation);
+}
 std::string StoreServer::audit() const { return impl_->core->audit(); }
 StoreServerStats StoreServer::stats() const { return impl_->core->stats(); }
 

@@ -130,6 +130,8 @@ bool eventually(Pred p, std::chrono::milliseconds timeout = std::chrono::seconds
 // server fails the test instead of hanging it.
 class RawClient {
  public:
+  // Adopts an already-connected stream socket (one end of a socketpair the server serves).
+  explicit RawClient(UniqueFd fd) : fd_(std::move(fd)) {}
   explicit RawClient(std::uint16_t port, const std::string& host = "127.0.0.1") {
     bool v6 = host.find(':') != std::string::npos;
     fd_.reset(::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));

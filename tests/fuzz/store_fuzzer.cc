@@ -7,8 +7,10 @@
 //  - replies are well-formed: what a connection without WAITs receives parses, reply by reply,
 //    as a prefix of the replies its requests call for (the client's own reply parser);
 //  - after every connection closes, nothing stays accounted (buffers, waiters).
-// Input: pieces separated by "|#|"; piece i goes to connection i % 3; connection 2 is never read
-// until the end (its replies back up: output cap, deferral). A raw frame stream (the protocol
+// Input: pieces separated by "|#|"; piece i goes to connection i % 3; connection 1 is a peer on
+// probation (the store has a job secret it cannot prove: anything but VALIDATE, PING and AUTH_*
+// closes it); connection 2 is never read until the end (its replies back up: output cap,
+// deferral). A raw frame stream (the protocol
 // corpus) is one piece for connection 0. Also linked into store_fuzz_replay (replay_main.cc).
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -113,6 +115,12 @@ void check_replies(const Conn& c, const proto::Limits& limits) {
       case proto::Op::kPing:
         expect.push_back({proto::ReplyKind::kU32, 0});
         break;
+      case proto::Op::kAuthChallenge:
+        expect.push_back({proto::ReplyKind::kBytes, 0});
+        break;
+      case proto::Op::kAuthProof:  // accepted: u8 0 (a wrong proof closes the connection)
+        expect.push_back({proto::ReplyKind::kU8, 0});
+        break;
       case proto::Op::kQueuePop:
         expect.push_back({proto::ReplyKind::kQueuePop, 0});
         break;
@@ -152,6 +160,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   o.max_output_bytes = 512;
   o.max_store_bytes = 4096;
   o.max_buffer_bytes = 1 << 16;
+  o.job_secret = "fuzz";  // connection 1 is on probation: it must prove it (it never can)
   proto::Limits limits;
   limits.max_key_bytes = o.max_key_bytes;
   limits.max_value_bytes = o.max_value_bytes;
@@ -170,7 +179,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     ::fcntl(sv[1], F_SETFL, O_NONBLOCK);
     conns[static_cast<std::size_t>(i)].fd = sv[1];
     conns[static_cast<std::size_t>(i)].drain = i != 2;
-    server->serve_connected(sv[0]);
+    server->serve_connected(sv[0], /*on_probation=*/i == 1);
   }
 
   // Split into pieces, then interleave the pieces' chunks across connections.

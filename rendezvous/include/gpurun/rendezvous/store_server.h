@@ -107,8 +107,10 @@ class StoreServer {
   StoreServerStats stats() const;
 
   // For the fuzzer and tests: serves `fd`, an already-connected stream socket (e.g. one end of a
-  // socketpair), as if it had been accepted; takes ownership. No peer checks apply to it.
-  void serve_connected(int fd);
+  // socketpair), as if it had been accepted; takes ownership. No peer checks apply to it; with
+  // `on_probation` it is treated as a peer from a host outside the allow-list (it must prove the
+  // job secret first: StoreServerOptions::job_secret).
+  void serve_connected(int fd, bool on_probation = false);
   // Recounts what the limits account for (stored bytes, waiters) from the data itself; returns
   // "" when the running counters agree, else what differs. Linear in the store's size.
   std::string audit() const;
