@@ -211,6 +211,15 @@ std::unique_ptr<Connection> Connection::open(const TcpStoreOptions& opts,
         throw;
       } catch (const Error& e) {
         err = fmt::format("handshake failed: {}", e.what());
+        // Auto: the server took the connection and dropped the 2.x handshake. A 1.13 server
+        // does that (it reads VALIDATE as a SET with an absurd length): try 1.13, once.
+        if (opts.dialect == Dialect::kAuto) {
+          if (UniqueFd fd2 = connect_once(opts, deadline, err)) {
+            auto c2 = std::make_unique<Connection>(std::move(fd2), opts, address);
+            c2->confirm_v113(deadline, e.what());
+            return c2;
+          }
+        }
       }
     }
     if (Clock::now() + backoff >= deadline) break;
@@ -243,7 +252,7 @@ std::unique_ptr<Connection> Connection::open(const TcpStoreOptions& opts,
 
 Connection::Connection(UniqueFd fd, const TcpStoreOptions& opts, std::string address)
     : fd_(std::move(fd)),
-      dialect_(opts.dialect),
+      dialect_(opts.dialect == Dialect::kAuto ? Dialect::kV2 : opts.dialect),
       timeout_setting_(opts.timeout_setting),
       address_(std::move(address)) {
   if (opts.job_secret) {
@@ -278,6 +287,27 @@ void Connection::handshake(Clock::time_point deadline) {
         address_, r.u32, nonce));
   }
   if (prove) prove_secret(hs_deadline);
+}
+
+void Connection::confirm_v113(Clock::time_point deadline, const std::string& v2_error) {
+  dialect_ = Dialect::kV113;
+  What w{"1.13 dialect check (GETNUMKEYS)"};
+  protocol::encode_num_keys(Dialect::kV113, wbuf_);
+  const auto d = std::min(deadline, deadline_after(std::chrono::seconds(5)));
+  Reply r;
+  bool ok = false;
+  try {
+    ok = send(d, w) && receive(ReplyKind::kI64, 0, r, d, w);
+  } catch (const NetworkError&) {
+    ok = false;
+  }
+  if (!ok) {
+    throw ProtocolError(fmt::format(
+        "store {}: the server speaks neither PyTorch 2.5+'s dialect (the handshake failed: {}) "
+        "nor 1.13's (GETNUMKEYS got no answer); PyTorch 2.0-2.4 stores are not supported",
+        address_, v2_error));
+  }
+  consumed();
 }
 
 void Connection::prove_secret(Clock::time_point deadline) {

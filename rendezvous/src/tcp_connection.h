@@ -69,6 +69,7 @@ class Connection {
   // Never reuse this connection (a stray reply may follow); the next request opens another.
   void discard() { fd_.reset(); }
   bool is_open() const { return static_cast<bool>(fd_); }
+  Dialect dialect() const { return dialect_; }  // never kAuto once open
 
   Connection(UniqueFd fd, const TcpStoreOptions& opts, std::string address);
 
@@ -76,6 +77,9 @@ class Connection {
   static UniqueFd connect_once(const TcpStoreOptions& opts, Clock::time_point deadline,
                                std::string& err);
   void handshake(Clock::time_point deadline);
+  // Dialect::kAuto after a 2.x handshake the server dropped: 1.13 on this new connection, if a
+  // 1.13 GETNUMKEYS is answered. Throws ProtocolError naming both tries when it is not.
+  void confirm_v113(Clock::time_point deadline, const std::string& v2_error);
   // Reads the AUTH_CHALLENGE reply and, if it holds a nonce, proves job_secret_ (job_secret.h).
   void prove_secret(Clock::time_point deadline);
   // Returns false on timeout; throws NetworkError on failure.

@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "gpurun/common/error.h"
+#include "gpurun/common/log.h"
 #include "tcp_connection.h"
 
 namespace gpurun::rendezvous {
@@ -155,7 +156,13 @@ TcpStore::TcpStore(TcpStoreOptions options)
                        ? fmt::format("[{}]:{}", options_.host, options_.port)
                        : fmt::format("{}:{}", options_.host, options_.port);
   // Connect now (errors name the address); the pool holds the connection for the first request.
-  impl_->release(impl_->connect(options_.connect_timeout));
+  auto first = impl_->connect(options_.connect_timeout);
+  if (options_.dialect == Dialect::kAuto) {  // what the server spoke, for every request
+    options_.dialect = impl_->opts.dialect = first->dialect();
+    GPURUN_LOG_DEBUG("store", "{} speaks the {} dialect", impl_->address,
+                     options_.dialect == Dialect::kV2 ? "2.x" : "1.13");
+  }
+  impl_->release(std::move(first));
   if (options_.world_size) {
     // Like a PyTorch client given world_size: ADD "init/" 1 (no "/" prefix, §3.2).
     const std::string key = "init/";

@@ -147,6 +147,14 @@ class CppClientAgainstTorchServer(unittest.TestCase):
             raw.send(bytes([V113.GET]) + s("init/"))
             self.assertEqual(raw.recv_exact(9), s("2"))
 
+    def test_auto_dialect_finds_1_13(self):
+        # Dialect::kAuto (what the SDK uses under torchrun): torch 1.13's server drops the 2.x
+        # handshake, so the client speaks 1.13 on a new connection; its ADD lands on the key.
+        self.run_client("--dialect", "auto", "--scenario", "connect", "--world-size", "2")
+        with storelib.RawConn("127.0.0.1", self.port) as raw:
+            raw.send(bytes([V113.GET]) + s("init/"))
+            self.assertEqual(raw.recv_exact(9), s("1"))
+
     def test_connect_retries_until_server_appears(self):
         # The client retries connect() with backoff, so it may start before the server.
         port = storelib.testlib.free_port()

@@ -2,7 +2,7 @@
 // or gpurun-store) and prints one JSON object per operation on stdout, so a Python test can check
 // both what this client saw and what the server holds afterwards.
 //
-//   store_interop_client --host H --port P [--dialect v113|v2] [--torch-prefix]
+//   store_interop_client --host H --port P [--dialect v113|v2|auto] [--torch-prefix]
 //                        [--scenario all|share|connect] [--world-size N] [--timeout-ms T]
 //                        [--connect-timeout-ms T]
 //
@@ -157,7 +157,7 @@ int usage(const char* why) {
   std::fprintf(
       stderr,
       "store_interop_client: error: %s\nusage: store_interop_client --host H --port P "
-      "[--dialect v113|v2] [--torch-prefix] [--scenario all|share|connect] [--world-size N] "
+      "[--dialect v113|v2|auto] [--torch-prefix] [--scenario all|share|connect] [--world-size N] "
       "[--timeout-ms T] [--connect-timeout-ms T]\n",
       why);
   return 2;
@@ -194,8 +194,10 @@ int main(int argc, char** argv) {
           opts.dialect = Dialect::kV113;
         } else if (*v == "v2") {
           opts.dialect = Dialect::kV2;
+        } else if (*v == "auto") {
+          opts.dialect = Dialect::kAuto;
         } else {
-          return usage("--dialect must be v113 or v2");
+          return usage("--dialect must be v113, v2 or auto");
         }
       } else if (a == "--scenario") {
         scenario = *v;

@@ -1,5 +1,6 @@
-"""The worker SDK under real launchers other than gpurun: Open MPI's mpirun and Slurm's srun on a
-one-node cluster this test brings up on localhost (munged + slurmctld + slurmd, as root). Each
+"""The worker SDK under real launchers other than gpurun: PyTorch 1.13's torchrun, Open MPI's mpirun
+and Slurm's srun on a one-node cluster this test brings up on localhost (munged + slurmctld +
+slurmd, as root). Each
 worker finds its rank and world size from the launcher's variables and completes an all_reduce
 through a gpurun-store it is pointed at with MASTER_ADDR/MASTER_PORT, or with nothing set, through
 the store rank 0 hosts itself."""
@@ -84,6 +85,28 @@ class Mpirun(unittest.TestCase):
         self.assertEqual(p.returncode, 0, out)
         for r in range(3):
             self.assertIn(f"rank {r}/3 backend=gloo device=cpu launcher=mpirun local_rank={r}/3", out)
+        self.assertIn("allreduce ok: world 3 sum 6", out)
+
+
+class Torchrun(unittest.TestCase):
+    def test_allreduce_under_torchrun_1_13(self):
+        # torchrun's own store is torch 1.13's TCPStore, which drops the 2.x handshake: the SDK
+        # finds that at connect (Dialect::kAuto) and speaks 1.13. GPURUN_JOB_SECRET set beside
+        # it must not be offered to a PyTorch store. (Before: retried the 2.x handshake for 30
+        # minutes.)
+        worker = sdklib.sdk_binary("collectives_worker")
+        cmd = [testlib.PYTHON, "-m", "torch.distributed.run", "-r", "1", "-t", "1",
+               "--nproc_per_node", "3", "--master_port", str(free_port()), "--no_python",
+               worker, "--allreduce"]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=90,
+                           env=clean_env(GPURUN_COMM_TIMEOUT="30s", GPURUN_JOB_SECRET="beside"))
+        out = p.stdout + p.stderr
+        if "No module named torch" in out:
+            raise unittest.SkipTest(f"torch not importable by {testlib.PYTHON}")
+        self.assertEqual(p.returncode, 0, out)
+        for r in range(3):
+            self.assertIn(f"rank {r}/3 backend=gloo device=cpu launcher=torchrun local_rank={r}/3",
+                          out)
         self.assertIn("allreduce ok: world 3 sum 6", out)
 
 

@@ -24,6 +24,13 @@ std::shared_ptr<rendezvous::Store> connect_store(const LaunchInfo& info,
       "started it (gpurun hosts one itself; under mpirun/srun start `gpurun store` first)",
       info.master_addr, info.master_port, to_string(info.launcher));
   o.dialect = rendezvous::Dialect::kV2;
+  if (info.launcher == Launcher::kTorchrun) {
+    // The store is PyTorch's, of whatever version torchrun is (1.13 drops a 2.x handshake):
+    // find out at connect. And it does not know gpurun's job-secret challenge: never offer one,
+    // even if GPURUN_JOB_SECRET is set (for gpurun jobs beside it).
+    o.dialect = rendezvous::Dialect::kAuto;
+    o.job_secret = "";
+  }
   // srun/mpirun with nothing set: rank 0 starts the store at the same moment as this rank, so
   // retry often (every 50 ms at most) instead of backing off to a second: measured ~300 ms
   // of the zero-setup start-up on two nodes (bench/rdzv/srun_bench.py).

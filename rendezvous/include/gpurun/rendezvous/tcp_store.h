@@ -19,6 +19,11 @@ enum class Dialect {
   kV2,    // PyTorch 2.x: VALIDATE magic + PING on connect, 2.x opcode numbers. gpurun's default.
   kV113,  // PyTorch 1.13: no handshake, 1.13 opcode numbers (needed to talk to a torch 1.13
           // server).
+  // Whichever the server speaks, found at connect: the 2.x handshake, and if the server drops
+  // the connection during it (a 1.13 server does), 1.13 on a new connection, checked with a
+  // GETNUMKEYS. For a store run by a launcher of unknown PyTorch version (torchrun). options()
+  // then says which was found. PyTorch 2.0-2.4 (2.x without PING) is neither: an error says so.
+  kAuto,
 };
 
 struct TcpStoreOptions {
