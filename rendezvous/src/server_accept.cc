@@ -161,6 +161,13 @@ std::string ServerCore::refuse_reason(const tcp::socket& sock, const tcp::endpoi
       return "unknown owner";
     }
   }
+  // This host through one of its own addresses (the kernel makes the source address the
+  // destination): local whatever the uid lookup said, never a stranger host.
+  if (!local_peer) {
+    boost::system::error_code ec;
+    const tcp::endpoint local = sock.local_endpoint(ec);
+    if (!ec && unmapped(local.address()) == unmapped(peer.address())) local_peer = true;
+  }
   // Other hosts: the allow-list, else (with a job secret) hosts whose peers proved it, else
   // probation until this one does; without a secret and a list, everyone (PyTorch's behaviour).
   const bool secret = !opts_.job_secret.empty();

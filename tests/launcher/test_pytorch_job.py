@@ -38,6 +38,16 @@ class PyTorchJob(unittest.TestCase):
     def test_four_workers(self):
         self.check_ok(self.launch(4), 4)
 
+    def test_store_on_a_host_address_without_the_uid_check(self):
+        # The store bound to one of this host's own (non-loopback) addresses, uid check off: the
+        # workers reach it through that address, and the job secret gpurun generates for one node
+        # must not put them on probation (they cannot prove it; they are on this host).
+        addrs = [a for a in run(["hostname", "-I"]).stdout.split() if ":" not in a]
+        if not addrs:
+            self.skipTest("this host has no non-loopback IPv4 address")
+        p = self.launch(2, "--master-addr", addrs[0], env={"GPURUN_STORE_CHECK_PEER_UID": "0"})
+        self.check_ok(p, 2)
+
     def test_restart_uses_a_fresh_store_prefix(self):
         p = self.launch(2, "--max-restarts", "1", env={"FAIL_RANK": "1", "FAIL_ON_ATTEMPT": "0"})
         self.assertIn("restarting all 2 workers", p.stderr)
