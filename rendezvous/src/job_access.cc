@@ -60,6 +60,39 @@ std::string apply_job_allow(StoreServerOptions& o, const EnvMap& env,
                      fmt::join(o.allow_hosts, ","));
 }
 
+std::string describe_job_access(const EnvMap& env, const std::optional<std::string>& flag,
+                                bool one_node, bool loopback_only) {
+  const bool uid_check = env_bool(env, "GPURUN_STORE_CHECK_PEER_UID").value_or(true);
+  const std::string here =
+      uid_check ? "this host: only this uid" : "this host: any uid (GPURUN_STORE_CHECK_PEER_UID=0)";
+  const auto given = env_get(env, kJobSecretEnv);
+  // Who else gets in by proving a secret ("" when there is none).
+  std::string provers;
+  if (given && !given->empty()) {
+    provers = fmt::format("hosts whose gpurun proves {} (then their workers too)", kJobSecretEnv);
+  } else if (one_node) {
+    provers = "hosts that prove the job secret gpurun generates for this run (its workers get it)";
+  }
+  const std::string also = provers.empty() ? "" : ", and " + provers;
+  std::string others;
+  if (loopback_only) {
+    others = "none (the store is bound to a loopback address)";
+  } else if (flag) {
+    others = fmt::format("only {} (--rdzv-allow){}", *flag, also);
+  } else if (auto v = env_get(env, "GPURUN_STORE_ALLOW")) {
+    others = fmt::format("only {} (GPURUN_STORE_ALLOW){}", *v, also);
+  } else if (auto nodes = slurm_job_nodes(env)) {
+    others = fmt::format("only the Slurm job's nodes ({}){}", nodes->from, also);
+  } else if (!provers.empty()) {
+    others = "only " + provers;
+  } else {
+    others =
+        fmt::format("any (no --rdzv-allow, Slurm node list or {}: set one to keep other hosts out)",
+                    kJobSecretEnv);
+  }
+  return fmt::format("{}; other hosts: {}", here, others);
+}
+
 void allow_members(StoreServerOptions& o, const std::vector<std::string>& addrs,
                    const std::string& what) {
   if (std::find(o.allow_hosts.begin(), o.allow_hosts.end(), "any") != o.allow_hosts.end() ||

@@ -195,3 +195,31 @@ TEST_CASE("job secret: a peer on probation that proves nothing is closed at the 
   s.peers[0].send(v2_validate());
   CHECK(s.peers[0].closed_within(std::chrono::seconds(10)));  // the 250 ms sweep closes it
 }
+
+TEST_CASE("job access: the dry run's one-line summary, from the same sources in the same order",
+          "[auth][access]") {
+  const gpurun::EnvMap none;
+  CHECK(describe_job_access(none, std::nullopt, true, true) ==
+        "this host: only this uid; other hosts: none (the store is bound to a loopback address)");
+  CHECK(describe_job_access(none, std::nullopt, false, false) ==
+        "this host: only this uid; other hosts: any (no --rdzv-allow, Slurm node list or "
+        "GPURUN_JOB_SECRET: set one to keep other hosts out)");
+  CHECK_THAT(describe_job_access(none, std::nullopt, true, false),
+             Catch::EndsWith("only hosts that prove the job secret gpurun generates for this "
+                             "run (its workers get it)"));
+  const gpurun::EnvMap secret{{"GPURUN_JOB_SECRET", "s"}, {"GPURUN_STORE_CHECK_PEER_UID", "0"}};
+  CHECK(describe_job_access(secret, std::nullopt, false, false) ==
+        "this host: any uid (GPURUN_STORE_CHECK_PEER_UID=0); other hosts: only hosts whose "
+        "gpurun proves GPURUN_JOB_SECRET (then their workers too)");
+  // The flag wins over GPURUN_STORE_ALLOW, which wins over Slurm's node list.
+  const gpurun::EnvMap all{{"GPURUN_STORE_ALLOW", "10.0.0.0/8"}, {"SLURM_JOB_NODELIST", "n[1-2]"}};
+  CHECK_THAT(describe_job_access(all, std::string("a,b"), false, false),
+             Catch::EndsWith("other hosts: only a,b (--rdzv-allow)"));
+  CHECK_THAT(describe_job_access(all, std::nullopt, false, false),
+             Catch::EndsWith("other hosts: only 10.0.0.0/8 (GPURUN_STORE_ALLOW)"));
+  const gpurun::EnvMap slurm{{"SLURM_JOB_NODELIST", "n[1-2]"}, {"GPURUN_JOB_SECRET", "s"}};
+  CHECK_THAT(describe_job_access(slurm, std::nullopt, false, false),
+             Catch::EndsWith("other hosts: only the Slurm job's nodes (SLURM_JOB_NODELIST=n[1-2]), "
+                             "and hosts whose gpurun proves GPURUN_JOB_SECRET (then their workers "
+                             "too)"));
+}

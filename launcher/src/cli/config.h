@@ -11,6 +11,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "gpurun/common/env.h"
@@ -205,8 +206,10 @@ std::vector<WorkerSpec> plan_workers(const LaunchConfig& cfg, int nproc, const G
 // --dry-run: per rank the local rank, GPU, command line, the env vars gpurun sets (not the whole
 // inherited environment) and log paths; the store and world size from `facts` (the plan's own
 // facts, not read back from the workers' env). Pure.
+// `store_access`: who may use the store (job_access.h describe_job_access), under the store line.
 std::string format_plan(const LaunchConfig& cfg, const AttemptFacts& facts,
-                        const std::vector<WorkerSpec>& workers, const GpuInventory& gpus);
+                        const std::vector<WorkerSpec>& workers, const GpuInventory& gpus,
+                        std::string_view store_access = {});
 
 // ---- diagnostics ----
 // "pid 4711 (python3 train.py --foo)" for the process listening on TCP `port`, from /proc; empty

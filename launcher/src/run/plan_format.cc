@@ -49,7 +49,8 @@ std::string stream_text(const std::string& path, bool console) {
 }  // namespace
 
 std::string format_plan(const LaunchConfig& cfg, const AttemptFacts& facts,
-                        const std::vector<WorkerSpec>& workers, const GpuInventory& gpus) {
+                        const std::vector<WorkerSpec>& workers, const GpuInventory& gpus,
+                        std::string_view store_access) {
   std::ostringstream out;
   const WorkerSpec* first = workers.empty() ? nullptr : &workers.front();
 
@@ -73,6 +74,7 @@ std::string format_plan(const LaunchConfig& cfg, const AttemptFacts& facts,
   if (first) {
     out << fmt::format("  store:   {}:{}{}\n", facts.master_addr, facts.master_port,
                        facts.master_port == 0 ? " (a free port is bound when the run starts)" : "");
+    if (!store_access.empty()) out << "           access: " << store_access << "\n";
   }
   std::string device_policy =
       cfg.virtual_local_rank       ? "one GPU per worker, LOCAL_RANK=0 (--virtual-local-rank)"

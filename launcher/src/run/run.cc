@@ -23,6 +23,8 @@
 #include "cli/config.h"
 #include "gpurun/common/error.h"
 #include "gpurun/common/io.h"
+#include "gpurun/common/net.h"
+#include "gpurun/rendezvous/job_access.h"
 #include "probe/numa.h"
 #include "run/run_internal.h"
 #include "run/worker_env.h"
@@ -184,7 +186,13 @@ int dry_run_node(const LaunchConfig& cfg, const EnvMap& env, const NodeFacts& no
   auto workers = plan_workers(cfg, nproc, gpus, facts, env, &notes);
   apply_numa_binding(cfg, gpus, env, workers, &notes);
   for (const auto& n : notes) print_note(n);
-  std::fputs(format_plan(cfg, facts, workers, gpus).c_str(), stdout);
+  // Who may use the store, for the node that hosts it (node 0 of a static job, or one node).
+  const std::string access =
+      node.external_store || node.group_rank != 0
+          ? ""
+          : rendezvous::describe_job_access(env, cfg.rdzv_allow, node.group_world_size <= 1,
+                                            is_loopback_name(cfg.master_addr));
+  std::fputs(format_plan(cfg, facts, workers, gpus, access).c_str(), stdout);
   std::fflush(stdout);
   return 0;
 }

@@ -37,6 +37,13 @@ std::string generate_job_secret();
 std::string apply_job_allow(StoreServerOptions& o, const EnvMap& env,
                             const std::optional<std::string>& flag = std::nullopt);
 
+// Who may use a store gpurun would start with these settings, in one line for --dry-run, from the
+// same sources as apply_store_env + apply_job_allow, in the same order, without resolving any
+// name (a dry run never touches the network). `one_node`: gpurun generates a secret if none is
+// given; `loopback_only`: the store binds a loopback address (no other host can reach it).
+std::string describe_job_access(const EnvMap& env, const std::optional<std::string>& flag,
+                                bool one_node, bool loopback_only);
+
 // Adds the rendezvous members' addresses (`addrs`, e.g. a round's nodes) to `o`'s list: a store
 // whose clients can only be those members accepts exactly them (plus any list already set),
 // unless the list says "any".
