@@ -209,13 +209,12 @@ void ServerCore::sweep() {
   auto now = std::chrono::steady_clock::now();
   scratch_.clear();
   for (Session* s : sessions_) {
-    if ((frames && s->frame_overdue(now, opts_.frame_timeout)) ||
-        (s->probation_until_ && now >= *s->probation_until_)) {
+    if ((frames && s->frame_overdue(now, opts_.frame_timeout)) || s->probation_overdue(now)) {
       scratch_.push_back(s->shared_from_this());
     }
   }
   for (auto& s : scratch_) {
-    if (s->probation_until_ && now >= *s->probation_until_) {
+    if (s->probation_overdue(now)) {
       s->close(
           fmt::format("it did not prove the job secret within {} (it connected from a host "
                       "outside the job's allow-list{})",

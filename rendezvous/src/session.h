@@ -56,6 +56,9 @@ class Session final : public std::enable_shared_from_this<Session>, public KvWai
   // the allow-list, closed at this time unless it has proven the secret by then. nullopt: trusted.
   std::optional<std::chrono::steady_clock::time_point> probation_until_;
   std::string nonce_;  // the AUTH_CHALLENGE nonce it was sent
+  bool probation_overdue(std::chrono::steady_clock::time_point now) const {
+    return probation_until_ && now >= *probation_until_;
+  }
 
   // Last wills (kWillKeyPrefix): target key -> value, applied when the peer goes away.
   std::map<std::string, std::string, std::less<>> wills_;

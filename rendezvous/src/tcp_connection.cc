@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
-#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -254,13 +253,8 @@ Connection::Connection(UniqueFd fd, const TcpStoreOptions& opts, std::string add
     : fd_(std::move(fd)),
       dialect_(opts.dialect == Dialect::kAuto ? Dialect::kV2 : opts.dialect),
       timeout_setting_(opts.timeout_setting),
-      address_(std::move(address)) {
-  if (opts.job_secret) {
-    job_secret_ = *opts.job_secret;
-  } else if (const char* v = std::getenv(kJobSecretEnv)) {
-    job_secret_ = v;
-  }
-}
+      address_(std::move(address)),
+      job_secret_(opts.job_secret.value_or("")) {}
 
 void Connection::handshake(Clock::time_point deadline) {
   if (dialect_ != Dialect::kV2) return;
@@ -313,30 +307,30 @@ void Connection::confirm_v113(Clock::time_point deadline, const std::string& v2_
 void Connection::prove_secret(Clock::time_point deadline) {
   What w{"job-secret proof"};
   Reply r;
-  bool got = false;
-  try {
-    got = receive(ReplyKind::kBytes, 0, r, deadline, w);
-  } catch (const NetworkError&) {
-    throw ProtocolError(fmt::format(
-        "store {}: the server closed the connection at gpurun's job-secret challenge: it is not "
-        "a gpurun store (PyTorch's TCPStore does not know the request); unset {} for it",
-        address_, kJobSecretEnv));
-  }
-  if (!got) throw NetworkError("timed out waiting for the job-secret challenge");
+  // One reply of `kind`; the server closing the connection instead means `closed` (a format
+  // string for the variable's name, filled only then; no retry: the next connection would get
+  // the same answer).
+  auto expect = [&](ReplyKind kind, std::string_view what, std::string_view closed) {
+    bool got = false;
+    try {
+      got = receive(kind, 0, r, deadline, w);
+    } catch (const NetworkError&) {
+      throw ProtocolError(
+          fmt::format("store {}: {}", address_, fmt::format(fmt::runtime(closed), kJobSecretEnv)));
+    }
+    if (!got) throw NetworkError(fmt::format("timed out waiting for the {}", what));
+  };
+  expect(ReplyKind::kBytes, "job-secret challenge",
+         "the server closed the connection at gpurun's job-secret challenge: it is not a gpurun "
+         "store (PyTorch's TCPStore does not know the request); unset {} for it");
   const std::string challenge(r.values.empty() ? std::string_view() : r.values[0]);
   consumed();
   if (challenge.empty()) return;  // this connection needs no proof
   protocol::encode_auth_proof(Dialect::kV2, auth::proof(job_secret_, challenge), wbuf_);
   if (!send(deadline, w)) throw NetworkError("timed out sending the job-secret proof");
-  try {
-    got = receive(ReplyKind::kU8, 0, r, deadline, w);
-  } catch (const NetworkError&) {
-    throw ProtocolError(fmt::format(
-        "store {}: the store refused this host's job-secret proof: {} here differs from the "
-        "store's (set the same value on every node)",
-        address_, kJobSecretEnv));
-  }
-  if (!got) throw NetworkError("timed out waiting for the job-secret verdict");
+  expect(ReplyKind::kU8, "job-secret verdict",
+         "the store refused this host's job-secret proof: {} here differs from the store's (set "
+         "the same value on every node)");
   consumed();
 }
 

@@ -91,7 +91,7 @@ class Connection {
   Dialect dialect_;
   std::string timeout_setting_;  // named in timeout messages
   std::string address_;
-  std::string job_secret_;  // proven when the server asks ("" = none)
+  std::string job_secret_;  // proven when the server asks ("" = none; TcpStore resolved it)
   std::vector<std::uint8_t> wbuf_;
   std::vector<std::uint8_t> rbuf_;
   std::size_t rlen_ = 0;  // valid bytes in rbuf_

@@ -14,12 +14,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <mutex>
 #include <optional>
 #include <type_traits>
 
 #include "gpurun/common/error.h"
 #include "gpurun/common/log.h"
+#include "gpurun/rendezvous/job_access.h"
 #include "tcp_connection.h"
 
 namespace gpurun::rendezvous {
@@ -151,6 +153,11 @@ struct TcpStore::Impl {
 
 TcpStore::TcpStore(TcpStoreOptions options)
     : Store(options.timeout), options_(std::move(options)), impl_(std::make_unique<Impl>(*this)) {
+  // The job secret, once for every connection of the pool.
+  if (!options_.job_secret) {
+    const char* v = std::getenv(kJobSecretEnv);
+    options_.job_secret = v != nullptr ? v : "";
+  }
   impl_->opts = options_;
   impl_->address = options_.host.find(':') != std::string::npos
                        ? fmt::format("[{}]:{}", options_.host, options_.port)

@@ -197,7 +197,9 @@ class PyTorchJobInNamespaces(unittest.TestCase):
         r = self.hosts.run("stranger", [PYTHON, "-c", STRANGER, addr, str(port)], timeout=90)
         return r.stdout + r.stderr
 
-    def test_a_stranger_pod_is_refused_with_rdzv_allow(self):
+    def run_attacked(self, common):
+        """run_pods, with the stranger probing the store while rank 0 holds the job; returns the
+        pods' outputs and what the stranger saw."""
         seen = {}
 
         def attack(d):
@@ -205,12 +207,17 @@ class PyTorchJobInNamespaces(unittest.TestCase):
                 addr, port = f.read().split()
             seen["probe"] = self.probe(addr, port)
 
-        outs = self.run_pods({"PET_NNODES": "2", "PET_NPROC_PER_NODE": "2",
-                              "PET_MASTER_ADDR": "job-master-0", "PET_MASTER_PORT": "23456",
-                              "MASTER_ADDR": "job-master-0", "MASTER_PORT": "23456",
-                              "PET_RDZV_ALLOW": "job-master-0,job-worker-0"},
-                             hold=True, while_held=attack)
-        self.assertTrue(refused(seen["probe"]), seen["probe"])
+        outs = self.run_pods(common, hold=True, while_held=attack)
+        return outs, seen["probe"]
+
+    def test_a_stranger_pod_is_refused_with_rdzv_allow(self):
+        outs, probe = self.run_attacked({
+            "PET_NNODES": "2", "PET_NPROC_PER_NODE": "2",
+            "PET_MASTER_ADDR": "job-master-0", "PET_MASTER_PORT": "23456",
+            "MASTER_ADDR": "job-master-0", "MASTER_PORT": "23456",
+            "PET_RDZV_ALLOW": "job-master-0,job-worker-0"
+        })
+        self.assertTrue(refused(probe), probe)
         self.assertRegex(outs[0], r"refusing connection from 10\.77\.0\.99:\d+: not one of the "
                                   r"job's hosts, which are job-master-0=10\.77\.0\.1, "
                                   r"job-worker-0=10\.77\.0\.2 \(from --rdzv-allow\)")
@@ -220,20 +227,14 @@ class PyTorchJobInNamespaces(unittest.TestCase):
         # No Slurm, no --rdzv-allow, but GPURUN_JOB_SECRET on both pods (issue 16): the worker
         # pod's agent proves it, which admits its host (and so its PyTorch workers); the
         # stranger's PyTorch client, which cannot, is closed at its first request.
-        seen = {}
-
-        def attack(d):
-            with open(os.path.join(d, "ready")) as f:
-                addr, port = f.read().split()
-            seen["probe"] = self.probe(addr, port)
-
-        outs = self.run_pods({"PET_NNODES": "2", "PET_NPROC_PER_NODE": "2",
-                              "PET_MASTER_ADDR": "job-master-0", "PET_MASTER_PORT": "23458",
-                              "MASTER_ADDR": "job-master-0", "MASTER_PORT": "23458",
-                              "GPURUN_JOB_SECRET": "pytorchjob-secret",
-                              "GPURUN_LOG_LEVEL": "info", "GPURUN_LOG_SUBSYS": "store"},
-                             hold=True, while_held=attack)
-        self.assertTrue(refused(seen["probe"]), seen["probe"])
+        outs, probe = self.run_attacked({
+            "PET_NNODES": "2", "PET_NPROC_PER_NODE": "2",
+            "PET_MASTER_ADDR": "job-master-0", "PET_MASTER_PORT": "23458",
+            "MASTER_ADDR": "job-master-0", "MASTER_PORT": "23458",
+            "GPURUN_JOB_SECRET": "pytorchjob-secret",
+            "GPURUN_LOG_LEVEL": "info", "GPURUN_LOG_SUBSYS": "store"
+        })
+        self.assertTrue(refused(probe), probe)
         self.assertRegex(outs[0], r"10\.77\.0\.2:\d+ proved the job secret: host 10\.77\.0\.2 is "
                                   r"admitted as one of the job's")
         self.assertRegex(outs[0], r"closing connection from 10\.77\.0\.99:\d+: it sent ADD "
@@ -282,18 +283,12 @@ class PyTorchJobInNamespaces(unittest.TestCase):
 
     def test_without_an_allow_list_the_stranger_gets_in(self):
         # The control: what --rdzv-allow changes (no Slurm, no list: any host, as torchrun).
-        seen = {}
-
-        def attack(d):
-            with open(os.path.join(d, "ready")) as f:
-                addr, port = f.read().split()
-            seen["probe"] = self.probe(addr, port)
-
-        outs = self.run_pods({"PET_NNODES": "2", "PET_NPROC_PER_NODE": "2",
-                              "PET_MASTER_ADDR": "job-master-0", "PET_MASTER_PORT": "23457",
-                              "MASTER_ADDR": "job-master-0", "MASTER_PORT": "23457"},
-                             hold=True, while_held=attack)
-        self.assertIn("ACCEPTED", seen["probe"])
+        outs, probe = self.run_attacked({
+            "PET_NNODES": "2", "PET_NPROC_PER_NODE": "2",
+            "PET_MASTER_ADDR": "job-master-0", "PET_MASTER_PORT": "23457",
+            "MASTER_ADDR": "job-master-0", "MASTER_PORT": "23457"
+        })
+        self.assertIn("ACCEPTED", probe)
         check_one_job_of_4(self, outs)
 
 
